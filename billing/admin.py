@@ -1,0 +1,108 @@
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from billing.models import BillingAccount, Invoice, InvoiceLine, Model, Plan, Price, Subscription
+from portal.admin_scoping import OrganizationScopedAdmin
+
+
+class CatalogAdmin(OrganizationScopedAdmin):
+    """The shared catalog: every org admin may read it, only platform superusers change it."""
+
+    organization_path = None
+    read_only_for_org_admins = True
+
+
+class PriceInline(admin.TabularInline):
+    model = Price
+    extra = 0
+    readonly_fields = ["currency", "effective_from", "input_per_mtok", "cached_input_per_mtok",
+                       "output_per_mtok", "per_image", "per_video_second"]
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Model)
+class ModelAdmin(CatalogAdmin):
+    list_display = ["code", "name", "provider", "modality", "context_window", "enabled"]
+    list_filter = ["provider", "modality", "enabled"]
+    search_fields = ["code", "name", "provider", "uuid"]
+    readonly_fields = ["uuid", "created_at"]
+    inlines = [PriceInline]
+
+
+@admin.register(Price)
+class PriceAdmin(CatalogAdmin):
+    """Prices are history: a new row may be added, an existing one is never edited."""
+
+    list_display = ["model", "currency", "effective_from", "input_per_mtok", "cached_input_per_mtok",
+                    "output_per_mtok", "per_image", "per_video_second"]
+    list_filter = ["currency", "model__provider", "model"]
+    search_fields = ["model__code", "model__name"]
+    date_hierarchy = "effective_from"
+    list_select_related = ["model"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Plan)
+class PlanAdmin(CatalogAdmin):
+    list_display = ["code", "name", "currency", "monthly_fee", "included_tokens", "rpm_limit", "tpm_limit",
+                    "max_keys", "max_teams"]
+    list_filter = ["currency"]
+    search_fields = ["code", "name"]
+    readonly_fields = ["uuid", "created_at"]
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(OrganizationScopedAdmin):
+    read_only_for_org_admins = True  # plan changes go through billing, not a form
+    list_display = ["organization", "plan", "status", "started_at", "expires_at"]
+    list_filter = ["organization", "status", "plan"]
+    search_fields = ["organization__name", "plan__code"]
+    list_select_related = ["organization", "plan"]
+
+
+@admin.register(BillingAccount)
+class BillingAccountAdmin(OrganizationScopedAdmin):
+    list_display = ["organization", "currency", "balance", "credit_limit", "monthly_budget", "status"]
+    list_filter = ["organization", "currency", "status"]
+    search_fields = ["organization__name", "billing_email", "tax_id"]
+    readonly_fields = ["uuid", "balance", "created_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            fields += ["currency", "credit_limit", "status"]  # set by the platform, not the customer
+        return fields
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return request.user.is_superuser
+
+
+class InvoiceLineInline(admin.TabularInline):
+    model = InvoiceLine
+    extra = 0
+    can_delete = False
+    readonly_fields = ["description", "model", "department", "quantity", "unit", "amount"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(OrganizationScopedAdmin):
+    read_only_for_org_admins = True  # invoices are issued by the nightly job
+    list_display = ["invoice_no", "organization", "period_start", "period_end", "currency", "amount", "status"]
+    list_filter = ["organization", "status", "currency"]
+    search_fields = ["invoice_no", "uuid", "organization__name"]
+    date_hierarchy = "period_start"
+    readonly_fields = ["uuid", "created_at"]
+    inlines = [InvoiceLineInline]

@@ -1,0 +1,48 @@
+"""Money: currencies and the project's only rounding rules.
+
+Amounts are `Decimal` end to end and always travel with a currency. Per-event costs are kept
+to 8 decimal places; invoice lines and display fields (`*_rmb`, dashboards) are rounded
+half-up to 2. Nothing else in the code base quantizes money.
+"""
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.db import models
+
+
+class Currency(models.TextChoices):
+    CNY = "CNY", "Chinese yuan"
+    USD = "USD", "US dollar"
+    # Prepaid credit units some vendors bill in.
+    VCU = "VCU", "Venice compute units"
+    DIEM = "DIEM", "DIEM"
+    BUNDLED_CREDITS = "BUNDLED_CREDITS", "Bundled credits"
+
+
+# Field shape shared by every stored amount: 20 digits, 8 after the point.
+AMOUNT_MAX_DIGITS = 20
+AMOUNT_DECIMAL_PLACES = 8
+
+EVENT_QUANTUM = Decimal("0.00000001")
+DISPLAY_QUANTUM = Decimal("0.01")
+TOKENS_PER_PRICE_UNIT = Decimal(1_000_000)
+ZERO = Decimal("0")
+
+
+def round_event_amount(amount: Decimal) -> Decimal:
+    """An event's cost as stored: 8 places, half-up."""
+    return amount.quantize(EVENT_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def round_display_amount(amount: Decimal) -> Decimal:
+    """Invoice lines and display fields: 2 places, half-up."""
+    return amount.quantize(DISPLAY_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def amount_field(**kwargs) -> models.DecimalField:
+    kwargs.setdefault("default", ZERO)
+    return models.DecimalField(max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_DECIMAL_PLACES, **kwargs)
+
+
+def currency_field(**kwargs) -> models.CharField:
+    return models.CharField(max_length=16, choices=Currency.choices, **kwargs)

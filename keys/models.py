@@ -1,0 +1,78 @@
+"""Credentials: inference keys (applications calling models), management keys (members
+calling the management API) and service tokens (the platform's own gateway)."""
+
+import uuid
+
+from django.db import models
+
+from portal.models import Department, Member, Organization
+
+
+class KeyStatus(models.TextChoices):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class CredentialFields(models.Model):
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200)
+    key_prefix = models.CharField(max_length=32, editable=False)
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    status = models.CharField(max_length=16, choices=KeyStatus.choices, default=KeyStatus.ACTIVE)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.key_prefix}…)"
+
+
+class InferenceKey(CredentialFields):
+    """An application's key for the gateway, owned by a department."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="inference_keys")
+    department = models.ForeignKey(Department, on_delete=models.PROTECT, related_name="inference_keys")
+    # The member who created the key; usage by this key is attributed to them.
+    owner = models.ForeignKey(
+        Member, null=True, blank=True, on_delete=models.SET_NULL, related_name="inference_keys"
+    )
+    models_allowed = models.JSONField(default=list, blank=True)
+    allowed_ips = models.JSONField(default=list, blank=True)
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    is_sandbox = models.BooleanField(default=False)
+    # After a rotation the previous secret keeps working until rotate_grace_until.
+    # NULL, not "", when there is no previous secret: an empty hash must never match anything.
+    previous_secret_hash = models.CharField(  # noqa: DJ001
+        max_length=64, null=True, blank=True, editable=False, db_index=True
+    )
+    previous_key_prefix = models.CharField(max_length=32, blank=True, editable=False)
+    rotate_grace_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # Deleting a key hides it for good but keeps the row, so its usage history stays attributable.
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["organization", "department", "name"]
+        indexes = [models.Index(fields=["organization", "status"], name="inferencekey_org_status")]
+
+
+class ManagementKey(CredentialFields):
+    """A member's key for the management API; acts with the member's policies, narrowed by scopes."""
+
+    member = models.ForeignKey(Member, on_delete=models.CASCADE, related_name="management_keys")
+    scopes = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["member", "name"]
+
+
+class ServiceToken(CredentialFields):
+    """The platform's own credential (the LLM gateway): ingestion and key verification."""
+
+    class Meta:
+        ordering = ["name"]

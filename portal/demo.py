@@ -1,0 +1,325 @@
+"""The demo world: catalog, plans, two organizations, and realistic usage.
+
+Idempotent: the catalog, organizations, departments and members are looked up before they
+are created, and usage events carry deterministic request ids, so a second run stores no
+duplicate. Secrets cannot be read back, so each run issues fresh secrets for the demo keys
+(replacing the previous ones) and prints them.
+"""
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from billing import services as billing_services
+from billing.models import Model, Plan
+from billing.money import Currency
+from keys import services as key_services
+from keys.hashing import SecretKind, display_prefix, generate_secret, hash_secret
+from keys.models import InferenceKey, ManagementKey, ServiceToken
+from portal import services
+from portal.models import Department, Member, Organization
+from usage.services import MAX_BATCH, ingest_events
+
+D = Decimal
+DEMO_PASSWORD = "portal-demo-pass"
+PRICE_HISTORY_START = datetime(2024, 1, 1, tzinfo=UTC)
+PRICE_CHANGE = datetime(2026, 1, 1, tzinfo=UTC)
+
+# code, name, provider, modality, context window,
+# CNY (input, cached input, output per Mtok, per image, per video second), USD (same)
+CATALOG: list[tuple[str, str, str, str, int | None, tuple[D, ...], tuple[D, ...]]] = [
+    ("qwen-plus", "通义千问-Plus", "Alibaba Cloud", "llm", 131072,
+     (D("0.8"), D("0.16"), D("2"), D(0), D(0)), (D("0.4"), D("0.08"), D("1.2"), D(0), D(0))),
+    ("qwen-max", "通义千问-Max", "Alibaba Cloud", "llm", 32768,
+     (D("2.4"), D("0.48"), D("9.6"), D(0), D(0)), (D("1.6"), D("0.32"), D("6.4"), D(0), D(0))),
+    ("qwen-vl-plus", "通义千问-VL-Plus", "Alibaba Cloud", "vl", 131072,
+     (D("1.5"), D("0.3"), D("4.5"), D(0), D(0)), (D("0.21"), D("0.042"), D("0.63"), D(0), D(0))),
+    ("wanx2.1-t2i-turbo", "通义万相 2.1 Turbo", "Alibaba Cloud", "image", None,
+     (D(0), D(0), D(0), D("0.14"), D(0)), (D(0), D(0), D(0), D("0.02"), D(0))),
+    ("deepseek-chat", "DeepSeek-V3", "DeepSeek", "llm", 65536,
+     (D("2"), D("0.5"), D("8"), D(0), D(0)), (D("0.27"), D("0.07"), D("1.1"), D(0), D(0))),
+    ("deepseek-reasoner", "DeepSeek-R1", "DeepSeek", "llm", 65536,
+     (D("4"), D("1"), D("16"), D(0), D(0)), (D("0.55"), D("0.14"), D("2.19"), D(0), D(0))),
+    ("gpt-4o-mini", "GPT-4o mini", "OpenAI", "llm", 128000,
+     (D("1.08"), D("0.54"), D("4.32"), D(0), D(0)), (D("0.15"), D("0.075"), D("0.6"), D(0), D(0))),
+    ("gpt-4o", "GPT-4o", "OpenAI", "vl", 128000,
+     (D("18"), D("9"), D("72"), D(0), D(0)), (D("2.5"), D("1.25"), D("10"), D(0), D(0))),
+    ("kling-v1-6", "Kling 1.6", "Kuaishou", "video", None,
+     (D(0), D(0), D(0), D(0), D("0.5")), (D(0), D(0), D(0), D(0), D("0.07"))),
+]
+# Before PRICE_CHANGE qwen-plus cost more: a real price history for the demo to show.
+OLD_QWEN_PLUS = {Currency.CNY: (D("1.2"), D("0.24"), D("3"), D(0), D(0)),
+                 Currency.USD: (D("0.6"), D("0.12"), D("1.8"), D(0), D(0))}
+
+PLANS = [
+    # code, name, currency, fee, included tokens, rpm, tpm, max keys, max teams
+    ("starter", "Starter", Currency.CNY, D("0"), 1_000_000, 60, 100_000, 5, 2),
+    ("team", "Team", Currency.CNY, D("999"), 50_000_000, 600, 1_000_000, 50, 10),
+    ("team-usd", "Team (USD)", Currency.USD, D("149"), 50_000_000, 600, 1_000_000, 50, 10),
+    ("enterprise", "Enterprise", Currency.CNY, D("19999"), 2_000_000_000, 6000, 10_000_000, 500, 100),
+]
+
+
+@dataclass(frozen=True)
+class OrgSpec:
+    name: str
+    slug: str
+    timezone: str
+    currency: str
+    plan: str
+    monthly_budget: Decimal
+    departments: tuple[str, str, str]
+    # Requests on an average weekday; shapes how much usage the demo shows.
+    daily_requests: int
+
+
+ORGS = [
+    OrgSpec("Acme", "acme", "Asia/Shanghai", Currency.CNY, "team", D("3000"),
+            ("Research", "Customer Support", "Marketing"), 420),
+    OrgSpec("Globex", "globex", "America/New_York", Currency.USD, "team-usd", D("500"),
+            ("Engineering", "Sales", "Operations"), 300),
+]
+ROLES = (Member.Role.OWNER, Member.Role.ADMIN, Member.Role.MEMBER)
+KEYS_PER_DEPARTMENT = 2
+
+
+def seed_catalog() -> None:
+    for code, name, provider, modality, context, cny, usd in CATALOG:
+        model, _ = Model.objects.update_or_create(
+            code=code,
+            defaults={"name": name, "provider": provider, "modality": modality, "context_window": context},
+        )
+        for currency, prices in ((Currency.CNY, cny), (Currency.USD, usd)):
+            if code == "qwen-plus":
+                _add_price(model, currency, PRICE_HISTORY_START, OLD_QWEN_PLUS[currency])
+                _add_price(model, currency, PRICE_CHANGE, prices)
+            else:
+                _add_price(model, currency, PRICE_HISTORY_START, prices)
+    for code, name, currency, fee, tokens, rpm, tpm, max_keys, max_teams in PLANS:
+        Plan.objects.update_or_create(
+            code=code,
+            defaults={"name": name, "currency": currency, "monthly_fee": fee, "included_tokens": tokens,
+                      "rpm_limit": rpm, "tpm_limit": tpm, "max_keys": max_keys, "max_teams": max_teams},
+        )
+
+
+def _add_price(model: Model, currency: str, start: datetime, prices: tuple[Decimal, ...]) -> None:
+    billing_services.add_price(
+        model=model, currency=currency, effective_from=start, input_per_mtok=prices[0],
+        cached_input_per_mtok=prices[1], output_per_mtok=prices[2], per_image=prices[3],
+        per_video_second=prices[4],
+    )
+
+
+PLATFORM_ADMIN = "platform_admin"
+
+
+def _ensure_platform_admin() -> None:
+    """A superuser for the platform operator: sees every organization in the admin."""
+    user, _ = get_user_model().objects.get_or_create(
+        username=PLATFORM_ADMIN, defaults={"is_staff": True, "is_superuser": True, "email": "ops@platform.example"}
+    )
+    user.set_password(DEMO_PASSWORD)
+    user.save()
+
+
+def _reissue_secret(key: InferenceKey | ManagementKey | ServiceToken, kind: SecretKind) -> str:
+    """Give an existing demo credential a new secret (the old one cannot be printed again)."""
+    secret = generate_secret(kind)
+    key.secret_hash = hash_secret(secret)
+    key.key_prefix = display_prefix(secret)
+    key.save(update_fields=["secret_hash", "key_prefix"])
+    return secret
+
+
+@transaction.atomic
+def seed_world() -> dict[str, Any]:
+    """Catalog, plans, organizations and their people and keys. Returns the --json document
+    (without usage)."""
+    seed_catalog()
+    actor = services.SYSTEM
+    token = ServiceToken.objects.filter(name="demo-gateway").first()
+    if token is None:
+        service_secret = key_services.create_service_token(actor=actor, name="demo-gateway").secret
+    else:
+        service_secret = _reissue_secret(token, SecretKind.SERVICE)
+
+    _ensure_platform_admin()
+    document: dict[str, Any] = {"service_token": service_secret, "orgs": []}
+    for spec in ORGS:
+        organization = Organization.objects.filter(slug=spec.slug).first() or services.create_organization(
+            actor=actor, name=spec.name, slug=spec.slug, timezone=spec.timezone
+        )
+        billing_services.open_billing_account(
+            actor=actor, organization=organization, currency=spec.currency,
+            credit_limit=D("10000"), monthly_budget=spec.monthly_budget,
+            billing_email=f"billing@{spec.slug}.example", tax_id=f"{spec.slug.upper()}-TAX-001",
+        )
+        if not organization.subscriptions.filter(status="active").exists():
+            billing_services.subscribe(
+                actor=actor, organization=organization, plan=Plan.objects.get(code=spec.plan),
+                started_at=timezone.now() - timedelta(days=365),
+            )
+        members = []
+        for role in ROLES:
+            username = f"{spec.slug}_{role}"
+            member = Member.objects.filter(user__username=username).first()
+            if member is None:
+                member = services.create_member(
+                    actor=actor, organization=organization, username=username, password=DEMO_PASSWORD,
+                    role=role, email=f"{role}@{spec.slug}.example",
+                )
+            else:
+                member.user.set_password(DEMO_PASSWORD)
+                member.user.save(update_fields=["password"])
+            management_key = ManagementKey.objects.filter(member=member, name="demo").first()
+            if management_key is None:
+                secret = key_services.create_management_key(actor=actor, member=member, name="demo").secret
+            else:
+                secret = _reissue_secret(management_key, SecretKind.MANAGEMENT)
+            members.append({"uuid": str(member.uuid), "username": username, "password": DEMO_PASSWORD,
+                            "role": role, "management_key": secret, "_member": member})
+        departments = []
+        for position, name in enumerate(spec.departments):
+            discount = D("0.9") if position == 2 else D("1.0")
+            department = Department.objects.filter(organization=organization, name=name).first()
+            if department is None:
+                department = services.create_department(
+                    actor=actor, organization=organization, name=name, discount=discount,
+                    contact_name=f"{name} lead", contact_email=f"{name.split()[0].lower()}@{spec.slug}.example",
+                )
+            departments.append(department)
+        keys = []
+        owners = [m["_member"] for m in members]
+        for position, department in enumerate(departments):
+            for number in range(1, KEYS_PER_DEPARTMENT + 1):
+                name = f"{department.name} app {number}"
+                key = InferenceKey.objects.filter(department=department, name=name).first()
+                if key is None:
+                    issued = key_services.create_inference_key(
+                        actor=actor, department=department, name=name, owner=owners[(position + number) % 3],
+                    )
+                    key, secret = issued.key, issued.secret
+                else:
+                    secret = _reissue_secret(key, SecretKind.INFERENCE)
+                keys.append({"id": key.pk, "uuid": str(key.uuid), "department_uuid": str(department.uuid),
+                             "key": secret})
+        for member in members:
+            del member["_member"]
+        document["orgs"].append({
+            "id": organization.pk, "uuid": str(organization.uuid), "name": organization.name,
+            "timezone": organization.timezone, "currency": spec.currency, "members": members,
+            # A discount is a ratio, not money: a plain JSON number (1.0, 0.9) is what callers expect.
+            "departments": [{"id": d.pk, "uuid": str(d.uuid), "name": d.name, "discount": float(d.discount)}
+                            for d in departments],
+            "inference_keys": keys,
+        })
+    return document
+
+
+# --- usage -------------------------------------------------------------------------------
+
+# Share of a day's traffic by local hour: quiet nights, a morning ramp, an afternoon peak.
+HOURLY_WEIGHTS = [0.2, 0.15, 0.1, 0.1, 0.1, 0.2, 0.4, 0.8, 1.4, 1.9, 2.1, 2.0,
+                  1.5, 1.8, 2.1, 2.2, 2.0, 1.7, 1.3, 1.0, 0.9, 0.8, 0.6, 0.35]
+
+
+def _zipf_weights(count: int, exponent: float = 1.1) -> list[float]:
+    return [1 / (rank ** exponent) for rank in range(1, count + 1)]
+
+
+def _day_events(spec: OrgSpec, organization: Organization, day: date, keys: list[InferenceKey],
+                models: list[Model], now: datetime) -> Iterator[dict[str, Any]]:
+    """A day of one organization's traffic, the same every time it is generated."""
+    rng = random.Random(f"{spec.slug}:{day.isoformat()}")
+    weekend = day.weekday() >= 5
+    count = int(spec.daily_requests * (0.35 if weekend else 1.0) * rng.uniform(0.85, 1.15))
+    key_weights = _zipf_weights(len(keys))
+    model_weights = _zipf_weights(len(models), 1.2)
+    zone = organization.zone
+    conversations: list[str] = []
+    for sequence in range(count):
+        hour = rng.choices(range(24), weights=HOURLY_WEIGHTS)[0]
+        local = datetime(day.year, day.month, day.day, hour, rng.randrange(60), rng.randrange(60), tzinfo=zone)
+        when = local.astimezone(UTC)
+        if when >= now:
+            continue
+        model = rng.choices(models, weights=model_weights)[0]
+        key = rng.choices(keys, weights=key_weights)[0]
+        failed = rng.random() < 0.025
+        status = rng.choice([429, 500, 502, 400]) if failed else 200
+        prompt = completion = cached = images = video = 0
+        if model.modality in ("llm", "vl"):
+            prompt = int(rng.lognormvariate(6.5, 0.9))
+            cached = int(prompt * rng.choice([0, 0, 0, 0.3, 0.6]))
+            completion = 0 if failed else int(rng.lognormvariate(5.5, 0.8))
+        elif model.modality == "image":
+            images = 0 if failed else rng.choice([1, 1, 2, 4])
+        elif model.modality == "video":
+            video = 0 if failed else rng.choice([5, 5, 10])
+        latency = int(rng.lognormvariate(6.3, 0.5) + completion * rng.uniform(8, 20) + video * 3000 + images * 2500)
+        if rng.random() < 0.6 and conversations:
+            conversation = rng.choice(conversations[-20:])
+        else:
+            conversation = f"conv-{spec.slug}-{day.isoformat()}-{sequence}"
+            conversations.append(conversation)
+        yield {
+            "request_id": f"demo-{spec.slug}-{day.isoformat()}-{sequence:05d}",
+            "timestamp": when.isoformat(),
+            "key_id": str(key.uuid),
+            "model": model.code,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cached_tokens": cached,
+            "image_count": images,
+            "video_seconds": video,
+            "input_chars": int(prompt * 1.6),
+            "output_chars": int(completion * 1.6),
+            "latency_ms": latency,
+            "status_code": status,
+            "error_type": {429: "rate_limited", 500: "upstream_error", 502: "bad_gateway",
+                           400: "invalid_request"}.get(status),
+            "op_name": rng.choice(["chat.completions", "chat.completions", "embeddings", "agent.step"]),
+            "trace_id": f"trace-{spec.slug}-{day.isoformat()}-{sequence // 3}",
+            "conversation_id": conversation,
+        }
+
+
+def plan_usage(days: int) -> list[tuple[OrgSpec, Organization, date]]:
+    """The (organization, local day) units of work for the last `days` days, today included."""
+    units = []
+    for spec in ORGS:
+        organization = Organization.objects.get(slug=spec.slug)
+        today = timezone.now().astimezone(organization.zone).date()
+        units.extend((spec, organization, today - timedelta(days=offset)) for offset in range(days - 1, -1, -1))
+    return units
+
+
+def generate_usage(days: int, on_unit_done: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """Send `days` days of demo traffic through the ingestion service. Returns (accepted, duplicates)."""
+    models = list(Model.objects.filter(enabled=True).order_by("id"))
+    accepted = duplicates = 0
+    now = timezone.now()
+    for spec, organization, day in plan_usage(days):
+        keys = list(InferenceKey.objects.filter(organization=organization, deleted_at__isnull=True).order_by("id"))
+        batch = list(_day_events(spec, organization, day, keys, models, now))
+        for start in range(0, len(batch), MAX_BATCH):
+            if batch[start : start + MAX_BATCH]:
+                result = ingest_events(batch[start : start + MAX_BATCH])
+                accepted += result.accepted
+                duplicates += result.duplicates
+        if on_unit_done:
+            on_unit_done(accepted, duplicates)
+    return accepted, duplicates
+
+
+def rough_daily_events() -> int:
+    return math.ceil(sum(spec.daily_requests for spec in ORGS))

@@ -1,0 +1,20 @@
+"""Reads for tenancy."""
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from portal.models import Member, Organization
+
+
+def member_of(user: AbstractBaseUser | AnonymousUser | None) -> Member | None:
+    """The member record of a logged-in user, or None (anonymous, or a platform superuser)."""
+    if user is None or not user.is_authenticated:
+        return None
+    try:
+        return user.member  # type: ignore[union-attr]
+    except Member.DoesNotExist:
+        return None
+
+
+def organization_of(user: AbstractBaseUser | AnonymousUser | None) -> Organization | None:
+    member = member_of(user)
+    return member.organization if member else None

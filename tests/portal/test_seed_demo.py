@@ -1,0 +1,79 @@
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from billing.models import Model, Plan, Price
+from keys.hashing import hash_secret
+from keys.models import InferenceKey, ManagementKey, ServiceToken
+from portal.models import Department, Member, Organization
+from usage.models import UsageEvent
+
+
+def _seed(*args: str) -> dict:
+    out = StringIO()
+    call_command("seed_demo", "--json", *args, stdout=out)
+    return json.loads(out.getvalue())  # the whole of stdout must be one JSON document
+
+
+@pytest.mark.django_db
+def test_seed_demo_json_describes_a_working_world():
+    document = _seed("--days", "2")
+    assert ServiceToken.objects.get(secret_hash=hash_secret(document["service_token"]))
+    assert [org["name"] for org in document["orgs"]] == ["Acme", "Globex"]
+    assert [org["timezone"] for org in document["orgs"]] == ["Asia/Shanghai", "America/New_York"]
+    for org in document["orgs"]:
+        organization = Organization.objects.get(uuid=org["uuid"], pk=org["id"])
+        assert [m["role"] for m in org["members"]] == ["owner", "admin", "member"]
+        for member in org["members"]:
+            stored = Member.objects.get(uuid=member["uuid"])
+            assert stored.organization == organization and stored.user.check_password(member["password"])
+            key = ManagementKey.objects.get(secret_hash=hash_secret(member["management_key"]))
+            assert key.member == stored
+        assert [d["discount"] for d in org["departments"]] == [1.0, 1.0, 0.9]
+        assert {Department.objects.get(uuid=d["uuid"]).organization for d in org["departments"]} == {organization}
+        assert len(org["inference_keys"]) >= 3
+        for key in org["inference_keys"]:
+            stored = InferenceKey.objects.get(secret_hash=hash_secret(key["key"]))
+            assert str(stored.department.uuid) == key["department_uuid"] and stored.organization == organization
+    assert Model.objects.count() >= 8 and Model.objects.values("provider").distinct().count() >= 3
+    assert set(Price.objects.values_list("currency", flat=True)) >= {"CNY", "USD"}
+    assert UsageEvent.objects.filter(organization__name="Acme").exists()
+    assert UsageEvent.objects.filter(organization__name="Globex").exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_twice_neither_fails_nor_duplicates():
+    first = _seed("--days", "2")
+    counts = (Model.objects.count(), Price.objects.count(), Plan.objects.count(), Organization.objects.count(),
+              Member.objects.count(), Department.objects.count(), InferenceKey.objects.count())
+    events = UsageEvent.objects.count()
+    second = _seed("--days", "2")
+    assert counts == (Model.objects.count(), Price.objects.count(), Plan.objects.count(),
+                      Organization.objects.count(), Member.objects.count(), Department.objects.count(),
+                      InferenceKey.objects.count())
+    # Only events of the last minutes (generated deterministically) may have been added.
+    assert UsageEvent.objects.count() - events < 50
+    assert [o["uuid"] for o in first["orgs"]] == [o["uuid"] for o in second["orgs"]]
+    # The second run printed fresh secrets, and those are the ones that work now.
+    new_key = second["orgs"][0]["inference_keys"][0]["key"]
+    assert InferenceKey.objects.filter(secret_hash=hash_secret(new_key)).exists()
+    assert not InferenceKey.objects.filter(secret_hash=hash_secret(first["orgs"][0]["inference_keys"][0]["key"]))
+
+
+@pytest.mark.django_db
+def test_seed_demo_with_zero_days_creates_no_usage():
+    _seed("--days", "0")
+    assert Organization.objects.count() == 2
+    assert UsageEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_seed_demo_usage_has_rhythm_and_errors():
+    _seed("--days", "7")
+    events = UsageEvent.objects.filter(organization__name="Acme")
+    assert events.filter(status_code__gte=400).exists()
+    assert events.values("model").distinct().count() >= 4
+    top_model_share = max(events.filter(model=m).count() for m in Model.objects.all()) / events.count()
+    assert 0.2 < top_model_share < 0.8  # skewed, not uniform, not a single model

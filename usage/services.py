@@ -1,0 +1,258 @@
+"""Ingestion: validate a batch of gateway events, rate them, store them exactly once.
+
+The contract (API.md §2): the whole batch is validated before anything is written; one bad
+event rejects the batch with every problem listed; an event whose request_id is already
+stored is skipped and counted as a duplicate. Storage is one set-based
+`INSERT ... ON CONFLICT (request_id) DO NOTHING RETURNING`, so two connections replaying the
+same batch at once still store each event once, and we learn exactly which rows were new.
+"""
+
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from billing.models import BillingAccount, Model
+from billing.rating import event_cost
+from billing.selectors import PriceBook
+from keys.models import InferenceKey
+from usage.models import TRACE_FIELD_LENGTH, UsageEvent
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+REQUEST_ID_MAX_LENGTH = 128
+COUNT_FIELDS = (
+    "prompt_tokens", "completion_tokens", "cached_tokens", "image_count", "video_seconds",
+    "input_chars", "output_chars",
+)
+TRACE_FIELDS = ("op_name", "trace_id", "parent_id", "thread_id", "turn_id", "conversation_id")
+REQUIRED_FIELDS = ("request_id", "timestamp", "key_id", "model", "latency_ms", "status_code")
+KNOWN_FIELDS = frozenset(REQUIRED_FIELDS + COUNT_FIELDS + TRACE_FIELDS + ("error_type",))
+# Rows per INSERT statement: keeps every backend under its bound-parameter limit.
+INSERT_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class FieldError:
+    index: int | None  # position in the batch; None for a problem with the batch itself
+    field: str
+    message: str
+
+
+class IngestValidationError(Exception):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(f"{len(errors)} invalid field(s) in the batch")
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    inserted_ids: tuple[int, ...]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_timestamp(value: Any) -> datetime | None:
+    if _is_int(value):
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if isinstance(value, str):
+        try:
+            parsed = parse_datetime(value)
+        except ValueError:
+            return None
+        if parsed is None or timezone.is_naive(parsed):
+            return None
+        return parsed.astimezone(UTC)
+    return None
+
+
+def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[FieldError]]:
+    """Check each event's fields on their own, before any database lookup."""
+    errors: list[FieldError] = []
+    clean: list[dict[str, Any]] = []
+    for index, raw in enumerate(events):
+        if not isinstance(raw, Mapping):
+            errors.append(FieldError(index, "", "each event must be a JSON object"))
+            clean.append({})
+            continue
+        event: dict[str, Any] = {}
+        for name in sorted(set(raw) - KNOWN_FIELDS):
+            errors.append(FieldError(index, name, "unknown field"))
+        for name in REQUIRED_FIELDS:
+            if raw.get(name) is None:
+                errors.append(FieldError(index, name, "field required"))
+        request_id = raw.get("request_id")
+        if request_id is not None:
+            if not isinstance(request_id, str) or not 1 <= len(request_id) <= REQUEST_ID_MAX_LENGTH:
+                errors.append(FieldError(index, "request_id", "must be a string of 1 to 128 characters"))
+            event["request_id"] = request_id
+        if raw.get("timestamp") is not None:
+            parsed = _parse_timestamp(raw["timestamp"])
+            if parsed is None:
+                errors.append(FieldError(
+                    index, "timestamp", "must be Unix seconds or ISO 8601 with a UTC offset"))
+            event["timestamp"] = parsed
+        key_id = raw.get("key_id")
+        if key_id is not None:
+            try:
+                event["key_uuid"] = uuid.UUID(str(key_id))
+            except ValueError:
+                errors.append(FieldError(index, "key_id", "must be an inference key uuid"))
+        model = raw.get("model")
+        if model is not None:
+            if not isinstance(model, str):
+                errors.append(FieldError(index, "model", "must be a model code string"))
+            event["model"] = model
+        for name in COUNT_FIELDS + ("latency_ms",):
+            value = raw.get(name, 0)
+            if value is None and name == "latency_ms":
+                continue
+            if not _is_int(value) or value < 0:
+                errors.append(FieldError(index, name, "must be a non-negative integer"))
+            event[name] = value
+        status_code = raw.get("status_code")
+        if status_code is not None:
+            if not _is_int(status_code) or not 100 <= status_code <= 599:
+                errors.append(FieldError(index, "status_code", "must be an HTTP status code (100-599)"))
+            event["status_code"] = status_code
+        cached, prompt = event.get("cached_tokens"), event.get("prompt_tokens")
+        if _is_int(cached) and _is_int(prompt) and 0 <= prompt < cached:
+            errors.append(FieldError(index, "cached_tokens", "cannot exceed prompt_tokens"))
+        for name in TRACE_FIELDS + ("error_type",):
+            value = raw.get(name)
+            if value is not None and (not isinstance(value, str) or len(value) > TRACE_FIELD_LENGTH):
+                errors.append(FieldError(index, name, "must be a string of at most 128 characters or null"))
+            event[name] = value
+        clean.append(event)
+    return clean, errors
+
+
+def ingest_events(events: Sequence[Any]) -> IngestResult:
+    """Validate, rate and store a batch of events. Raises IngestValidationError, storing nothing."""
+    if not isinstance(events, Sequence) or isinstance(events, str | bytes) or not 1 <= len(events) <= MAX_BATCH:
+        raise IngestValidationError([FieldError(None, "events", f"must be a list of 1 to {MAX_BATCH} events")])
+    clean, errors = _validate_shapes(events)
+
+    key_uuids = {event["key_uuid"] for event in clean if "key_uuid" in event}
+    keys = {
+        key.uuid: key
+        for key in InferenceKey.objects.filter(uuid__in=key_uuids).select_related("department")
+    }
+    model_codes = {event["model"] for event in clean if isinstance(event.get("model"), str)}
+    models_by_code = {model.code: model for model in Model.objects.filter(code__in=model_codes)}
+    organization_ids = {key.organization_id for key in keys.values()}
+    currencies = dict(
+        BillingAccount.objects.filter(organization_id__in=organization_ids).values_list(
+            "organization_id", "currency"
+        )
+    )
+    price_books = {
+        currency: PriceBook((model.pk for model in models_by_code.values()), currency)
+        for currency in set(currencies.values())
+    }
+
+    received_at = timezone.now()
+    rows: list[UsageEvent] = []
+    seen_request_ids: set[str] = set()
+    for index, event in enumerate(clean):
+        key = keys.get(event.get("key_uuid"))
+        model = models_by_code.get(event.get("model"))
+        if "key_uuid" in event and key is None:
+            errors.append(FieldError(index, "key_id", "unknown inference key"))
+        if isinstance(event.get("model"), str) and model is None:
+            errors.append(FieldError(index, "model", "unknown model code"))
+        if key is None or model is None or event.get("timestamp") is None:
+            continue
+        currency = currencies.get(key.organization_id)
+        if currency is None:
+            errors.append(FieldError(index, "key_id", "the key's organization has no billing account"))
+            continue
+        price = price_books[currency].at(model.pk, event["timestamp"])
+        if price is None:
+            errors.append(FieldError(index, "model", f"no {currency} price for {model.code} at that time"))
+            continue
+        if errors:
+            continue  # the batch is rejected anyway; skip rating work
+        if event["request_id"] in seen_request_ids:
+            continue
+        seen_request_ids.add(event["request_id"])
+        rows.append(UsageEvent(
+            request_id=event["request_id"],
+            timestamp=event["timestamp"],
+            organization_id=key.organization_id,
+            department_id=key.department_id,
+            key_id=key.pk,
+            member_id=key.owner_id,
+            model_id=model.pk,
+            price_id=price.pk,
+            status_code=event["status_code"],
+            error_type=event["error_type"],
+            cost=event_cost(
+                price,
+                discount=key.department.discount,
+                prompt_tokens=event["prompt_tokens"],
+                cached_tokens=event["cached_tokens"],
+                completion_tokens=event["completion_tokens"],
+                image_count=event["image_count"],
+                video_seconds=event["video_seconds"],
+            ),
+            currency=currency,
+            received_at=received_at,
+            latency_ms=event["latency_ms"],
+            **{name: event[name] for name in COUNT_FIELDS + TRACE_FIELDS},
+        ))
+    if errors:
+        raise IngestValidationError(errors)
+
+    with transaction.atomic():
+        inserted_ids = _insert_new(rows)
+    # Replays (already stored) and repeats within this batch both count as duplicates.
+    return IngestResult(
+        accepted=len(inserted_ids),
+        duplicates=len(events) - len(inserted_ids),
+        inserted_ids=tuple(inserted_ids),
+    )
+
+
+_INSERT_FIELDS = [
+    field for field in UsageEvent._meta.concrete_fields if not field.primary_key
+]
+
+
+def _insert_new(rows: list[UsageEvent]) -> list[int]:
+    """Insert rows whose request_id is new; return the ids of the rows actually inserted."""
+    if not rows:
+        return []
+    table = connection.ops.quote_name(UsageEvent._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in _INSERT_FIELDS)
+    row_placeholder = "(" + ", ".join(["%s"] * len(_INSERT_FIELDS)) + ")"
+    inserted: list[int] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[start : start + INSERT_CHUNK]
+            params: list[Any] = []
+            for row in chunk:
+                params.extend(field.get_db_prep_save(field.pre_save(row, True), connection) for field in _INSERT_FIELDS)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES "
+                + ", ".join([row_placeholder] * len(chunk))
+                + " ON CONFLICT (request_id) DO NOTHING RETURNING id",
+                params,
+            )
+            inserted.extend(row_id for (row_id,) in cursor.fetchall())
+    return inserted
+
