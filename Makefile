@@ -38,6 +38,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/ram_evaluator.py
+	$(BIN)/python -m bench.verify_key
 
 worker: install
 	$(BIN)/celery -A portal worker --loglevel=INFO

@@ -3,10 +3,13 @@
 import bisect
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 
+from django.db.models import Sum
 from django.utils import timezone
 
-from billing.models import Model, Price, Subscription
+from billing.models import BillingAccount, Model, Price, Subscription
+from billing.money import ZERO
 from portal.models import Organization
 
 
@@ -50,3 +53,25 @@ def current_subscription(organization: Organization) -> Subscription | None:
         .order_by("-started_at")
         .first()
     )
+
+
+def month_start(organization: Organization, now: datetime | None = None) -> datetime:
+    """The start of the current calendar month in the organization's timezone."""
+    local = (now or timezone.now()).astimezone(organization.zone)
+    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_to_date_cost(organization: Organization, now: datetime | None = None) -> Decimal:
+    from usage.models import UsageEvent
+
+    total = UsageEvent.objects.filter(
+        organization=organization, timestamp__gte=month_start(organization, now)
+    ).aggregate(total=Sum("cost"))["total"]
+    return total or ZERO
+
+
+def budget_exhausted(organization: Organization) -> bool:
+    account = BillingAccount.objects.filter(organization=organization).only("monthly_budget").first()
+    if account is None or account.monthly_budget is None:
+        return False
+    return month_to_date_cost(organization) >= account.monthly_budget

@@ -1,12 +1,17 @@
 """Writes for credentials. Each returns the secret exactly once, beside the stored row."""
 
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.core.cache import cache
 from django.db import transaction
+from django.utils import timezone
 
+from billing.selectors import budget_exhausted
 from keys.hashing import SecretKind, display_prefix, generate_secret, hash_secret
-from keys.models import InferenceKey, ManagementKey, ServiceToken
+from keys.models import InferenceKey, KeyStatus, ManagementKey, ServiceToken
+from keys.selectors import forget_service_token_memo, inference_key_for_secret, touch_last_used
 from portal.models import Department, Member
 from portal.services import Actor, record_audit
 
@@ -82,3 +87,177 @@ def create_service_token(*, actor: Actor, name: str) -> IssuedKey[ServiceToken]:
     record_audit(actor=actor, organization=None, action="service_token.create", target=token,
                  detail={"name": name, "key_prefix": prefix})
     return IssuedKey(key=token, secret=secret)
+
+
+# --- lifecycle --------------------------------------------------------------------------------
+
+ROTATE_GRACE_DEFAULT = timedelta(hours=24)
+ROTATE_GRACE_MAX_HOURS = 168
+
+
+def _forget_now_and_after_commit(*secret_hashes: str | None) -> None:
+    # The gateway's verify cache must not outlive a change. Clearing now stops the cached answer;
+    # clearing again at commit drops one a concurrent verify may have cached from the old row.
+    forget_verification(*secret_hashes)
+    transaction.on_commit(lambda: forget_verification(*secret_hashes))
+
+
+def _after_commit_forget(key: InferenceKey) -> None:
+    _forget_now_and_after_commit(key.secret_hash, key.previous_secret_hash)
+
+
+def _audit(actor: Actor, key: InferenceKey, action: str, detail: dict | None = None) -> None:
+    record_audit(actor=actor, organization=key.organization, action=f"inference_key.{action}", target=key,
+                 detail={"key_prefix": key.key_prefix, **(detail or {})})
+
+
+@transaction.atomic
+def update_inference_key(*, actor: Actor, key: InferenceKey, **changes) -> InferenceKey:
+    allowed = {"name", "models_allowed", "allowed_ips", "rpm_limit", "tpm_limit"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"cannot update {sorted(unknown)}")
+    for name, value in changes.items():
+        setattr(key, name, value)
+    key.save(update_fields=list(changes) or None)
+    _audit(actor, key, "update", {"fields": sorted(changes)})
+    _after_commit_forget(key)
+    return key
+
+
+@transaction.atomic
+def rotate_inference_key(*, actor: Actor, key: InferenceKey, grace: timedelta = ROTATE_GRACE_DEFAULT) -> IssuedKey:
+    """Issue a new secret; the current one keeps working until `rotate_grace_until`."""
+    secret, secret_hash, prefix = _new_secret(SecretKind.INFERENCE)
+    old_hash, old_prefix = key.secret_hash, key.key_prefix
+    key.previous_secret_hash = old_hash if grace > timedelta(0) else None
+    key.previous_key_prefix = old_prefix
+    key.rotate_grace_until = timezone.now() + grace if grace > timedelta(0) else None
+    key.secret_hash, key.key_prefix = secret_hash, prefix
+    key.save(update_fields=["previous_secret_hash", "previous_key_prefix", "rotate_grace_until", "secret_hash",
+                            "key_prefix"])
+    _audit(actor, key, "rotate", {"old_key_prefix": old_prefix, "grace_seconds": int(grace.total_seconds())})
+    _forget_now_and_after_commit(old_hash, secret_hash)
+    return IssuedKey(key=key, secret=secret)
+
+
+def _set_status(actor: Actor, key: InferenceKey, status: str, action: str) -> InferenceKey:
+    key.status = status
+    key.save(update_fields=["status"])
+    _audit(actor, key, action)
+    _after_commit_forget(key)
+    return key
+
+
+@transaction.atomic
+def disable_inference_key(*, actor: Actor, key: InferenceKey) -> InferenceKey:
+    return _set_status(actor, key, KeyStatus.DISABLED, "disable")
+
+
+@transaction.atomic
+def enable_inference_key(*, actor: Actor, key: InferenceKey) -> InferenceKey:
+    if key.status == KeyStatus.REVOKED:
+        raise ValueError("a revoked key cannot be enabled")
+    return _set_status(actor, key, KeyStatus.ACTIVE, "enable")
+
+
+@transaction.atomic
+def delete_inference_key(*, actor: Actor, key: InferenceKey) -> None:
+    """Irreversible: the key stops working and disappears from the API; its usage stays."""
+    key.status = KeyStatus.REVOKED
+    key.deleted_at = timezone.now()
+    key.save(update_fields=["status", "deleted_at"])
+    _audit(actor, key, "delete")
+    _after_commit_forget(key)
+
+
+@transaction.atomic
+def revoke_management_key(*, actor: Actor, key: ManagementKey) -> ManagementKey:
+    key.status = KeyStatus.REVOKED
+    key.save(update_fields=["status"])
+    record_audit(actor=actor, organization=key.member.organization, action="management_key.revoke", target=key,
+                 detail={"key_prefix": key.key_prefix})
+    return key
+
+
+# --- verification (the gateway's hot path) -----------------------------------------------------
+
+VERIFY_CACHE_SECONDS = 60
+VERIFY_NEGATIVE_CACHE_SECONDS = 10
+# In front of the shared cache, each process remembers answers for half a second: the hot path
+# then needs no network round trip, and a change still reaches every process within a second.
+VERIFY_PROCESS_MEMO_SECONDS = 0.5
+VERIFY_PROCESS_MEMO_SIZE = 50_000
+_INVALID = {"valid": False}
+_verify_memo: dict[str, tuple[float, dict]] = {}
+
+
+def _verify_cache_key(secret_hash: str) -> str:
+    return f"keys:verify:{secret_hash}"
+
+
+def forget_verification(*secret_hashes: str | None) -> None:
+    for secret_hash in secret_hashes:
+        _verify_memo.pop(secret_hash or "", None)
+    cache.delete_many([_verify_cache_key(h) for h in secret_hashes if h])
+
+
+def forget_verification_memo() -> None:
+    _verify_memo.clear()
+
+
+def forget_process_memos() -> None:
+    """Drop everything this process remembers about credentials (tests; after a revocation)."""
+    forget_verification_memo()
+    forget_service_token_memo()
+
+
+def _remember(secret_hash: str, answer: dict) -> dict:
+    if len(_verify_memo) >= VERIFY_PROCESS_MEMO_SIZE:
+        _verify_memo.clear()
+    _verify_memo[secret_hash] = (time.monotonic() + VERIFY_PROCESS_MEMO_SECONDS, answer)
+    return answer
+
+
+def verify_inference_key(secret: str) -> dict:
+    """What the gateway needs to know about a presented key, from cache when possible.
+
+    Cached answers never outlive the key's expiry or the end of a rotation's grace period, and
+    every change to a key deletes them, so a disabled or rotated-out key stops verifying at once."""
+    secret_hash = hash_secret(secret)
+    remembered = _verify_memo.get(secret_hash)
+    if remembered and remembered[0] > time.monotonic():
+        return remembered[1]
+    cache_key = _verify_cache_key(secret_hash)
+    cached = cache.get(cache_key)
+    if cached is not None:
+        return _remember(secret_hash, cached)
+    key = inference_key_for_secret(secret)
+    now = timezone.now()
+    if key is None or key.status != KeyStatus.ACTIVE or (key.expires_at and key.expires_at <= now):
+        cache.set(cache_key, _INVALID, VERIFY_NEGATIVE_CACHE_SECONDS)
+        return _remember(secret_hash, _INVALID)
+    answer = {
+        "valid": True,
+        "key_id": str(key.uuid),
+        "org_id": str(key.organization.uuid),
+        "team_id": str(key.department.uuid),
+        "status": key.status,
+        "models_allowed": key.models_allowed,
+        "allowed_ips": key.allowed_ips,
+        "rpm_limit": key.rpm_limit,
+        "tpm_limit": key.tpm_limit,
+        "budget_exhausted": budget_exhausted(key.organization),
+    }
+    # Expire the cached answer no later than the key itself (or its old secret) stops working.
+    horizons = [VERIFY_CACHE_SECONDS]
+    if key.expires_at:
+        horizons.append((key.expires_at - now).total_seconds())
+    if key.previous_secret_hash == secret_hash and key.rotate_grace_until:
+        horizons.append((key.rotate_grace_until - now).total_seconds())
+    timeout = min(horizons)
+    touch_last_used(InferenceKey, key.pk)
+    if timeout >= 1:
+        cache.set(cache_key, answer, int(timeout))
+        return _remember(secret_hash, answer)
+    return answer

@@ -26,6 +26,8 @@ from keys.hashing import SecretKind, display_prefix, generate_secret, hash_secre
 from keys.models import InferenceKey, ManagementKey, ServiceToken
 from portal import services
 from portal.models import Department, Member, Organization
+from portal.ram import services as ram
+from portal.ram.system_policies import ADMINISTRATOR_ACCESS, READ_ONLY_ACCESS
 from usage.services import MAX_BATCH, ingest_events
 
 D = Decimal
@@ -180,6 +182,9 @@ def seed_world() -> dict[str, Any]:
             else:
                 member.user.set_password(DEMO_PASSWORD)
                 member.user.save(update_fields=["password"])
+            # Owners and admins administer; the member reads (RAM, API.md §8).
+            policy = READ_ONLY_ACCESS if role == Member.Role.MEMBER else ADMINISTRATOR_ACCESS
+            ram.attach_policy(actor=actor, policy=ram.system_policy(policy), member=member)
             management_key = ManagementKey.objects.filter(member=member, name="demo").first()
             if management_key is None:
                 secret = key_services.create_management_key(actor=actor, member=member, name="demo").secret

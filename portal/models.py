@@ -154,3 +154,71 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_label} {self.action} {self.target_type}/{self.target_id}"
+
+
+class Policy(models.Model):
+    """A RAM policy. System policies (no organization) are shared by every organization and their
+    documents are derived from the action registry; custom policies belong to one organization."""
+
+    class Type(models.TextChoices):
+        SYSTEM = "system"
+        CUSTOM = "custom"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="policies"
+    )
+    name = models.CharField(max_length=128)
+    description = models.CharField(max_length=1024, blank=True)
+    policy_type = models.CharField(max_length=16, choices=Type.choices, default=Type.CUSTOM)
+    document = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["policy_type", "name"]
+        verbose_name_plural = "policies"
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="policy_name_unique_in_org"),
+            models.UniqueConstraint(
+                fields=["name"], condition=models.Q(organization__isnull=True), name="system_policy_name_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def effective_document(self) -> dict:
+        if self.policy_type == self.Type.SYSTEM:
+            from portal.ram.system_policies import system_policy_documents
+
+            return system_policy_documents().get(self.name, ("", self.document))[1]
+        return self.document
+
+
+class PolicyAttachment(models.Model):
+    """A policy attached to one member or one group of an organization."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="policy_attachments")
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="attachments")
+    member = models.ForeignKey(
+        Member, null=True, blank=True, on_delete=models.CASCADE, related_name="policy_attachments"
+    )
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="policy_attachments")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["organization", "policy"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(member__isnull=False, group__isnull=True)
+                           | models.Q(member__isnull=True, group__isnull=False)),
+                name="attachment_has_member_xor_group",
+            ),
+            models.UniqueConstraint(fields=["policy", "member"], name="policy_attached_once_per_member"),
+            models.UniqueConstraint(fields=["policy", "group"], name="policy_attached_once_per_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy} → {self.member or self.group}"

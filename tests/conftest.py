@@ -43,3 +43,43 @@ def world(db) -> World:
 def _fast_password_hashing(settings):
     # PBKDF2's deliberate slowness buys nothing in tests and costs seconds per persona.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def ram_world(world):
+    """alice owns Acme; bob reads usage only; dora manages keys of Research only; charlie owns Globex."""
+    from portal.ram import services as ram
+    from portal.services import SYSTEM
+    from tests.api_helpers import attach
+
+    dora = factories.make_member(world.acme, "dora", role="member")
+    attach(world.bob, "UsageReadOnlyAccess")
+    dora_policy = ram.create_policy(actor=SYSTEM, organization=world.acme, name="ResearchKeys", document={
+        "Version": "1",
+        "Statement": [{
+            "Effect": "Allow",
+            "Action": "keys:*",
+            "Resource": f"acs:keys:*:{world.acme.pk}:apikey/*",
+            "Condition": {"StringEquals": {"usage:DepartmentId": str(world.research.pk)}},
+        }],
+    })
+    ram.attach_policy(actor=SYSTEM, policy=dora_policy, member=dora)
+    world.dora = dora
+    return world
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    # Cached verifications and throttles must not leak from one test into the next.
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _forget_process_memos():
+    from keys import services
+
+    services.forget_process_memos()

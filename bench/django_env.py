@@ -1,0 +1,36 @@
+"""Run a benchmark against a throwaway test database on whatever DATABASE_URL names
+(SQLite by default), so that measuring never touches real or demo data."""
+
+import contextlib
+import os
+import statistics
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+
+@contextlib.contextmanager
+def throwaway_database() -> Iterator[None]:
+    import django
+
+    django.setup()
+    from django.db import connection
+    from django.test.utils import setup_test_environment, teardown_test_environment
+
+    setup_test_environment()
+    old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        yield
+    finally:
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+        teardown_test_environment()
+
+
+def summarize(label: str, samples_ns: list[int]) -> str:
+    ordered = sorted(samples_ns)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return (f"{label:<48} median {statistics.median(ordered) / 1000:8.1f} µs   "
+            f"p99 {p99 / 1000:8.1f} µs   n={len(ordered)}")

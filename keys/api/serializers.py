@@ -1,0 +1,77 @@
+"""AIone key API shapes (seed 000): KeyCreateRequest, KeyUpdateRequest, KeyResponse, KeyRotateResponse."""
+
+import ipaddress
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from keys.models import InferenceKey, KeyStatus
+
+
+def validate_ips(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as error:
+            raise serializers.ValidationError(f"{value!r} is not an IP address or CIDR") from error
+    return values
+
+
+class KeyCreateRequest(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    team_id = serializers.UUIDField()
+    models_allowed = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
+    rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
+    is_sandbox = serializers.BooleanField(required=False, default=False)
+    allowed_ips = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list,
+                                        validators=[validate_ips])
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def validate_expires_at(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("must be in the future")
+        return value
+
+
+class KeyUpdateRequest(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    models_allowed = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+    allowed_ips = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
+                                        validators=[validate_ips])
+    rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+
+
+class KeyListQuery(serializers.Serializer):
+    team_id = serializers.UUIDField(required=False)
+    status = serializers.ChoiceField(choices=KeyStatus.values, required=False)
+    page = serializers.IntegerField(min_value=1, required=False, default=1)
+    page_size = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20)
+
+
+class KeyResponse(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="uuid")
+    org_id = serializers.UUIDField(source="organization.uuid")
+    team_id = serializers.UUIDField(source="department.uuid")
+    status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = InferenceKey
+        fields = ["id", "org_id", "team_id", "name", "key_prefix", "models_allowed", "rpm_limit", "tpm_limit",
+                  "is_sandbox", "allowed_ips", "expires_at", "rotate_grace_until", "status", "created_at",
+                  "last_used_at"]
+
+    def get_status(self, key: InferenceKey) -> str:
+        # A key past its expiry is reported expired even before any job rewrites its row.
+        if key.status == KeyStatus.ACTIVE and key.expires_at and key.expires_at <= timezone.now():
+            return KeyStatus.EXPIRED
+        return key.status
+
+
+class RotateQuery(serializers.Serializer):
+    grace_hours = serializers.IntegerField(min_value=0, max_value=168, required=False, default=24)
+
+
+class VerifyRequest(serializers.Serializer):
+    key = serializers.CharField(max_length=256)

@@ -1,0 +1,137 @@
+"""The AIone key API (`/api/v1/gateway/keys`) and the gateway's verify endpoint. Thin: parse,
+authorize, call a service, render."""
+
+from datetime import timedelta
+
+from django.shortcuts import get_object_or_404
+from rest_framework import status
+from rest_framework.response import Response
+
+from keys import services
+from keys.api.serializers import (
+    KeyCreateRequest,
+    KeyListQuery,
+    KeyResponse,
+    KeyUpdateRequest,
+    RotateQuery,
+    VerifyRequest,
+)
+from keys.models import InferenceKey
+from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.permissions import allowed, check_ram, principal_member, view_action
+from portal.api.views import RamAPIView
+from portal.api.views import parse_input as parse
+from portal.api.views import request_actor as actor_of
+from portal.models import Department
+
+
+class OrganizationKeysMixin:
+    def keys(self, request):
+        member = principal_member(request)
+        return InferenceKey.objects.filter(organization_id=member.organization_id, deleted_at__isnull=True)
+
+    def get_key(self, request, key_id) -> InferenceKey:
+        # Another organization's key is simply not found: its existence is never confirmed.
+        key = get_object_or_404(self.keys(request).select_related("organization", "department"), uuid=key_id)
+        check_ram(request, view_action(request, self), key.pk, key.department_id)
+        return key
+
+
+class KeyListCreateView(OrganizationKeysMixin, RamAPIView):
+    ram_actions = {"GET": "keys:ListKeys", "POST": "keys:CreateKey"}
+    ram_deferred = True
+
+    def get(self, request):
+        query = parse(KeyListQuery, request.query_params)
+        keys = self.keys(request).select_related("organization", "department").order_by("-created_at", "-id")
+        if "team_id" in query:
+            keys = keys.filter(department__uuid=query["team_id"])
+        if "status" in query:
+            keys = keys.filter(status=query["status"])
+        visible = allowed(request, view_action(request, self), keys, department_id=lambda k: k.department_id)
+        if not visible:
+            # Nothing visible: either there is nothing, or the caller may list nothing. Only a
+            # caller allowed on the whole collection gets an empty page; the rest are told no.
+            check_ram(request, view_action(request, self))
+        start = (query["page"] - 1) * query["page_size"]
+        page = visible[start : start + query["page_size"]]
+        return Response({"items": KeyResponse(page, many=True).data, "total": len(visible),
+                         "page": query["page"], "page_size": query["page_size"]})
+
+    def post(self, request):
+        data = parse(KeyCreateRequest, request.data)
+        member = principal_member(request)
+        department = Department.objects.filter(organization_id=member.organization_id, uuid=data["team_id"]).first()
+        if department is None:
+            raise InvalidRequest([FieldProblem(["body", "team_id"], "unknown team", "value_error.not_found")])
+        check_ram(request, view_action(request, self), "*", department.pk)
+        issued = services.create_inference_key(
+            actor=actor_of(request), department=department, owner=member, name=data["name"],
+            models_allowed=data["models_allowed"], allowed_ips=data["allowed_ips"], rpm_limit=data["rpm_limit"],
+            tpm_limit=data["tpm_limit"], is_sandbox=data["is_sandbox"], expires_at=data["expires_at"],
+        )
+        body = KeyResponse(issued.key).data
+        body["key"] = issued.secret  # the only time the secret is ever shown
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class KeyDetailView(OrganizationKeysMixin, RamAPIView):
+    ram_actions = {"GET": "keys:GetKey", "PUT": "keys:UpdateKey", "DELETE": "keys:DeleteKey"}
+    ram_deferred = True
+
+    def get(self, request, key_id):
+        return Response(KeyResponse(self.get_key(request, key_id)).data)
+
+    def put(self, request, key_id):
+        key = self.get_key(request, key_id)
+        changes = parse(KeyUpdateRequest, request.data)
+        key = services.update_inference_key(actor=actor_of(request), key=key, **changes)
+        return Response(KeyResponse(key).data)
+
+    def delete(self, request, key_id):
+        services.delete_inference_key(actor=actor_of(request), key=self.get_key(request, key_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class KeyRotateView(OrganizationKeysMixin, RamAPIView):
+    ram_actions = {"PUT": "keys:RotateKey"}
+    ram_deferred = True
+
+    def put(self, request, key_id):
+        key = self.get_key(request, key_id)
+        grace = timedelta(hours=parse(RotateQuery, request.query_params)["grace_hours"])
+        old_prefix = key.key_prefix
+        issued = services.rotate_inference_key(actor=actor_of(request), key=key, grace=grace)
+        return Response({"id": str(key.uuid), "key": issued.secret, "key_prefix": issued.key.key_prefix,
+                         "old_key_prefix": old_prefix, "rotate_grace_until": issued.key.rotate_grace_until})
+
+
+class KeyDisableView(OrganizationKeysMixin, RamAPIView):
+    ram_actions = {"PUT": "keys:DisableKey"}
+    ram_deferred = True
+
+    def put(self, request, key_id):
+        key = services.disable_inference_key(actor=actor_of(request), key=self.get_key(request, key_id))
+        return Response(KeyResponse(key).data)
+
+
+class KeyEnableView(OrganizationKeysMixin, RamAPIView):
+    ram_actions = {"PUT": "keys:EnableKey"}
+    ram_deferred = True
+
+    def put(self, request, key_id):
+        key = self.get_key(request, key_id)
+        try:
+            key = services.enable_inference_key(actor=actor_of(request), key=key)
+        except ValueError as error:
+            raise InvalidRequest([FieldProblem(["path", "key_id"], str(error))], status_code=409) from error
+        return Response(KeyResponse(key).data)
+
+
+class VerifyKeyView(RamAPIView):
+    """The gateway asks whether a presented inference key may call models (service token only)."""
+
+    ram_actions = {"POST": "keys:VerifyKey"}
+
+    def post(self, request):
+        return Response(services.verify_inference_key(parse(VerifyRequest, request.data)["key"]))

@@ -1,0 +1,229 @@
+"""RAM management API (API.md §8): actions, policies, attachments, members, management keys,
+and the simulator. Thin views over portal.ram.services."""
+
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers, status
+from rest_framework.response import Response
+
+from keys import services as key_services
+from keys.models import ManagementKey
+from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.permissions import check_ram, principal_member, request_context, view_action
+from portal.api.views import RamAPIView
+from portal.api.views import parse_input as _parse
+from portal.api.views import request_actor as _actor
+from portal.models import Group, Member, Policy
+from portal.ram import services as ram
+from portal.ram.actions import ACTIONS, member_actions
+
+
+def _policy_errors(error: ram.PolicyError) -> InvalidRequest:
+    return InvalidRequest([FieldProblem(["body", "document"], message) for message in error.errors])
+
+
+def _visible_policies(request):
+    from django.db.models import Q
+
+    member = principal_member(request)
+    return Policy.objects.filter(Q(organization__isnull=True) | Q(organization_id=member.organization_id))
+
+
+def _policy_body(policy: Policy) -> dict:
+    return {"id": policy.pk, "uuid": str(policy.uuid), "name": policy.name, "description": policy.description,
+            "type": policy.policy_type, "document": policy.effective_document,
+            "created_at": policy.created_at, "updated_at": policy.updated_at}
+
+
+class ActionListView(RamAPIView):
+    ram_actions = {"GET": "ram:ListActions"}
+
+    def get(self, request):
+        return Response({"items": [
+            {"action": a.name, "access_level": a.access_level, "resource_types": [a.resource_type],
+             "resource": a.resource("<org_id>", f"<{a.resource_type}_id>"), "condition_keys": list(a.condition_keys),
+             "scope": a.scope, "description": a.description, "dependent_actions": []}
+            for a in member_actions()
+        ]})
+
+
+class PolicyCreate(serializers.Serializer):
+    name = serializers.RegexField(r"^[A-Za-z0-9_.\-]{1,128}$")
+    description = serializers.CharField(max_length=1024, required=False, default="", allow_blank=True)
+    document = serializers.JSONField()
+
+
+class PolicyUpdate(serializers.Serializer):
+    description = serializers.CharField(max_length=1024, required=False, allow_blank=True)
+    document = serializers.JSONField(required=False)
+
+
+class PolicyListCreateView(RamAPIView):
+    ram_actions = {"GET": "ram:ListPolicies", "POST": "ram:CreatePolicy"}
+
+    def get(self, request):
+        return Response({"items": [_policy_body(p) for p in _visible_policies(request)]})
+
+    def post(self, request):
+        data = _parse(PolicyCreate, request.data)
+        try:
+            policy = ram.create_policy(actor=_actor(request), organization=principal_member(request).organization,
+                                       name=data["name"], document=data["document"], description=data["description"])
+        except ram.PolicyError as error:
+            raise _policy_errors(error) from error
+        return Response(_policy_body(policy), status=status.HTTP_201_CREATED)
+
+
+class PolicyDetailView(RamAPIView):
+    ram_actions = {"GET": "ram:GetPolicy", "PUT": "ram:UpdatePolicy", "DELETE": "ram:DeletePolicy"}
+    ram_deferred = True
+
+    def policy(self, request, name) -> Policy:
+        policy = get_object_or_404(_visible_policies(request), name=name)
+        check_ram(request, view_action(request, self), policy.name)
+        return policy
+
+    def get(self, request, name):
+        return Response(_policy_body(self.policy(request, name)))
+
+    def put(self, request, name):
+        policy = self.policy(request, name)
+        data = _parse(PolicyUpdate, request.data)
+        try:
+            policy = ram.update_policy(actor=_actor(request), policy=policy, document=data.get("document"),
+                                       description=data.get("description"))
+        except ram.PolicyError as error:
+            raise _policy_errors(error) from error
+        return Response(_policy_body(policy))
+
+    def delete(self, request, name):
+        try:
+            ram.delete_policy(actor=_actor(request), policy=self.policy(request, name))
+        except ram.PolicyError as error:
+            raise _policy_errors(error) from error
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AttachTarget(serializers.Serializer):
+    member = serializers.UUIDField(required=False)
+    group = serializers.UUIDField(required=False)
+
+    def validate(self, attrs):
+        if ("member" in attrs) == ("group" in attrs):
+            raise serializers.ValidationError("name exactly one of member or group")
+        return attrs
+
+
+class PolicyAttachView(RamAPIView):
+    ram_actions = {"POST": "ram:AttachPolicy"}
+    ram_deferred = True
+    attach = True
+
+    def post(self, request, name):
+        policy = get_object_or_404(_visible_policies(request), name=name)
+        check_ram(request, view_action(request, self), policy.name)
+        target = _parse(AttachTarget, request.data)
+        organization_id = principal_member(request).organization_id
+        member = group = None
+        if "member" in target:
+            member = get_object_or_404(Member, organization_id=organization_id, uuid=target["member"])
+        else:
+            group = get_object_or_404(Group, organization_id=organization_id, uuid=target["group"])
+        if self.attach:
+            ram.attach_policy(actor=_actor(request), policy=policy, member=member, group=group)
+        else:
+            ram.detach_policy(actor=_actor(request), policy=policy, member=member, group=group)
+        return Response({"policy": policy.name, "member": str(member.uuid) if member else None,
+                         "group": str(group.uuid) if group else None, "attached": self.attach})
+
+
+class PolicyDetachView(PolicyAttachView):
+    ram_actions = {"POST": "ram:DetachPolicy"}
+    attach = False
+
+
+class MemberListView(RamAPIView):
+    ram_actions = {"GET": "ram:ListMembers"}
+
+    def get(self, request):
+        members = (Member.objects.filter(organization_id=principal_member(request).organization_id)
+                   .select_related("user").prefetch_related("member_groups", "policy_attachments__policy"))
+        return Response({"items": [
+            {"uuid": str(m.uuid), "username": m.user.get_username(), "role": m.role,
+             "groups": [{"uuid": str(g.uuid), "name": g.name} for g in m.member_groups.all()],
+             "policies": [a.policy.name for a in m.policy_attachments.all()]}
+            for m in members
+        ]})
+
+
+class ManagementKeyCreate(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    scopes = serializers.ListField(child=serializers.RegexField(r"^[a-z]+:(read|write)$|^\*$"), required=False,
+                                   default=list)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+
+def _management_key_body(key: ManagementKey) -> dict:
+    return {"id": key.pk, "uuid": str(key.uuid), "name": key.name, "display": key.key_prefix + "…",
+            "scopes": key.scopes, "status": key.status, "expires_at": key.expires_at,
+            "created_at": key.created_at, "last_used_at": key.last_used_at}
+
+
+class ManagementKeyListCreateView(RamAPIView):
+    ram_actions = {"GET": "ram:ListManagementKeys", "POST": "ram:CreateManagementKey"}
+    ram_deferred = True
+
+    def member(self, request, member_uuid) -> Member:
+        member = get_object_or_404(Member, organization_id=principal_member(request).organization_id,
+                                   uuid=member_uuid)
+        check_ram(request, view_action(request, self), member.pk)
+        return member
+
+    def get(self, request, member_uuid):
+        member = self.member(request, member_uuid)
+        return Response({"items": [_management_key_body(k) for k in member.management_keys.all()]})
+
+    def post(self, request, member_uuid):
+        member = self.member(request, member_uuid)
+        data = _parse(ManagementKeyCreate, request.data)
+        issued = key_services.create_management_key(actor=_actor(request), member=member, name=data["name"],
+                                                    scopes=data["scopes"], expires_at=data["expires_at"])
+        body = _management_key_body(issued.key)
+        body["api_key"] = issued.secret  # shown this once
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class ManagementKeyRevokeView(RamAPIView):
+    ram_actions = {"PUT": "ram:RevokeManagementKey"}
+    ram_deferred = True
+
+    def put(self, request, member_uuid, key_id):
+        member = get_object_or_404(Member, organization_id=principal_member(request).organization_id,
+                                   uuid=member_uuid)
+        check_ram(request, view_action(request, self), member.pk)
+        key = get_object_or_404(ManagementKey, member=member, pk=key_id)
+        return Response(_management_key_body(key_services.revoke_management_key(actor=_actor(request), key=key)))
+
+
+class SimulateRequest(serializers.Serializer):
+    member = serializers.UUIDField()
+    action = serializers.CharField(max_length=200)
+    resource = serializers.CharField(max_length=1024)
+    context = serializers.DictField(required=False, default=dict)
+
+
+class SimulateView(RamAPIView):
+    ram_actions = {"POST": "ram:SimulatePolicy"}
+
+    def post(self, request):
+        data = _parse(SimulateRequest, request.data)
+        member = get_object_or_404(Member, organization_id=principal_member(request).organization_id,
+                                   uuid=data["member"])
+        action = ACTIONS.get(data["action"])
+        if action is None:
+            raise InvalidRequest([FieldProblem(["body", "action"], "unknown action")])
+        # The simulated request carries the caller's network facts unless the body overrides them.
+        context = {**request_context(request), **data["context"]}
+        decision = ram.authorize(member=member, action=action, resource=data["resource"], context=context)
+        return Response({"decision": decision.effect,
+                         "matched": [{"policy": m.policy, "statement": m.index, "sid": m.sid, "effect": m.effect}
+                                     for m in decision.matched]})

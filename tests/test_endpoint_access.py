@@ -1,0 +1,126 @@
+"""One walk over every API endpoint: each declares its RAM action, and anonymous, foreign and
+unprivileged callers are refused (NetBox's generic API test, in our terms)."""
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+from rest_framework.test import APIClient
+
+from keys import services as key_services
+from portal.ram.actions import ACTIONS
+from portal.services import SYSTEM
+from tests import factories
+from tests.api_helpers import client_for
+
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# Endpoints outside RAM by design: the schema and docs (API.md §9).
+UNGUARDED = {"schema", "docs"}
+
+
+def _api_patterns(resolver=None, prefix=""):
+    resolver = resolver or get_resolver()
+    for entry in resolver.url_patterns:
+        route = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            yield from _api_patterns(entry, route)
+        elif isinstance(entry, URLPattern) and route.startswith("api/"):
+            yield route, entry
+
+
+API_PATTERNS = sorted(_api_patterns(), key=lambda item: item[0])
+
+
+def _methods(view_class):
+    return [m.upper() for m in view_class.http_method_names if m not in ("options", "head") and hasattr(view_class, m)]
+
+
+def test_there_are_api_endpoints_to_walk():
+    assert len(API_PATTERNS) >= 15
+
+
+@pytest.mark.parametrize("route, entry", API_PATTERNS, ids=[r for r, _ in API_PATTERNS])
+def test_every_api_endpoint_declares_a_registered_action_per_method(route, entry):
+    if entry.name in UNGUARDED:
+        return
+    view_class = entry.callback.view_class
+    declared = getattr(view_class, "ram_actions", {})
+    for method in _methods(view_class):
+        assert method in declared, f"{route} {method} declares no RAM action"
+        assert declared[method] in ACTIONS, f"{route} {method}: {declared[method]} is not registered"
+
+
+@pytest.fixture
+def acme(ram_world):
+    key, _ = factories.make_inference_key(ram_world.research, name="acme-walk-key")
+    management_key = key_services.create_management_key(actor=SYSTEM, member=ram_world.bob, name="walk").key
+    return ram_world, key, management_key
+
+
+def _url_and_body(route, world, key, management_key):
+    values = {"<uuid:key_id>": str(key.uuid), "<str:name>": "ResearchKeys",
+              "<uuid:member_uuid>": str(world.bob.uuid), "<int:key_id>": str(management_key.pk)}
+    url = "/" + route
+    for placeholder, value in values.items():
+        url = url.replace(placeholder, value)
+    bodies = {
+        "keys-list": {"name": "walk", "team_id": str(world.research.uuid)},
+        "keys-detail": {"name": "walk"},
+        "keys-verify": {"key": "sk-" + "a" * 48},
+        "usage-ingest": {"events": [factories.event(key, factories.make_model())]},
+        "ram-policies": {"name": "Walk", "document": {"Version": "1", "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"}]}},
+        "ram-policy": {"description": "changed"},
+        "ram-policy-attach": {"member": str(world.bob.uuid)},
+        "ram-policy-detach": {"member": str(world.bob.uuid)},
+        "ram-management-keys": {"name": "walk"},
+        "ram-simulate": {"member": str(world.bob.uuid), "action": "keys:ListKeys", "resource": "*"},
+    }
+    return url, bodies
+
+
+def _calls(acme):
+    world, key, management_key = acme
+    for route, entry in API_PATTERNS:
+        if entry.name in UNGUARDED:
+            continue
+        url, bodies = _url_and_body(route, world, key, management_key)
+        for method in _methods(entry.callback.view_class):
+            yield entry.name, method, url, bodies.get(entry.name, {})
+
+
+def _secrets_of_acme(world, key):
+    return [str(world.acme.uuid), str(world.research.uuid), str(key.uuid), "acme-walk-key", "ResearchKeys",
+            str(world.alice.uuid), str(world.bob.uuid), "alice"]
+
+
+def test_anonymous_callers_get_401_everywhere(acme):
+    client = APIClient()
+    for name, method, url, body in _calls(acme):
+        response = getattr(client, method.lower())(url, body, format="json")
+        assert response.status_code == 401, (name, method, response.status_code)
+
+
+def test_charlie_from_another_organization_sees_nothing_of_acme(acme):
+    world, key, _ = acme
+    charlie = client_for(world.charlie)  # owner of Globex: allowed everything in his own organization
+    for name, method, url, body in _calls(acme):
+        response = getattr(charlie, method.lower())(url, body, format="json")
+        text = response.content.decode()
+        if any(marker in url for marker in _secrets_of_acme(world, key)):
+            assert response.status_code in (403, 404), (name, method, response.status_code)
+        for marker in _secrets_of_acme(world, key):
+            assert marker not in text, (name, method, marker)
+    key.refresh_from_db()
+    assert key.status == "active" and key.deleted_at is None and key.name == "acme-walk-key"
+
+
+def test_bob_who_only_reads_usage_is_refused_every_write(acme):
+    world, key, _ = acme
+    bob = client_for(world.bob)
+    for name, method, url, body in _calls(acme):
+        if method not in WRITE_METHODS:
+            continue
+        response = getattr(bob, method.lower())(url, body, format="json")
+        assert response.status_code == 403, (name, method, response.status_code, response.content[:300])
+        assert "action" in response.json() and "resource" in response.json()
+    key.refresh_from_db()
+    assert key.status == "active" and key.deleted_at is None and key.name == "acme-walk-key"

@@ -1,0 +1,51 @@
+import pytest
+from rest_framework.test import APIClient
+
+from keys import services
+from portal.services import SYSTEM
+from tests import factories
+from tests.api_helpers import client_for
+from usage.models import UsageEvent
+
+EVENTS = "/api/v1/usage/events"
+
+
+@pytest.fixture
+def gateway(db):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {services.create_service_token(actor=SYSTEM, name='gw').secret}")
+    return client
+
+
+def test_the_gateway_reports_a_batch_and_replays_it(world, gateway):
+    model = factories.make_model("qwen-plus")
+    key, _ = factories.make_inference_key(world.research)
+    batch = {"events": [factories.event(key, model, request_id=f"r{i}") for i in range(5)]}
+    assert gateway.post(EVENTS, batch, format="json").json() == {"accepted": 5, "duplicates": 0}
+    assert gateway.post(EVENTS, batch, format="json").json() == {"accepted": 0, "duplicates": 5}
+    assert UsageEvent.objects.count() == 5
+
+
+def test_a_bad_batch_lists_each_bad_event_and_stores_nothing(world, gateway):
+    model = factories.make_model("qwen-plus")
+    key, _ = factories.make_inference_key(world.research)
+    unknown_model = factories.event(key, model)
+    unknown_model["model"] = "nope"
+    batch = {"events": [factories.event(key, model), factories.event(key, model, prompt_tokens=-1), unknown_model]}
+    response = gateway.post(EVENTS, batch, format="json")
+    assert response.status_code == 422
+    assert [d["loc"] for d in response.json()["detail"]] == [["body", "events", 1, "prompt_tokens"],
+                                                            ["body", "events", 2, "model"]]
+    assert UsageEvent.objects.count() == 0
+
+
+@pytest.mark.parametrize("body", [{}, {"events": []}, {"events": "x"}, {"events": [], "extra": 1}, []],
+                         ids=["no-events", "empty", "not-a-list", "extra-field", "array-body"])
+def test_malformed_bodies_are_422(world, gateway, body):
+    response = gateway.post(EVENTS, body, format="json")
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"][0] == "body"
+
+
+def test_members_cannot_report_usage(world):
+    response = client_for(world.alice).post(EVENTS, {"events": []}, format="json")
+    assert response.status_code == 403 and response.json()["action"] == "usage:IngestEvents"
