@@ -2,11 +2,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.http import HttpRequest
 
 from portal import services
 from portal.admin_scoping import OrganizationScopedAdmin, admin_organization
-from portal.models import AuditLog, Department, Group, Member, Organization
+from portal.models import AuditLog, Department, Group, Member, Organization, Policy, PolicyAttachment
 
 
 @admin.register(Organization)
@@ -119,3 +121,59 @@ class AuditLogAdmin(OrganizationScopedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class PolicyForm(forms.ModelForm):
+    class Meta:
+        model = Policy
+        fields = ["organization", "name", "description", "document"]
+
+    def clean_document(self) -> Any:
+        # The same validation as the API: a malformed document never reaches the database.
+        from portal.ram import evaluator
+
+        document = self.cleaned_data["document"]
+        try:
+            evaluator.validate_policy_document(document)
+        except evaluator.PolicyValidationError as error:
+            raise ValidationError(error.errors) from error
+        return document
+
+
+@admin.register(Policy)
+class PolicyAdmin(OrganizationScopedAdmin):
+    """Custom policies of the organization, and the shared system policies (read-only)."""
+
+    list_display = ["name", "policy_type", "organization", "description", "updated_at"]
+    list_filter = ["policy_type", "organization"]
+    search_fields = ["name", "description"]
+    readonly_fields = ["uuid", "policy_type", "created_at", "updated_at"]
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        queryset = admin.ModelAdmin.get_queryset(self, request)
+        if request.user.is_superuser:
+            return queryset
+        organization = admin_organization(request)
+        if organization is None:
+            return queryset.none()
+        return queryset.filter(Q(organization=organization) | Q(organization__isnull=True))
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.policy_type == Policy.Type.SYSTEM:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.policy_type == Policy.Type.SYSTEM:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    form = PolicyForm
+
+
+@admin.register(PolicyAttachment)
+class PolicyAttachmentAdmin(OrganizationScopedAdmin):
+    list_display = ["policy", "member", "group", "organization", "created_at"]
+    list_filter = ["organization", "policy"]
+    search_fields = ["policy__name", "member__user__username", "group__name"]
+    list_select_related = ["policy", "member__user", "group", "organization"]

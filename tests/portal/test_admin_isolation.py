@@ -23,7 +23,8 @@ def _login(client, member):
 
 ADMIN_LISTS = [
     ("portal", "department"), ("portal", "member"), ("portal", "group"), ("portal", "organization"),
-    ("portal", "auditlog"), ("keys", "inferencekey"), ("keys", "managementkey"), ("billing", "invoice"),
+    ("portal", "auditlog"), ("portal", "policy"), ("portal", "policyattachment"), ("keys", "inferencekey"),
+    ("keys", "managementkey"), ("billing", "invoice"),
     ("billing", "billingaccount"), ("billing", "subscription"), ("usage", "usageevent"),
 ]
 
@@ -122,3 +123,15 @@ def test_org_admins_may_read_the_catalog_but_not_change_it(client, acme_world):
     assert response.status_code == 403
     model.refresh_from_db()
     assert model.name != "Renamed"
+
+
+def test_org_admin_policy_form_rejects_a_malformed_document(client, acme_world):
+    world, *_ = acme_world
+    response = _login(client, world.alice).post(
+        reverse("admin:portal_policy_add"),
+        {"name": "Broken", "description": "", "document": '{"Version": "2", "Statement": []}'},
+    )
+    assert response.status_code == 200 and "Version" in response.content.decode()
+    from portal.models import Policy
+
+    assert not Policy.objects.filter(name="Broken").exists()
