@@ -71,7 +71,7 @@ def key_scopes(request) -> list[str]:
     return list(request.auth.scopes) if isinstance(request.auth, ManagementKey) else []
 
 
-def _policies(request) -> list[evaluator.Policy]:
+def _policies(request) -> list[evaluator.CompiledPolicy]:
     # Gathered once per request: a list view evaluates many rows against the same policies.
     cached = getattr(request, "_ram_policies", None)
     if cached is None:

@@ -14,7 +14,7 @@ from django.db.models import Q
 from portal.models import Group, Member, Organization, Policy, PolicyAttachment
 from portal.ram import evaluator
 from portal.ram.actions import Action, scope_allows
-from portal.ram.system_policies import ADMINISTRATOR_ACCESS, system_policy_documents
+from portal.ram.system_policies import ADMINISTRATOR_ACCESS
 from portal.services import Actor, record_audit
 
 
@@ -26,17 +26,29 @@ class PolicyError(ValueError):
         self.errors = errors
 
 
-def effective_policies(member: Member) -> list[evaluator.Policy]:
+# Compiled policies by (id, last update): a policy is compiled once per change, not per request.
+_compiled: dict[tuple[int, Any], evaluator.CompiledPolicy] = {}
+
+
+def _compiled_policy(row: Policy) -> evaluator.CompiledPolicy:
+    version = (row.pk, row.updated_at)
+    compiled = _compiled.get(version)
+    if compiled is None:
+        if len(_compiled) > 10_000:
+            _compiled.clear()
+        compiled = _compiled[version] = evaluator.compile_policy(evaluator.Policy(row.name, row.effective_document))
+    return compiled
+
+
+def effective_policies(member: Member) -> list[evaluator.CompiledPolicy]:
     """Every policy that applies to `member`: attached directly, through a group, and, for the
     owner, AdministratorAccess (an organization can never lock its owner out)."""
     rows = Policy.objects.filter(
         Q(attachments__member=member) | Q(attachments__group__members=member)
     ).distinct()
-    policies = {row.name: evaluator.Policy(row.name, row.effective_document) for row in rows}
+    policies = {row.name: _compiled_policy(row) for row in rows}
     if member.role == Member.Role.OWNER and ADMINISTRATOR_ACCESS not in policies:
-        policies[ADMINISTRATOR_ACCESS] = evaluator.Policy(
-            ADMINISTRATOR_ACCESS, system_policy_documents()[ADMINISTRATOR_ACCESS][1]
-        )
+        policies[ADMINISTRATOR_ACCESS] = _compiled_policy(system_policy(ADMINISTRATOR_ACCESS))
     return list(policies.values())
 
 
@@ -47,7 +59,7 @@ def authorize(
     resource: str,
     context: Mapping[str, Any],
     scopes: list[str] | tuple[str, ...] = (),
-    policies: list[evaluator.Policy] | None = None,
+    policies: list[evaluator.CompiledPolicy] | None = None,
 ) -> evaluator.Decision:
     """The decision for `member` (acting through a key with `scopes`, if any)."""
     if not scope_allows(scopes, action):
