@@ -46,3 +46,16 @@ def amount_field(**kwargs) -> models.DecimalField:
 
 def currency_field(**kwargs) -> models.CharField:
     return models.CharField(max_length=16, choices=Currency.choices, **kwargs)
+
+
+# Rollups and query results add costs as integers of 1e-8 currency units: exact on every
+# database (SQLite would add decimals as binary floats) and cheap to sum.
+UNITS_PER_CURRENCY_UNIT = 10**AMOUNT_DECIMAL_PLACES
+
+
+def to_units(amount: Decimal) -> int:
+    return int(round_event_amount(amount) * UNITS_PER_CURRENCY_UNIT)
+
+
+def from_units(units: int | None) -> Decimal:
+    return (Decimal(units or 0) / UNITS_PER_CURRENCY_UNIT).quantize(EVENT_QUANTUM)

@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.utils.text import slugify
+
 from billing import services as billing_services
 from billing.models import Model, Plan
 from keys import services as key_services
@@ -21,7 +23,7 @@ def make_organization(name: str | None = None, *, timezone: str = "Asia/Shanghai
     number = next(_sequence)
     name = name or f"Org {number}"
     organization = services.create_organization(
-        actor=services.SYSTEM, name=name, slug=f"{name.lower().replace(' ', '-')}-{number}", timezone=timezone
+        actor=services.SYSTEM, name=name, slug=f"{slugify(name)}-{number}", timezone=timezone
     )
     billing_services.open_billing_account(
         actor=services.SYSTEM, organization=organization, currency=currency, monthly_budget=monthly_budget

@@ -52,7 +52,8 @@ class UsageEvent(models.Model):
     class Meta:
         ordering = ["timestamp", "id"]
         indexes = [
-            models.Index(fields=["organization", "timestamp"], name="usageevent_org_time"),
+            # Keyset export pages walk (organization, timestamp, id) in either direction.
+            models.Index(fields=["organization", "timestamp", "id"], name="usageevent_org_time"),
             models.Index(fields=["key", "timestamp"], name="usageevent_key_time"),
         ]
 
@@ -62,3 +63,131 @@ class UsageEvent(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+# --- rollups -------------------------------------------------------------------------------
+# Maintained in the ingest transaction by additive INSERT ... ON CONFLICT DO UPDATE (usage/rollups.py).
+# Buckets are UTC epoch seconds floored to 15 minutes: every IANA zone's offset is a multiple
+# of 15 minutes, so local hours and days are exact unions of these buckets in any zone.
+
+BUCKET_SECONDS = 900
+
+
+def _count() -> models.PositiveBigIntegerField:
+    return models.PositiveBigIntegerField(default=0)
+
+
+class RollupMetrics(models.Model):
+    """What every rollup row adds up: enough for every dialect's sums, averages and rates."""
+
+    currency = currency_field()
+    requests = _count()
+    errors = _count()
+    prompt_tokens = _count()
+    completion_tokens = _count()
+    cached_tokens = _count()
+    image_count = _count()
+    video_seconds = _count()
+    input_chars = _count()
+    output_chars = _count()
+    cost_units = models.BigIntegerField(default=0)  # 1e-8 currency units (billing.money.to_units)
+    latency_sum_ms = _count()
+    latency_min_ms = models.PositiveIntegerField(default=0)
+    latency_max_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__} org {self.organization_id}: {self.requests} requests"
+
+
+def _fk(model, **kwargs):
+    return models.ForeignKey(model, on_delete=models.CASCADE, related_name="+", db_index=False, **kwargs)
+
+
+class UsageFine15(RollupMetrics):
+    """Fine level: organization × department × key × model × member × status class × 15 minutes."""
+
+    organization = _fk(Organization)
+    bucket = models.BigIntegerField()
+    department = _fk(Department)
+    key = _fk(InferenceKey)
+    model = _fk(Model)
+    member_id_or_zero = models.BigIntegerField(default=0)  # 0: no member (NULL would defeat ON CONFLICT)
+    status_class = models.PositiveSmallIntegerField()  # 2, 3, 4 or 5 for 2xx ... 5xx
+
+    class Meta:
+        constraints = [models.UniqueConstraint(
+            fields=["organization", "bucket", "department", "key", "model", "member_id_or_zero", "status_class",
+                    "currency"], name="usagefine15_key")]
+
+
+class UsageModel15(RollupMetrics):
+    """Coarse level: organization × department × model × 15 minutes."""
+
+    organization = _fk(Organization)
+    bucket = models.BigIntegerField()
+    department = _fk(Department)
+    model = _fk(Model)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(
+            fields=["organization", "bucket", "department", "model", "currency"], name="usagemodel15_key")]
+
+
+class UsageDaily(RollupMetrics):
+    """Per day in the organization's own timezone: organization × department × model × local day.
+    Rebuilt by `manage.py rebuild_rollups --org` when an organization changes its timezone."""
+
+    organization = _fk(Organization)
+    day = models.DateField()
+    department = _fk(Department)
+    model = _fk(Model)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(
+            fields=["organization", "day", "department", "model", "currency"], name="usagedaily_key")]
+
+
+class LatencyHistogram15(models.Model):
+    """Mergeable latency histogram of an organization per 15 minutes (usage/histogram.py bins)."""
+
+    organization = _fk(Organization)
+    bucket = models.BigIntegerField()
+    bin = models.PositiveSmallIntegerField()
+    count = _count()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "bucket", "bin"], name="latencyhist15_key")]
+
+    def __str__(self) -> str:
+        return f"org {self.organization_id} @{self.bucket} bin {self.bin}: {self.count}"
+
+
+class DepartmentLatencyHistogram15(models.Model):
+    """The same histogram per department, for queries filtered to departments."""
+
+    organization = _fk(Organization)
+    department = _fk(Department)
+    bucket = models.BigIntegerField()
+    bin = models.PositiveSmallIntegerField()
+    count = _count()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(
+            fields=["organization", "department", "bucket", "bin"], name="deptlatencyhist15_key")]
+
+    def __str__(self) -> str:
+        return f"dept {self.department_id} @{self.bucket} bin {self.bin}: {self.count}"
+
+
+class UsageFillState(models.Model):
+    """How fresh an organization's usage is: the newest event stored, and how many there are."""
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="+", primary_key=True)
+    newest_event_at = models.DateTimeField()
+    events = _count()
+
+    def __str__(self) -> str:
+        return f"org {self.organization_id}: {self.events} events, newest {self.newest_event_at}"

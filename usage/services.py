@@ -23,6 +23,7 @@ from billing.rating import event_cost
 from billing.selectors import PriceBook
 from keys.models import InferenceKey
 from usage.models import TRACE_FIELD_LENGTH, UsageEvent
+from usage.rollups import fold_events
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +220,10 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
         raise IngestValidationError(errors)
 
     with transaction.atomic():
-        inserted_ids = _insert_new(rows)
+        inserted = _insert_new(rows)
+        # Rollups move in the same transaction: a dashboard is never behind the events.
+        fold_events(inserted)
+    inserted_ids = [row.pk for row in inserted]
     # Replays (already stored) and repeats within this batch both count as duplicates.
     return IngestResult(
         accepted=len(inserted_ids),
@@ -233,14 +237,15 @@ _INSERT_FIELDS = [
 ]
 
 
-def _insert_new(rows: list[UsageEvent]) -> list[int]:
-    """Insert rows whose request_id is new; return the ids of the rows actually inserted."""
+def _insert_new(rows: list[UsageEvent]) -> list[UsageEvent]:
+    """Insert rows whose request_id is new; return exactly those rows, with their ids set."""
     if not rows:
         return []
+    by_request_id = {row.request_id: row for row in rows}
     table = connection.ops.quote_name(UsageEvent._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(field.column) for field in _INSERT_FIELDS)
     row_placeholder = "(" + ", ".join(["%s"] * len(_INSERT_FIELDS)) + ")"
-    inserted: list[int] = []
+    inserted: list[UsageEvent] = []
     with connection.cursor() as cursor:
         for start in range(0, len(rows), INSERT_CHUNK):
             chunk = rows[start : start + INSERT_CHUNK]
@@ -250,9 +255,12 @@ def _insert_new(rows: list[UsageEvent]) -> list[int]:
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) VALUES "
                 + ", ".join([row_placeholder] * len(chunk))
-                + " ON CONFLICT (request_id) DO NOTHING RETURNING id",
+                + " ON CONFLICT (request_id) DO NOTHING RETURNING id, request_id",
                 params,
             )
-            inserted.extend(row_id for (row_id,) in cursor.fetchall())
+            for row_id, request_id in cursor.fetchall():
+                row = by_request_id[request_id]
+                row.pk = row_id
+                inserted.append(row)
     return inserted
 

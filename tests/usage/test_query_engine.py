@@ -1,0 +1,248 @@
+"""The query engine: calendar buckets in any zone, level choice, and every level agreeing."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from usage import query
+from usage.query import DAILY, FINE, MODEL15, RAW, UsageQuery
+from usage.services import ingest_events
+from usage.timebuckets import Granularity
+from tests import factories
+
+
+@pytest.fixture
+def zoned(db):
+    """An organization per zone under test, with a key and two models."""
+    def build(zone: str):
+        organization = factories.make_organization(f"Org {zone}", timezone=zone)
+        department = factories.make_department(organization, "Team")
+        key, _ = factories.make_inference_key(department)
+        return organization, department, key
+    return build
+
+
+@pytest.fixture
+def models(db):
+    return factories.make_model("alpha", cny=("1", "0.5", "2", "0", "0")), factories.make_model("beta")
+
+
+def _ingest_every(key, model, start: datetime, end: datetime, step: timedelta, **fields):
+    # Step in UTC: aware local datetimes add wall-clock time, which would hide DST.
+    events, moment, number = [], start.astimezone(UTC), 0
+    while moment < end:
+        events.append(factories.event(key, model, request_id=f"{key.pk}-{model.pk}-{start.isoformat()}-{number}",
+                                      timestamp=moment.isoformat(), **fields))
+        moment += step
+        number += 1
+    for offset in range(0, len(events), 1000):
+        ingest_events(events[offset : offset + 1000])
+    return len(events)
+
+
+def _daily(organization, start_local: datetime, end_local: datetime, level=None, zone=None):
+    q = UsageQuery(organization_id=organization.pk, start=start_local, end=end_local,
+                   timezone=zone or organization.timezone, granularity=Granularity.of("day"))
+    return query.run(q, level=level)
+
+
+@pytest.mark.parametrize("level", [None, DAILY, MODEL15, FINE, RAW])
+def test_new_york_dst_days_have_23_and_25_hours(zoned, models, level):
+    from zoneinfo import ZoneInfo
+
+    organization, department, key = zoned("America/New_York")
+    ny = ZoneInfo("America/New_York")
+    for day in (datetime(2026, 3, 7, tzinfo=ny), datetime(2026, 10, 31, tzinfo=ny)):
+        _ingest_every(key, models[0], day, day + timedelta(days=3), timedelta(minutes=30))
+    spring = _daily(organization, datetime(2026, 3, 7, tzinfo=ny), datetime(2026, 3, 10, tzinfo=ny), level)
+    autumn = _daily(organization, datetime(2026, 10, 31, tzinfo=ny), datetime(2026, 11, 3, tzinfo=ny), level)
+    assert [row.requests for row in spring.rows] == [48, 46, 48]
+    assert [row.requests for row in autumn.rows] == [48, 50, 48]
+    assert [(b.end.astimezone(UTC) - b.start.astimezone(UTC)) for b in spring.buckets] == [timedelta(hours=24), timedelta(hours=23),
+                                                           timedelta(hours=24)]
+    assert spring.buckets[1].start.isoformat() == "2026-03-08T00:00:00-05:00"
+    assert spring.buckets[2].start.isoformat() == "2026-03-09T00:00:00-04:00"
+    if level is None:
+        assert spring.level == DAILY
+
+
+@pytest.mark.parametrize("level", [None, MODEL15, FINE, RAW])
+def test_kathmandu_days_start_at_a_quarter_past_the_utc_hour(zoned, models, level):
+    from zoneinfo import ZoneInfo
+
+    organization, department, key = zoned("Asia/Kathmandu")
+    ktm = ZoneInfo("Asia/Kathmandu")
+    # 23:59 and 00:00 local on either side of midnight (18:14 and 18:15 UTC).
+    ingest_events([factories.event(key, models[0], request_id="before", timestamp="2026-05-01T18:14:00Z"),
+                   factories.event(key, models[0], request_id="after", timestamp="2026-05-01T18:15:00Z"),
+                   factories.event(key, models[0], request_id="after2", timestamp="2026-05-02T10:00:00Z")])
+    result = _daily(organization, datetime(2026, 5, 1, tzinfo=ktm), datetime(2026, 5, 3, tzinfo=ktm), level)
+    assert [row.requests for row in result.rows] == [1, 2]
+    assert result.buckets[1].start.isoformat() == "2026-05-02T00:00:00+05:45"
+
+
+def test_days_in_a_zone_other_than_the_organizations_come_from_15_minute_rows(zoned, models):
+    from zoneinfo import ZoneInfo
+
+    organization, department, key = zoned("Asia/Shanghai")
+    _ingest_every(key, models[0], datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 4, 3, tzinfo=UTC),
+                  timedelta(hours=1))
+    kolkata = ZoneInfo("Asia/Kolkata")
+    result = _daily(organization, datetime(2026, 4, 1, tzinfo=kolkata), datetime(2026, 4, 3, tzinfo=kolkata),
+                    zone="Asia/Kolkata")
+    assert result.level == MODEL15
+    # Kolkata's 1 April ends at 18:30 UTC: it sees the 19 events from 00:00 to 18:00 UTC.
+    assert [row.requests for row in result.rows] == [19, 24]
+
+
+def test_weeks_and_months_fold_local_days(zoned, models):
+    from zoneinfo import ZoneInfo
+
+    organization, department, key = zoned("Asia/Shanghai")
+    sh = ZoneInfo("Asia/Shanghai")
+    _ingest_every(key, models[0], datetime(2026, 1, 26, tzinfo=sh), datetime(2026, 3, 2, tzinfo=sh),
+                  timedelta(hours=6))
+    month = query.run(UsageQuery(organization_id=organization.pk, start=datetime(2026, 1, 26, tzinfo=sh),
+                                 end=datetime(2026, 3, 2, tzinfo=sh), timezone="Asia/Shanghai",
+                                 granularity=Granularity.of("month")))
+    assert [(b.key.isoformat(), row.requests) for b, row in zip(month.buckets, month.rows, strict=True)] == [
+        ("2026-01-01", 24), ("2026-02-01", 112), ("2026-03-01", 4)]
+    week = query.run(UsageQuery(organization_id=organization.pk, start=datetime(2026, 1, 26, tzinfo=sh),
+                                end=datetime(2026, 2, 9, tzinfo=sh), timezone="Asia/Shanghai",
+                                granularity=Granularity.of("week")))
+    assert [row.requests for row in week.rows] == [28, 28]
+    assert week.buckets[0].start.weekday() == 0
+
+
+def test_fixed_width_buckets_are_aligned_to_local_midnight_and_filled(zoned, models):
+    from zoneinfo import ZoneInfo
+
+    organization, department, key = zoned("Asia/Kolkata")
+    kolkata = ZoneInfo("Asia/Kolkata")
+    ingest_events([factories.event(key, models[0], request_id="a", timestamp="2026-06-01T00:00:00+05:30"),
+                   factories.event(key, models[0], request_id="b", timestamp="2026-06-01T00:07:00+05:30")])
+    result = query.run(UsageQuery(organization_id=organization.pk, start=datetime(2026, 6, 1, tzinfo=kolkata),
+                                  end=datetime(2026, 6, 1, 0, 20, tzinfo=kolkata), timezone="Asia/Kolkata",
+                                  granularity=Granularity.of(300)))
+    assert result.level == RAW  # 5-minute buckets are finer than any rollup
+    assert [(row.bucket.start.strftime("%H:%M"), row.requests) for row in result.rows] == [
+        ("00:00", 1), ("00:05", 1), ("00:10", 0), ("00:15", 0)]
+
+
+def test_group_by_model_and_the_levels_agree_on_every_number(zoned, models):
+    from zoneinfo import ZoneInfo
+
+    organization, department, key = zoned("Asia/Shanghai")
+    other_department = factories.make_department(organization, "Other", discount=Decimal("0.9"))
+    other_key, _ = factories.make_inference_key(other_department)
+    sh = ZoneInfo("Asia/Shanghai")
+    start = datetime(2026, 2, 1, tzinfo=sh)
+    _ingest_every(key, models[0], start, start + timedelta(days=3), timedelta(minutes=47), prompt_tokens=1234,
+                  cached_tokens=200, completion_tokens=321, latency_ms=900)
+    _ingest_every(other_key, models[1], start, start + timedelta(days=3), timedelta(minutes=91), status_code=500,
+                  latency_ms=4000)
+    answers = {}
+    for level in (DAILY, MODEL15, FINE, RAW):
+        result = query.run(UsageQuery(organization_id=organization.pk, start=start, end=start + timedelta(days=3),
+                                      timezone="Asia/Shanghai", granularity=Granularity.of("day"),
+                                      group_by=("model", "department")), level=level)
+        answers[level] = [(row.bucket.key, row.group["model"], row.requests, row.errors, row.total_tokens,
+                           row.cached_tokens, row.cost, row.latency_sum_ms, row.latency_min_ms, row.latency_max_ms)
+                          for row in result.rows]
+    assert answers[DAILY] == answers[MODEL15] == answers[FINE] == answers[RAW]
+    assert len(answers[RAW]) == 6 and sum(r[2] for r in answers[RAW]) > 100
+
+
+def test_filters_by_department_key_and_model_type(zoned, models):
+    organization, department, key = zoned("UTC")
+    image = factories.make_model("painter", modality="image", cny=("0", "0", "0", "0.2", "0"))
+    other_department = factories.make_department(organization, "Other")
+    other_key, _ = factories.make_inference_key(other_department)
+    ingest_events([factories.event(key, models[0], request_id="1", timestamp="2026-01-01T01:00:00Z"),
+                   factories.event(other_key, image, request_id="2", timestamp="2026-01-01T02:00:00Z",
+                                   image_count=3, prompt_tokens=0, completion_tokens=0)])
+    base = dict(organization_id=organization.pk, start=datetime(2026, 1, 1, tzinfo=UTC),
+                end=datetime(2026, 1, 2, tzinfo=UTC), timezone="UTC")
+    assert query.run(UsageQuery(**base, departments=(other_department.pk,))).rows[0].image_count == 3
+    assert query.run(UsageQuery(**base, keys=(key.pk,))).rows[0].requests == 1
+    images = query.run(UsageQuery(**base, model_types=("image",))).rows[0]
+    assert (images.requests, images.cost) == (1, Decimal("0.60000000"))
+    assert query.run(UsageQuery(**base, model_types=("video",))).rows[0].requests == 0
+
+
+def test_group_by_member_and_status_class(zoned, models, world):
+    organization, department, key = zoned("UTC")
+    ingest_events([factories.event(key, models[0], request_id="ok", timestamp="2026-01-01T01:00:00Z"),
+                   factories.event(key, models[0], request_id="bad", timestamp="2026-01-01T01:00:00Z",
+                                   status_code=429)])
+    result = query.run(UsageQuery(organization_id=organization.pk, start=datetime(2026, 1, 1, tzinfo=UTC),
+                                  end=datetime(2026, 1, 2, tzinfo=UTC), timezone="UTC",
+                                  group_by=("member", "status_class")))
+    assert result.level == FINE
+    assert [(row.group["member"], row.group["status_class"], row.requests, row.errors) for row in result.rows] == [
+        (None, 2, 1, 0), (None, 4, 1, 1)]
+
+
+def test_conversations_and_trace_filters_read_raw_events(zoned, models):
+    organization, department, key = zoned("UTC")
+    ingest_events([
+        factories.event(key, models[0], request_id="1", timestamp="2026-01-01T01:00:00Z", conversation_id="c1",
+                        op_name="chat", trace_id="t1"),
+        factories.event(key, models[0], request_id="2", timestamp="2026-01-01T01:05:00Z", conversation_id="c1",
+                        op_name="chat", trace_id="t1", parent_id="1"),
+        factories.event(key, models[0], request_id="3", timestamp="2026-01-01T01:10:00Z", op_name="embed"),
+    ])
+    base = dict(organization_id=organization.pk, start=datetime(2026, 1, 1, tzinfo=UTC),
+                end=datetime(2026, 1, 2, tzinfo=UTC), timezone="UTC")
+    everything = query.run(UsageQuery(**base, conversations=True))
+    assert (everything.level, everything.rows[0].conversations) == (RAW, 2)  # c1, and "3" on its own
+    assert query.run(UsageQuery(**base, trace=(("op_names", ("chat",)),))).rows[0].requests == 2
+    assert query.run(UsageQuery(**base, trace_roots_only=True)).rows[0].requests == 2
+
+
+def test_percentiles_from_histograms_are_within_two_percent(zoned, models):
+    import random
+
+    organization, department, key = zoned("UTC")
+    rng = random.Random(7)
+    latencies = [int(rng.lognormvariate(6.5, 1.0)) + 1 for _ in range(3000)]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ingest_events([factories.event(key, models[0], request_id=f"p{i}", latency_ms=latency,
+                                   timestamp=(start + timedelta(seconds=20 * i)).isoformat())
+                   for i, latency in enumerate(latencies[:1000])])
+    ingest_events([factories.event(key, models[0], request_id=f"p{i + 1000}", latency_ms=latency,
+                                   timestamp=(start + timedelta(seconds=20 * (i + 1000))).isoformat())
+                   for i, latency in enumerate(latencies[1000:2000])])
+    ingest_events([factories.event(key, models[0], request_id=f"p{i + 2000}", latency_ms=latency,
+                                   timestamp=(start + timedelta(seconds=20 * (i + 2000))).isoformat())
+                   for i, latency in enumerate(latencies[2000:])])
+    q = UsageQuery(organization_id=organization.pk, start=start, end=start + timedelta(days=1), timezone="UTC",
+                   granularity=Granularity.of("hour"), percentiles=(50, 99, 99.9))
+    from_histogram = query.run(q)
+    assert from_histogram.percentile_level == "histogram"
+    exact_rows = query.run(UsageQuery(**{**q.__dict__, "group_by": ("model",)}))  # forces raw percentiles
+    assert exact_rows.percentile_level == RAW
+    exact = {row.bucket.key: row.percentiles for row in exact_rows.rows}
+    checked = 0
+    for row in from_histogram.rows:
+        for p, value in row.percentiles.items():
+            truth = exact.get(row.bucket.key, {}).get(p)
+            if truth is None:
+                assert value is None
+                continue
+            assert abs(value - truth) / truth <= 0.02, (row.bucket.start, p, value, truth)
+            checked += 1
+    assert checked >= 40
+
+
+def test_a_query_needs_an_aware_ordered_range_and_known_groups(db):
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        UsageQuery(organization_id=1, start=start, end=start, timezone="UTC")
+    with pytest.raises(ValueError):
+        UsageQuery(organization_id=1, start=start.replace(tzinfo=None), end=start, timezone="UTC")
+    with pytest.raises(ValueError):
+        UsageQuery(organization_id=1, start=start, end=start + timedelta(1), timezone="UTC", group_by=("colour",))
+    with pytest.raises(Exception):
+        UsageQuery(organization_id=1, start=start, end=start + timedelta(1), timezone="Mars/Base")

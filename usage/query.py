@@ -1,0 +1,479 @@
+"""THE query engine: every usage number the product shows comes from `run(UsageQuery)`.
+
+A query names an organization, a half-open range [start, end), a zone, a granularity, what to
+group by, which metrics, and filters. The engine picks the coarsest stored level that answers it
+exactly (the per-day level, the 15-minute model level, the 15-minute fine level, the latency
+histograms) or else the raw events, builds one SQL statement that only needs integer arithmetic
+on UTC epoch seconds (so SQLite and PostgreSQL agree), and returns typed rows with every empty
+bucket filled. Dialects parse requests into a UsageQuery and render the rows; nothing else in
+the code base aggregates usage.
+"""
+
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection
+
+from billing.models import Model
+from billing.money import from_units
+from usage import histogram
+from usage.models import BUCKET_SECONDS
+from usage.timebuckets import DAY, Bucket, Granularity, buckets, day_from_number, epoch, local_midnight
+
+GROUPS = ("model", "department", "key", "member", "status_class")
+SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "image_count",
+              "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms")
+TRACE_FILTERS = ("op_names", "trace_ids", "parent_ids", "thread_ids", "turn_ids", "conversation_ids")
+RAW, FINE, MODEL15, DAILY = "raw", "fine", "model15", "daily"
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    organization_id: int
+    start: datetime
+    end: datetime
+    timezone: str
+    granularity: Granularity | None = None  # None: one bucket for the whole range
+    group_by: tuple[str, ...] = ()
+    percentiles: tuple[float, ...] = ()  # latency percentiles, 0-100
+    conversations: bool = False  # distinct conversations (read from raw events)
+    departments: tuple[int, ...] = ()
+    keys: tuple[int, ...] = ()
+    models: tuple[int, ...] = ()
+    model_types: tuple[str, ...] = ()
+    members: tuple[int, ...] = ()
+    # Tracing attributes, answered from raw events: {"op_names": (...), "trace_ids": (...), ...}
+    trace: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    trace_roots_only: bool = False
+    fill_empty: bool = True
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("start and end must be aware datetimes")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        unknown = set(self.group_by) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"cannot group by {sorted(unknown)}")
+        zoneinfo.ZoneInfo(self.timezone)  # raises for an unknown zone
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+@dataclass
+class Row:
+    bucket: Bucket
+    group: dict[str, int | None]
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    image_count: int = 0
+    video_seconds: int = 0
+    input_chars: int = 0
+    output_chars: int = 0
+    cost_units: int = 0
+    latency_sum_ms: int = 0
+    latency_min_ms: int | None = None
+    latency_max_ms: int | None = None
+    conversations: int = 0
+    percentiles: dict[float, float | None] = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def characters(self) -> int:
+        return self.input_chars + self.output_chars
+
+    @property
+    def cost(self) -> Decimal:
+        return from_units(self.cost_units)
+
+    @property
+    def error_rate(self) -> Decimal:
+        return Decimal(self.errors) / Decimal(self.requests) if self.requests else Decimal(0)
+
+    @property
+    def latency_avg_ms(self) -> Decimal | None:
+        return Decimal(self.latency_sum_ms) / Decimal(self.requests) if self.requests else None
+
+
+@dataclass
+class Result:
+    rows: list[Row]
+    buckets: list[Bucket]
+    level: str  # which stored level answered the sums
+    percentile_level: str | None = None
+
+
+# --- level choice -------------------------------------------------------------------------
+
+def _aligned(moment: datetime) -> bool:
+    return epoch(moment) % BUCKET_SECONDS == 0 and moment.microsecond == 0
+
+
+def choose_level(query: UsageQuery, org_timezone: str) -> str:
+    """The coarsest level whose rows are exact for this query."""
+    if query.trace or query.trace_roots_only or query.conversations:
+        return RAW
+    if not (_aligned(query.start) and _aligned(query.end)):
+        return RAW
+    granularity = query.granularity
+    if granularity is not None and granularity.unit is None and granularity.seconds % BUCKET_SECONDS:
+        return RAW
+    if granularity is not None and granularity.unit is None:
+        # Fixed widths are aligned to the local midnight of the start, which is on the 15-minute grid.
+        pass
+    coarse_groups = set(query.group_by) <= {"model", "department"}
+    coarse_filters = not (query.keys or query.members)
+    if coarse_groups and coarse_filters:
+        whole_local_days = (query.timezone == org_timezone
+                            and local_midnight(query.start, query.zone) == query.start
+                            and local_midnight(query.end, query.zone) == query.end)
+        if whole_local_days and (granularity is None or granularity.unit is not None):
+            return DAILY
+        return MODEL15
+    return FINE
+
+
+# --- SQL pieces ---------------------------------------------------------------------------
+
+def _quote(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _raw_epoch() -> str:
+    if connection.vendor == "postgresql":
+        return 'CAST(EXTRACT(EPOCH FROM "timestamp") AS BIGINT)'
+    return "CAST(strftime('%%s', \"timestamp\") AS INTEGER)"
+
+
+def _offset_case(query: UsageQuery, epoch_sql: str) -> str:
+    from usage.timebuckets import offset_transitions
+
+    spans = offset_transitions(query.zone, query.start, query.end)
+    if len(spans) == 1:
+        return str(spans[0][1])
+    whens = " ".join(f"WHEN {epoch_sql} < {spans[i + 1][0]} THEN {spans[i][1]}" for i in range(len(spans) - 1))
+    return f"(CASE {whens} ELSE {spans[-1][1]} END)"
+
+
+def _bucket_sql(query: UsageQuery, level: str, epoch_sql: str) -> tuple[str, str]:
+    """SQL for the bucket a row falls in, and how to read it back: "index", "localday", "date"
+    or "none"."""
+    granularity = query.granularity
+    if granularity is None:
+        return "0", "none"
+    if level == DAILY:
+        return _quote("day"), "date"
+    if granularity.unit is None:
+        origin = epoch(local_midnight(query.start, query.zone))
+        return f"(({epoch_sql} - {origin}) / {granularity.seconds})", "index"
+    # Calendar units: the local day number; days are then folded into weeks or months.
+    return f"(({epoch_sql} + {_offset_case(query, epoch_sql)}) / {DAY})", "localday"
+
+
+_RAW_SUMS = {
+    "requests": "COUNT(*)",
+    "errors": "SUM(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END)",
+    "prompt_tokens": "SUM(prompt_tokens)",
+    "completion_tokens": "SUM(completion_tokens)",
+    "cached_tokens": "SUM(cached_tokens)",
+    "image_count": "SUM(image_count)",
+    "video_seconds": "SUM(video_seconds)",
+    "input_chars": "SUM(input_chars)",
+    "output_chars": "SUM(output_chars)",
+    "latency_sum_ms": "SUM(latency_ms)",
+}
+_RAW_GROUPS = {"model": "model_id", "department": "department_id", "key": "key_id", "member": "member_id",
+               "status_class": "(status_code / 100)"}
+_ROLLUP_GROUPS = {"model": "model_id", "department": "department_id", "key": "key_id",
+                  "member": "member_id_or_zero", "status_class": "status_class"}
+_TABLES = {FINE: "usage_usagefine15", MODEL15: "usage_usagemodel15", DAILY: "usage_usagedaily",
+           RAW: "usage_usageevent"}
+
+
+def _raw_cost_sql() -> str:
+    if connection.vendor == "postgresql":
+        return "CAST(SUM(cost) * 100000000 AS BIGINT)"
+    # SQLite keeps decimals as binary floats: round each event back to whole 1e-8 units first.
+    return "SUM(CAST(ROUND(cost * 100000000) AS INTEGER))"
+
+
+def _model_ids(query: UsageQuery) -> tuple[int, ...] | None:
+    """The model filter, with model types resolved to ids; None when models are not filtered."""
+    ids: set[int] | None = set(query.models) if query.models else None
+    if query.model_types:
+        typed = set(Model.objects.filter(modality__in=query.model_types).values_list("pk", flat=True))
+        ids = typed if ids is None else ids & typed
+    return tuple(sorted(ids)) if ids is not None else None
+
+
+def _in(column: str, values: Sequence[Any], params: list[Any]) -> str:
+    if not values:
+        return "1 = 0"
+    params.extend(values)
+    return f"{column} IN ({', '.join(['%s'] * len(values))})"
+
+
+def _where(query: UsageQuery, level: str, params: list[Any]) -> str:
+    clauses = ["organization_id = %s"]
+    params.append(query.organization_id)
+    if level == RAW:
+        clauses.append('"timestamp" >= %s AND "timestamp" < %s')
+        params.extend([connection.ops.adapt_datetimefield_value(query.start),
+                       connection.ops.adapt_datetimefield_value(query.end)])
+    elif level == DAILY:
+        clauses.append('"day" >= %s AND "day" < %s')
+        params.extend([connection.ops.adapt_datefield_value(query.start.astimezone(query.zone).date()),
+                       connection.ops.adapt_datefield_value(query.end.astimezone(query.zone).date())])
+    else:
+        clauses.append("bucket >= %s AND bucket < %s")
+        params.extend([epoch(query.start), epoch(query.end)])
+    if query.departments:
+        clauses.append(_in("department_id", query.departments, params))
+    if query.keys:
+        clauses.append(_in("key_id", query.keys, params))
+    if query.members:
+        clauses.append(_in("member_id" if level == RAW else "member_id_or_zero", query.members, params))
+    model_ids = _model_ids(query)
+    if model_ids is not None:
+        clauses.append(_in("model_id", model_ids, params))
+    for name, values in query.trace:
+        clauses.append(_in(name.removesuffix("s"), values, params))
+    if query.trace_roots_only:
+        clauses.append("parent_id IS NULL")
+    return " AND ".join(clauses)
+
+
+# --- running ------------------------------------------------------------------------------
+
+def run(query: UsageQuery, *, org_timezone: str | None = None, level: str | None = None) -> Result:
+    """Answer `query`. `level` forces a level (tests and the benchmark compare levels)."""
+    if org_timezone is None:
+        from portal.models import Organization
+
+        org_timezone = Organization.objects.values_list("timezone", flat=True).get(pk=query.organization_id)
+    level = level or choose_level(query, org_timezone)
+    all_buckets = buckets(query.start, query.end, query.zone, query.granularity)
+    rows = _sums(query, level, all_buckets)
+    percentile_level = None
+    if query.percentiles:
+        percentile_level = _add_percentiles(query, rows, all_buckets)
+    result_rows = list(rows.values())
+    if query.fill_empty:
+        result_rows = _filled(query, rows, all_buckets)
+    result_rows.sort(key=lambda row: (row.bucket.start, tuple((v is None, v) for v in row.group.values())))
+    return Result(result_rows, all_buckets, level, percentile_level)
+
+
+def _bucket_mapper(query: UsageQuery, kind: str, all_buckets: list[Bucket]):
+    """From what SQL returned as the bucket to our Bucket."""
+    if kind == "none":
+        return lambda raw: all_buckets[0]
+    if kind == "index":
+        by_key = {b.key: b for b in all_buckets}
+        return lambda raw: by_key.get(int(raw))
+    from usage.timebuckets import bucket_day
+
+    by_day = {b.key: b for b in all_buckets}
+
+    def from_day(raw: Any) -> Bucket | None:
+        day = raw if isinstance(raw, date) else (
+            date.fromisoformat(raw) if isinstance(raw, str) else day_from_number(int(raw)))
+        return by_day.get(bucket_day(day, query.start, query.zone, query.granularity))
+
+    return from_day
+
+
+def _group_columns(query: UsageQuery, level: str) -> list[str]:
+    mapping = _RAW_GROUPS if level == RAW else _ROLLUP_GROUPS
+    return [mapping[name] for name in query.group_by]
+
+
+def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket]) -> dict[tuple, Row]:
+    params: list[Any] = []
+    epoch_sql = _raw_epoch() if level == RAW else "bucket"
+    bucket_sql, kind = _bucket_sql(query, level, epoch_sql)
+    groups = _group_columns(query, level)
+    if level == RAW:
+        measures = [_RAW_SUMS[name] for name in SUM_FIELDS if name != "cost_units"]
+        measures.insert(SUM_FIELDS.index("cost_units"), _raw_cost_sql())
+        measures += ["MIN(latency_ms)", "MAX(latency_ms)"]
+        if query.conversations:
+            measures.append("COUNT(DISTINCT COALESCE(conversation_id, request_id))")
+    else:
+        measures = [f"SUM({name})" for name in SUM_FIELDS] + ["MIN(latency_min_ms)", "MAX(latency_max_ms)"]
+    select = [f"{bucket_sql} AS b", *groups, *measures]
+    where = _where(query, level, params)
+    group_by = ["b", *groups]
+    sql = (f"SELECT {', '.join(select)} FROM {_TABLES[level]} WHERE {where} "
+           f"GROUP BY {', '.join(group_by)}")
+    to_bucket = _bucket_mapper(query, kind, all_buckets)
+    rows: dict[tuple, Row] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for record in cursor.fetchall():
+            bucket = to_bucket(record[0])
+            if bucket is None:
+                continue
+            group_record = record[1 : 1 + len(groups)]
+            group_values = tuple(_group_value(n, v) for n, v in zip(query.group_by, group_record, strict=True))
+            values = record[1 + len(groups):]
+            key = (bucket.key, group_values)
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = Row(bucket, dict(zip(query.group_by, group_values, strict=True)))
+            _accumulate(row, values, with_conversations=level == RAW and query.conversations)
+    return rows
+
+
+def _group_value(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    value = int(value)
+    return None if name == "member" and value == 0 else value
+
+
+def _accumulate(row: Row, values: Sequence[Any], with_conversations: bool) -> None:
+    # Several SQL groups can land in one bucket (local days folded into weeks or months).
+    for index, name in enumerate(SUM_FIELDS):
+        setattr(row, name, getattr(row, name) + int(values[index] or 0))
+    low, high = values[len(SUM_FIELDS)], values[len(SUM_FIELDS) + 1]
+    if low is not None:
+        row.latency_min_ms = int(low) if row.latency_min_ms is None else min(row.latency_min_ms, int(low))
+    if high is not None:
+        row.latency_max_ms = int(high) if row.latency_max_ms is None else max(row.latency_max_ms, int(high))
+    if with_conversations:
+        row.conversations += int(values[len(SUM_FIELDS) + 2] or 0)
+
+
+def _filled(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]) -> list[Row]:
+    groups = sorted({key[1] for key in rows}, key=lambda g: tuple((v is None, v) for v in g))
+    if not query.group_by:
+        groups = [()]
+    filled = []
+    for bucket in all_buckets:
+        for group in groups:
+            row = rows.get((bucket.key, group))
+            filled.append(row if row is not None else Row(bucket, dict(zip(query.group_by, group, strict=True))))
+    return filled
+
+
+# --- percentiles --------------------------------------------------------------------------
+
+def _histogram_usable(query: UsageQuery) -> bool:
+    return (not query.group_by and not (query.keys or query.members or query.models or query.model_types)
+            and not query.trace and not query.trace_roots_only and _aligned(query.start) and _aligned(query.end)
+            and (query.granularity is None or query.granularity.unit is not None
+                 or query.granularity.seconds % BUCKET_SECONDS == 0))
+
+
+def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]) -> str:
+    per_bucket: dict[tuple, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    params: list[Any] = []
+    if _histogram_usable(query):
+        level = "histogram"
+        table = "usage_departmentlatencyhistogram15" if query.departments else "usage_latencyhistogram15"
+        bucket_sql, kind = _bucket_sql(query, MODEL15, "bucket")
+        where = ["organization_id = %s", "bucket >= %s AND bucket < %s"]
+        params += [query.organization_id, epoch(query.start), epoch(query.end)]
+        if query.departments:
+            where.append(_in("department_id", query.departments, params))
+        sql = (f"SELECT {bucket_sql} AS b, bin, SUM(count) FROM {table} WHERE {' AND '.join(where)} "
+               "GROUP BY b, bin")
+        to_bucket = _bucket_mapper(query, kind, all_buckets)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            for raw_bucket, bin_index, count in cursor.fetchall():
+                bucket = to_bucket(raw_bucket)
+                if bucket is not None:
+                    per_bucket[(bucket.key, ())][int(bin_index)] += int(count)
+        for key, counts in per_bucket.items():
+            row = rows.get(key)
+            if row is None:
+                continue
+            row.percentiles = {q: histogram.percentile(counts.items(), q) for q in query.percentiles}
+        for row in rows.values():
+            row.percentiles = row.percentiles or {q: None for q in query.percentiles}
+        return level
+    # Exact nearest-rank percentiles from raw latencies, grouped like the sums.
+    bucket_sql, kind = _bucket_sql(query, RAW, _raw_epoch())
+    groups = _group_columns(query, RAW)
+    where = _where(query, RAW, params)
+    sql = (f"SELECT {bucket_sql} AS b, {', '.join(groups + ['latency_ms'])} FROM usage_usageevent "
+           f"WHERE {where}")
+    to_bucket = _bucket_mapper(query, kind, all_buckets)
+    latencies: dict[tuple, list[int]] = defaultdict(list)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for record in cursor.fetchall():
+            bucket = to_bucket(record[0])
+            if bucket is None:
+                continue
+            group_values = tuple(_group_value(n, v) for n, v in zip(query.group_by, record[1:-1], strict=True))
+            latencies[(bucket.key, group_values)].append(int(record[-1]))
+    for key, row in rows.items():
+        values = sorted(latencies.get(key, ()))
+        row.percentiles = {q: exact_percentile(values, q) for q in query.percentiles}
+    return RAW
+
+
+def exact_percentile(sorted_values: Sequence[int], q: float) -> float | None:
+    """Nearest-rank percentile: the smallest value with at least q % of values at or below it."""
+    import math
+
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def data_freshness(organization_id: int) -> datetime | None:
+    from usage.models import UsageFillState
+
+    return UsageFillState.objects.filter(organization_id=organization_id).values_list(
+        "newest_event_at", flat=True).first()
+
+
+# --- event export (keyset paging) -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[Any]
+    # (timestamp, id) of the last event, to pass as `after` for the next page; None at the end.
+    next_after: tuple[datetime, int] | None
+
+
+def export_events(organization_id: int, start: datetime, end: datetime, *, limit: int,
+                  after: tuple[datetime, int] | None = None, descending: bool = False) -> EventPage:
+    """A page of raw events in (timestamp, id) order, continuing strictly after `after`.
+
+    Keyset paging: each page is an index range scan from the last row seen, so a page a million
+    rows deep costs what the first page costs (no OFFSET)."""
+    from django.db.models import Q
+
+    from usage.models import UsageEvent
+
+    events = UsageEvent.objects.filter(organization_id=organization_id, timestamp__gte=start, timestamp__lt=end)
+    if after is not None:
+        moment, event_id = after
+        if descending:
+            events = events.filter(Q(timestamp__lt=moment) | Q(timestamp=moment, id__lt=event_id))
+        else:
+            events = events.filter(Q(timestamp__gt=moment) | Q(timestamp=moment, id__gt=event_id))
+    order = ("-timestamp", "-id") if descending else ("timestamp", "id")
+    page = list(events.order_by(*order)[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return EventPage(page, (page[-1].timestamp, page[-1].pk) if more and page else None)
