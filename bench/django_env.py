@@ -21,6 +21,12 @@ def throwaway_database() -> Iterator[None]:
     from django.test.utils import setup_test_environment, teardown_test_environment
 
     setup_test_environment()
+    # A name of its own, so a benchmark never clobbers the test suite's database (or vice versa).
+    test_settings = connection.settings_dict.setdefault("TEST", {})
+    if connection.vendor == "sqlite":
+        test_settings["NAME"] = str(Path(__file__).resolve().parent.parent / ".bench-db.sqlite3")
+    else:
+        test_settings["NAME"] = f"bench_{connection.settings_dict['NAME']}"
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     try:
         yield
