@@ -121,8 +121,10 @@ def _sorted_rows(groups: dict[tuple, Any], render) -> list[list[Any]]:
     return [[*key, *render(value)] for key, value in sorted(groups.items(), key=lambda item: item[0])]
 
 
-def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | None = None) -> None:
-    """Add `events` (stored, rated UsageEvent rows) into every rollup level and the fill state."""
+def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | None = None, *,
+                freshness: bool = True) -> None:
+    """Add `events` (stored, rated UsageEvent rows) into every rollup level and, unless told not to
+    (a partial rebuild refolds events already counted), the fill state."""
     events = list(events)
     if not events:
         return
@@ -133,7 +135,7 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
     daily: dict[tuple, _Sums] = defaultdict(_Sums)
     hist: dict[tuple, int] = defaultdict(int)
     dept_hist: dict[tuple, int] = defaultdict(int)
-    freshness: dict[int, list] = {}
+    fresh: dict[int, list] = {}
     for e in events:
         bucket = bucket_of(e.timestamp)
         org, dept = e.organization_id, e.department_id
@@ -145,7 +147,7 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
         latency_bin = bin_of(e.latency_ms)
         hist[(org, bucket, latency_bin)] += 1
         dept_hist[(org, dept, bucket, latency_bin)] += 1
-        state = freshness.setdefault(org, [e.timestamp, 0])
+        state = fresh.setdefault(org, [e.timestamp, 0])
         state[0] = max(state[0], e.timestamp)
         state[1] += 1
     _upsert(FINE, _sorted_rows(fine, _Sums.row))
@@ -153,7 +155,8 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
     _upsert(DAILY, _sorted_rows(daily, _Sums.row))
     _upsert(HIST, _sorted_rows(hist, lambda count: [count]))
     _upsert(DEPT_HIST, _sorted_rows(dept_hist, lambda count: [count]))
-    _upsert_freshness(freshness)
+    if freshness:
+        _upsert_freshness(fresh)
 
 
 def _upsert_freshness(freshness: dict[int, list]) -> None:

@@ -9,9 +9,10 @@ same batch at once still store each event once, and we learn exactly which rows 
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
@@ -22,8 +23,11 @@ from billing.models import BillingAccount, Model
 from billing.rating import event_cost
 from billing.selectors import PriceBook
 from keys.models import InferenceKey
+from portal.models import Organization
+from portal.services import Actor, record_audit
 from usage.models import TRACE_FIELD_LENGTH, UsageEvent
 from usage.rollups import fold_events
+from usage.timebuckets import local_midnight, local_midnight_of
 
 logger = logging.getLogger(__name__)
 
@@ -264,3 +268,117 @@ def _insert_new(rows: list[UsageEvent]) -> list[UsageEvent]:
                 inserted.append(row)
     return inserted
 
+
+
+# --- re-rating and rebuilding --------------------------------------------------------------
+
+REBUILD_CHUNK = 5000
+
+
+@dataclass
+class RerateReport:
+    events_checked: int = 0
+    events_changed: int = 0
+    cost_before: Decimal = Decimal(0)
+    cost_after: Decimal = Decimal(0)
+    changed_by_model: dict[str, tuple[int, Decimal, Decimal]] | None = None  # code -> (events, before, after)
+
+
+def _events_in(organization_id: int, start: datetime, end: datetime):
+    return UsageEvent.objects.filter(organization_id=organization_id, timestamp__gte=start, timestamp__lt=end)
+
+
+def _whole_local_days(organization: Organization, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    # The per-day level is in local days, so a partial rebuild must cover whole local days.
+    zone = organization.zone
+    first = local_midnight(start, zone)
+    last_day = (end - timedelta(microseconds=1)).astimezone(zone).date()
+    return first, local_midnight_of(last_day + timedelta(days=1), zone)
+
+
+@transaction.atomic
+def rebuild_rollups(*, organization: Organization, start: datetime | None = None, end: datetime | None = None,
+                    progress: Callable[[int], None] | None = None) -> int:
+    """Recompute every rollup level of `organization` from its raw events (whole local days
+    around [start, end); everything when no range is given). Returns the events folded."""
+    from usage.models import (
+        DepartmentLatencyHistogram15,
+        LatencyHistogram15,
+        UsageDaily,
+        UsageFillState,
+        UsageFine15,
+        UsageModel15,
+    )
+    from usage.rollups import bucket_of, organization_zones
+
+    events = UsageEvent.objects.filter(organization=organization)
+    if start is not None and end is not None:
+        start, end = _whole_local_days(organization, start, end)
+        events = events.filter(timestamp__gte=start, timestamp__lt=end)
+        zone = organization.zone
+        first_bucket, last_bucket = bucket_of(start), bucket_of(end)
+        for table in (UsageFine15, UsageModel15, LatencyHistogram15, DepartmentLatencyHistogram15):
+            table.objects.filter(organization=organization, bucket__gte=first_bucket, bucket__lt=last_bucket).delete()
+        UsageDaily.objects.filter(organization=organization, day__gte=start.astimezone(zone).date(),
+                                  day__lt=end.astimezone(zone).date()).delete()
+    else:
+        for table in (UsageFine15, UsageModel15, UsageDaily, LatencyHistogram15, DepartmentLatencyHistogram15):
+            table.objects.filter(organization=organization).delete()
+        UsageFillState.objects.filter(organization=organization).delete()
+    zones = organization_zones([organization.pk])
+    folded = 0
+    after_id = 0
+    while True:
+        chunk = list(events.filter(id__gt=after_id).order_by("id")[:REBUILD_CHUNK])
+        if not chunk:
+            break
+        fold_events(chunk, zones, freshness=start is None)
+        folded += len(chunk)
+        after_id = chunk[-1].pk
+        if progress:
+            progress(len(chunk))
+    logger.info("rebuild_rollups: org %s, %d events folded (%s to %s)", organization.pk, folded, start, end)
+    return folded
+
+
+@transaction.atomic
+def rerate_events(*, actor: Actor, organization: Organization, start: datetime, end: datetime) -> RerateReport:
+    """Re-rate [start, end) at the prices now recorded for those instants (after a price
+    correction) and the departments' current discounts; rebuild the rollups it touched."""
+    currency = BillingAccount.objects.values_list("currency", flat=True).get(organization=organization)
+    report = RerateReport(changed_by_model={})
+    events = _events_in(organization.pk, start, end).select_related("department", "model")
+    model_ids = set(events.values_list("model_id", flat=True).distinct())
+    book = PriceBook(model_ids, currency)
+    after_id = 0
+    while True:
+        chunk = list(events.filter(id__gt=after_id).order_by("id")[:REBUILD_CHUNK])
+        if not chunk:
+            break
+        changed = []
+        for event in chunk:
+            price = book.at(event.model_id, event.timestamp)
+            report.events_checked += 1
+            report.cost_before += event.cost
+            if price is None:  # no price any more: keep what was charged rather than invent one
+                report.cost_after += event.cost
+                continue
+            cost = event_cost(price, discount=event.department.discount, prompt_tokens=event.prompt_tokens,
+                              cached_tokens=event.cached_tokens, completion_tokens=event.completion_tokens,
+                              image_count=event.image_count, video_seconds=event.video_seconds)
+            report.cost_after += cost
+            if cost != event.cost or price.pk != event.price_id:
+                count, before, after = report.changed_by_model.get(event.model.code, (0, Decimal(0), Decimal(0)))
+                report.changed_by_model[event.model.code] = (count + 1, before + event.cost, after + cost)
+                event.cost, event.price_id = cost, price.pk
+                changed.append(event)
+        UsageEvent.objects.bulk_update(changed, ["cost", "price"], batch_size=1000)
+        report.events_changed += len(changed)
+        after_id = chunk[-1].pk
+    if report.events_changed:
+        rebuild_rollups(organization=organization, start=start, end=end)
+    record_audit(actor=actor, organization=organization, action="usage.rerate", target=organization, detail={
+        "start": start.isoformat(), "end": end.isoformat(), "events_checked": report.events_checked,
+        "events_changed": report.events_changed, "cost_before": str(report.cost_before),
+        "cost_after": str(report.cost_after)})
+    return report

@@ -54,10 +54,10 @@ def epoch(moment: datetime) -> int:
 
 def local_midnight(moment: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
     local = moment.astimezone(zone)
-    return _at_midnight(local.date(), zone)
+    return local_midnight_of(local.date(), zone)
 
 
-def _at_midnight(day: date, zone: zoneinfo.ZoneInfo) -> datetime:
+def local_midnight_of(day: date, zone: zoneinfo.ZoneInfo) -> datetime:
     # Round-trip through UTC so that a midnight skipped by DST resolves to the real instant.
     naive = datetime(day.year, day.month, day.day)
     return naive.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
@@ -103,7 +103,7 @@ def buckets(start: datetime, end: datetime, zone: zoneinfo.ZoneInfo, granularity
     final = (end - timedelta(microseconds=1)).astimezone(zone).date()
     while day <= final:
         following = next_bucket_day(day, granularity)
-        result.append(Bucket(day, _at_midnight(day, zone), _at_midnight(following, zone)))
+        result.append(Bucket(day, local_midnight_of(day, zone), local_midnight_of(following, zone)))
         day = following
     return result
 

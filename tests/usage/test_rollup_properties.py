@@ -1,0 +1,142 @@
+"""Property: for any set of events, every rollup level equals the aggregate of its raw events,
+and histogram percentiles are within 2 % of the exact ones."""
+
+import zoneinfo
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from billing.money import to_units
+from tests import factories
+from usage import histogram
+from usage.models import (
+    DepartmentLatencyHistogram15,
+    LatencyHistogram15,
+    UsageDaily,
+    UsageEvent,
+    UsageFillState,
+    UsageFine15,
+    UsageModel15,
+)
+from usage.services import ingest_events
+
+START = datetime(2026, 3, 6, tzinfo=UTC)  # spans New York's spring DST change
+METRICS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "image_count",
+           "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms", "latency_min_ms",
+           "latency_max_ms")
+
+
+@pytest.fixture(scope="module")
+def estate(django_db_setup, django_db_blocker):
+    """Two organizations in awkward zones, two departments each, keys and models; kept for the module."""
+    with django_db_blocker.unblock():
+        built = []
+        for zone in ("America/New_York", "Asia/Kathmandu"):
+            organization = factories.make_organization(f"Prop {zone}", timezone=zone)
+            keys = []
+            for name in ("A", "B"):
+                department = factories.make_department(organization, name)
+                keys += [factories.make_inference_key(department)[0] for _ in range(2)]
+            built.append((organization, keys))
+        models = [factories.make_model(f"prop-{i}", cny=(str(i + 1), "0.3", "2.5", "0.1", "0.05"))
+                  for i in range(3)]
+        yield built, models
+        for table in (UsageFine15, UsageModel15, UsageDaily, LatencyHistogram15, DepartmentLatencyHistogram15,
+                      UsageFillState, UsageEvent):
+            table.objects.all().delete()
+
+
+event_shapes = st.lists(
+    st.tuples(
+        st.integers(0, 1), st.integers(0, 3), st.integers(0, 2),  # organization, key, model
+        st.integers(0, 4 * 24 * 3600 - 1),  # seconds after START
+        st.integers(0, 5000), st.integers(0, 3000), st.integers(0, 100),  # prompt, completion, cached %
+        st.integers(0, 3), st.integers(0, 10),  # images, video seconds
+        st.integers(0, 120_000), st.sampled_from([200, 200, 200, 429, 500]),
+    ),
+    min_size=1, max_size=60,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shapes=event_shapes)
+@pytest.mark.django_db(transaction=True)
+def test_every_rollup_level_equals_its_raw_events(estate, shapes):
+    built, models = estate
+    for table in (UsageFine15, UsageModel15, UsageDaily, LatencyHistogram15, DepartmentLatencyHistogram15,
+                  UsageFillState, UsageEvent):
+        table.objects.all().delete()
+    events = []
+    for number, (org, key, model, second, prompt, completion, cached_pct, images, video, latency, status) in \
+            enumerate(shapes):
+        events.append(factories.event(
+            built[org][1][key], models[model], request_id=f"prop-{number}",
+            timestamp=(START + timedelta(seconds=second)).isoformat(), prompt_tokens=prompt,
+            completion_tokens=completion, cached_tokens=prompt * cached_pct // 100, image_count=images,
+            video_seconds=video, latency_ms=latency, status_code=status))
+    # Two batches, the second replaying part of the first: replays must add nothing.
+    ingest_events(events[: len(events) // 2 + 1])
+    ingest_events(events)
+
+    raw = list(UsageEvent.objects.all())
+    assert len(raw) == len(events)
+    zones = {org.pk: zoneinfo.ZoneInfo(org.timezone) for org, _ in built}
+
+    def expected(key_of):
+        groups = defaultdict(lambda: {name: 0 for name in METRICS} | {"latency_min_ms": None})
+        for e in raw:
+            g = groups[key_of(e)]
+            g["requests"] += 1
+            g["errors"] += e.status_code >= 400
+            for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "image_count", "video_seconds",
+                         "input_chars", "output_chars"):
+                g[name] += getattr(e, name)
+            g["cost_units"] += to_units(e.cost)
+            g["latency_sum_ms"] += e.latency_ms
+            g["latency_min_ms"] = e.latency_ms if g["latency_min_ms"] is None else min(g["latency_min_ms"],
+                                                                                       e.latency_ms)
+            g["latency_max_ms"] = max(g["latency_max_ms"], e.latency_ms)
+        return dict(groups)
+
+    def stored(model, key_fields):
+        return {tuple(getattr(row, f) for f in key_fields): {name: getattr(row, name) for name in METRICS}
+                for row in model.objects.all()}
+
+    def bucket(e):
+        return int(e.timestamp.timestamp()) // 900 * 900
+
+    assert stored(UsageFine15, ("organization_id", "bucket", "department_id", "key_id", "model_id",
+                                "member_id_or_zero", "status_class")) == expected(
+        lambda e: (e.organization_id, bucket(e), e.department_id, e.key_id, e.model_id, e.member_id or 0,
+                   e.status_code // 100))
+    assert stored(UsageModel15, ("organization_id", "bucket", "department_id", "model_id")) == expected(
+        lambda e: (e.organization_id, bucket(e), e.department_id, e.model_id))
+    assert stored(UsageDaily, ("organization_id", "day", "department_id", "model_id")) == expected(
+        lambda e: (e.organization_id, e.timestamp.astimezone(zones[e.organization_id]).date(), e.department_id,
+                   e.model_id))
+
+    histograms = defaultdict(int)
+    latencies = defaultdict(list)
+    for e in raw:
+        histograms[(e.organization_id, bucket(e), histogram.bin_of(e.latency_ms))] += 1
+        latencies[e.organization_id].append(e.latency_ms)
+    assert {(h.organization_id, h.bucket, h.bin): h.count for h in LatencyHistogram15.objects.all()} == histograms
+    assert sum(h.count for h in DepartmentLatencyHistogram15.objects.all()) == len(raw)
+    for organization_id, values in latencies.items():
+        values.sort()
+        counts = defaultdict(int)
+        for h in LatencyHistogram15.objects.filter(organization_id=organization_id):
+            counts[h.bin] += h.count
+        for q in (50, 90, 99):
+            exact = values[max(1, -(-q * len(values) // 100)) - 1]
+            estimate = histogram.percentile(counts.items(), q)
+            assert abs(estimate - exact) <= 0.02 * exact, (q, estimate, exact)
+    for organization, _ in built:
+        state = UsageFillState.objects.filter(organization=organization).first()
+        mine = [e for e in raw if e.organization_id == organization.pk]
+        assert (state.events if state else 0) == len(mine)
+        if mine:
+            assert state.newest_event_at == max(e.timestamp for e in mine)
