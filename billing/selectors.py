@@ -2,10 +2,9 @@
 
 import bisect
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Sum
 from django.utils import timezone
 
 from billing.models import BillingAccount, Model, Price, Subscription
@@ -62,12 +61,16 @@ def month_start(organization: Organization, now: datetime | None = None) -> date
 
 
 def month_to_date_cost(organization: Organization, now: datetime | None = None) -> Decimal:
-    from usage.models import UsageEvent
+    """This calendar month's cost so far, in the account's currency (from the query engine)."""
+    from usage.query import UsageQuery, run
+    from usage.timebuckets import local_midnight_of
 
-    total = UsageEvent.objects.filter(
-        organization=organization, timestamp__gte=month_start(organization, now)
-    ).aggregate(total=Sum("cost"))["total"]
-    return total or ZERO
+    now = now or timezone.now()
+    # Up to the end of today (local): whole days, so the per-day rollup answers it.
+    tomorrow = local_midnight_of(now.astimezone(organization.zone).date() + timedelta(days=1), organization.zone)
+    result = run(UsageQuery(organization_id=organization.pk, start=month_start(organization, now), end=tomorrow,
+                            timezone=organization.timezone), org_timezone=organization.timezone)
+    return result.rows[0].cost if result.rows else ZERO
 
 
 def budget_exhausted(organization: Organization) -> bool:
