@@ -25,10 +25,10 @@ demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo --days $(DAYS)
 	@echo "Portal on http://$(HOST):$(PORT)/  (Django admin at /admin/)"
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	$(BIN)/python manage.py runserver --insecure $(HOST):$(PORT)
 
 serve: install
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	$(BIN)/python manage.py runserver --insecure $(HOST):$(PORT)
 
 test: install
 	$(BIN)/python -m pytest

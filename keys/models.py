@@ -58,6 +58,15 @@ class InferenceKey(CredentialFields):
 
     class Meta:
         ordering = ["organization", "department", "name"]
+
+    @property
+    def effective_status(self) -> str:
+        """The status as the gateway applies it: a key past its expiry is expired, whatever the row says."""
+        from django.utils import timezone
+
+        if self.status == KeyStatus.ACTIVE and self.expires_at and self.expires_at <= timezone.now():
+            return KeyStatus.EXPIRED
+        return self.status
         indexes = [models.Index(fields=["organization", "status"], name="inferencekey_org_status")]
 
 

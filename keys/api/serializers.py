@@ -54,7 +54,7 @@ class KeyResponse(serializers.ModelSerializer):
     id = serializers.UUIDField(source="uuid")
     org_id = serializers.UUIDField(source="organization.uuid")
     team_id = serializers.UUIDField(source="department.uuid")
-    status = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(source="effective_status", choices=KeyStatus.choices, read_only=True)
 
     class Meta:
         model = InferenceKey
@@ -62,11 +62,12 @@ class KeyResponse(serializers.ModelSerializer):
                   "is_sandbox", "allowed_ips", "expires_at", "rotate_grace_until", "status", "created_at",
                   "last_used_at"]
 
-    def get_status(self, key: InferenceKey) -> str:
-        # A key past its expiry is reported expired even before any job rewrites its row.
-        if key.status == KeyStatus.ACTIVE and key.expires_at and key.expires_at <= timezone.now():
-            return KeyStatus.EXPIRED
-        return key.status
+
+class KeyCreateResponse(KeyResponse):
+    key = serializers.CharField(help_text="The secret, shown this once.")
+
+    class Meta(KeyResponse.Meta):
+        fields = [*KeyResponse.Meta.fields, "key"]
 
 
 class RotateQuery(serializers.Serializer):

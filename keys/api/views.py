@@ -4,12 +4,14 @@ authorize, call a service, render."""
 from datetime import timedelta
 
 from django.shortcuts import get_object_or_404
-from rest_framework import status
+from drf_spectacular.utils import inline_serializer
+from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from keys import services
 from keys.api.serializers import (
     KeyCreateRequest,
+    KeyCreateResponse,
     KeyListQuery,
     KeyResponse,
     KeyUpdateRequest,
@@ -19,10 +21,27 @@ from keys.api.serializers import (
 from keys.models import InferenceKey
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import allowed, check_ram, principal_member, view_action
+from portal.api.schema import aione
 from portal.api.views import RamAPIView
 from portal.api.views import parse_input as parse
 from portal.api.views import request_actor as actor_of
 from portal.models import Department
+
+KeyListResponse = inline_serializer("KeyListResponse", {
+    "items": KeyResponse(many=True), "total": serializers.IntegerField(), "page": serializers.IntegerField(),
+    "page_size": serializers.IntegerField()})
+KeyRotateResponse = inline_serializer("KeyRotateResponse", {
+    "id": serializers.UUIDField(), "key": serializers.CharField(), "key_prefix": serializers.CharField(),
+    "old_key_prefix": serializers.CharField(), "rotate_grace_until": serializers.DateTimeField(allow_null=True)})
+VerifyResponse = inline_serializer("KeyVerifyResponse", {
+    "valid": serializers.BooleanField(), "key_id": serializers.UUIDField(required=False),
+    "org_id": serializers.UUIDField(required=False), "team_id": serializers.UUIDField(required=False),
+    "status": serializers.CharField(required=False),
+    "models_allowed": serializers.ListField(child=serializers.CharField(), required=False),
+    "allowed_ips": serializers.ListField(child=serializers.CharField(), required=False),
+    "rpm_limit": serializers.IntegerField(allow_null=True, required=False),
+    "tpm_limit": serializers.IntegerField(allow_null=True, required=False),
+    "budget_exhausted": serializers.BooleanField(required=False)})
 
 
 class OrganizationKeysMixin:
@@ -41,6 +60,7 @@ class KeyListCreateView(OrganizationKeysMixin, RamAPIView):
     ram_actions = {"GET": "keys:ListKeys", "POST": "keys:CreateKey"}
     ram_deferred = True
 
+    @aione(KeyListResponse, parameters=[KeyListQuery])
     def get(self, request):
         query = parse(KeyListQuery, request.query_params)
         keys = self.keys(request).select_related("organization", "department").order_by("-created_at", "-id")
@@ -58,6 +78,8 @@ class KeyListCreateView(OrganizationKeysMixin, RamAPIView):
         return Response({"items": KeyResponse(page, many=True).data, "total": len(visible),
                          "page": query["page"], "page_size": query["page_size"]})
 
+    @aione(KeyCreateResponse, request=KeyCreateRequest, status=201,
+           description="Create an inference key; the response carries the secret `key`, shown this once.")
     def post(self, request):
         data = parse(KeyCreateRequest, request.data)
         member = principal_member(request)
@@ -79,15 +101,18 @@ class KeyDetailView(OrganizationKeysMixin, RamAPIView):
     ram_actions = {"GET": "keys:GetKey", "PUT": "keys:UpdateKey", "DELETE": "keys:DeleteKey"}
     ram_deferred = True
 
+    @aione(KeyResponse)
     def get(self, request, key_id):
         return Response(KeyResponse(self.get_key(request, key_id)).data)
 
+    @aione(KeyResponse, request=KeyUpdateRequest)
     def put(self, request, key_id):
         key = self.get_key(request, key_id)
         changes = parse(KeyUpdateRequest, request.data)
         key = services.update_inference_key(actor=actor_of(request), key=key, **changes)
         return Response(KeyResponse(key).data)
 
+    @aione(None, status=204, description="Irreversible; the key's usage history stays.")
     def delete(self, request, key_id):
         services.delete_inference_key(actor=actor_of(request), key=self.get_key(request, key_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -97,6 +122,7 @@ class KeyRotateView(OrganizationKeysMixin, RamAPIView):
     ram_actions = {"PUT": "keys:RotateKey"}
     ram_deferred = True
 
+    @aione(KeyRotateResponse, parameters=[RotateQuery])
     def put(self, request, key_id):
         key = self.get_key(request, key_id)
         grace = timedelta(hours=parse(RotateQuery, request.query_params)["grace_hours"])
@@ -110,6 +136,7 @@ class KeyDisableView(OrganizationKeysMixin, RamAPIView):
     ram_actions = {"PUT": "keys:DisableKey"}
     ram_deferred = True
 
+    @aione(KeyResponse)
     def put(self, request, key_id):
         key = services.disable_inference_key(actor=actor_of(request), key=self.get_key(request, key_id))
         return Response(KeyResponse(key).data)
@@ -119,6 +146,7 @@ class KeyEnableView(OrganizationKeysMixin, RamAPIView):
     ram_actions = {"PUT": "keys:EnableKey"}
     ram_deferred = True
 
+    @aione(KeyResponse)
     def put(self, request, key_id):
         key = self.get_key(request, key_id)
         try:
@@ -133,5 +161,6 @@ class VerifyKeyView(RamAPIView):
 
     ram_actions = {"POST": "keys:VerifyKey"}
 
+    @aione(VerifyResponse, request=VerifyRequest)
     def post(self, request):
         return Response(services.verify_inference_key(parse(VerifyRequest, request.data)["key"]))

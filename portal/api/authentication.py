@@ -77,8 +77,3 @@ class BasicKeyAuthentication(authentication.BaseAuthentication):
         return _credential(secret)
 
 
-class SessionAuthentication(authentication.SessionAuthentication):
-    pass
-
-
-DEFAULT_AUTHENTICATION = [BearerKeyAuthentication, BasicKeyAuthentication, SessionAuthentication]

@@ -2,6 +2,7 @@
 and the simulator. Thin views over portal.ram.services."""
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
@@ -9,6 +10,7 @@ from keys import services as key_services
 from keys.models import ManagementKey
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import check_ram, principal_member, request_context, view_action
+from portal.api.schema import aione
 from portal.api.views import RamAPIView
 from portal.api.views import parse_input as _parse
 from portal.api.views import request_actor as _actor
@@ -34,9 +36,41 @@ def _policy_body(policy: Policy) -> dict:
             "created_at": policy.created_at, "updated_at": policy.updated_at}
 
 
+def _shape(component: str, **fields) -> serializers.Serializer:
+    return inline_serializer(component, fields)
+
+
+_S = serializers
+ActionShape = _shape("RamAction", action=_S.CharField(), access_level=_S.CharField(),
+                     resource_types=_S.ListField(child=_S.CharField()), resource=_S.CharField(),
+                     condition_keys=_S.ListField(child=_S.CharField()), scope=_S.CharField(),
+                     description=_S.CharField(), dependent_actions=_S.ListField(child=_S.CharField()))
+PolicyShape = _shape("RamPolicy", id=_S.IntegerField(), uuid=_S.UUIDField(), name=_S.CharField(),
+                     description=_S.CharField(), type=_S.ChoiceField(choices=["system", "custom"]),
+                     document=_S.JSONField(), created_at=_S.DateTimeField(), updated_at=_S.DateTimeField())
+AttachShape = _shape("RamAttachment", policy=_S.CharField(), member=_S.UUIDField(allow_null=True),
+                     group=_S.UUIDField(allow_null=True), attached=_S.BooleanField())
+MemberShape = _shape("RamMember", uuid=_S.UUIDField(), username=_S.CharField(), role=_S.CharField(),
+                     groups=_S.ListField(child=_S.DictField()), policies=_S.ListField(child=_S.CharField()))
+ManagementKeyShape = _shape("ManagementKey", id=_S.IntegerField(), uuid=_S.UUIDField(), name=_S.CharField(),
+                            display=_S.CharField(), scopes=_S.ListField(child=_S.CharField()),
+                            status=_S.CharField(), expires_at=_S.DateTimeField(allow_null=True),
+                            created_at=_S.DateTimeField(), last_used_at=_S.DateTimeField(allow_null=True))
+ManagementKeyCreated = _shape("ManagementKeyCreated", api_key=_S.CharField(), id=_S.IntegerField(),
+                              display=_S.CharField(), scopes=_S.ListField(child=_S.CharField()),
+                              status=_S.CharField(), created_at=_S.DateTimeField())
+SimulateShape = _shape("RamSimulation", decision=_S.ChoiceField(choices=["Allow", "ImplicitDeny", "ExplicitDeny"]),
+                       matched=_S.ListField(child=_S.DictField()))
+
+
+def _items(name: str, item) -> serializers.Serializer:
+    return inline_serializer(name, {"items": _S.ListField(child=item)})
+
+
 class ActionListView(RamAPIView):
     ram_actions = {"GET": "ram:ListActions"}
 
+    @aione(_items("RamActionList", ActionShape))
     def get(self, request):
         return Response({"items": [
             {"action": a.name, "access_level": a.access_level, "resource_types": [a.resource_type],
@@ -60,9 +94,11 @@ class PolicyUpdate(serializers.Serializer):
 class PolicyListCreateView(RamAPIView):
     ram_actions = {"GET": "ram:ListPolicies", "POST": "ram:CreatePolicy"}
 
+    @aione(_items("RamPolicyList", PolicyShape))
     def get(self, request):
         return Response({"items": [_policy_body(p) for p in _visible_policies(request)]})
 
+    @aione(PolicyShape, request=PolicyCreate, status=201)
     def post(self, request):
         data = _parse(PolicyCreate, request.data)
         try:
@@ -82,9 +118,11 @@ class PolicyDetailView(RamAPIView):
         check_ram(request, view_action(request, self), policy.name)
         return policy
 
+    @aione(PolicyShape)
     def get(self, request, name):
         return Response(_policy_body(self.policy(request, name)))
 
+    @aione(PolicyShape, request=PolicyUpdate)
     def put(self, request, name):
         policy = self.policy(request, name)
         data = _parse(PolicyUpdate, request.data)
@@ -95,6 +133,7 @@ class PolicyDetailView(RamAPIView):
             raise _policy_errors(error) from error
         return Response(_policy_body(policy))
 
+    @aione(None, status=204)
     def delete(self, request, name):
         try:
             ram.delete_policy(actor=_actor(request), policy=self.policy(request, name))
@@ -118,6 +157,7 @@ class PolicyAttachView(RamAPIView):
     ram_deferred = True
     attach = True
 
+    @aione(AttachShape, request=AttachTarget)
     def post(self, request, name):
         policy = get_object_or_404(_visible_policies(request), name=name)
         check_ram(request, view_action(request, self), policy.name)
@@ -144,6 +184,7 @@ class PolicyDetachView(PolicyAttachView):
 class MemberListView(RamAPIView):
     ram_actions = {"GET": "ram:ListMembers"}
 
+    @aione(_items("RamMemberList", MemberShape))
     def get(self, request):
         members = (Member.objects.filter(organization_id=principal_member(request).organization_id)
                    .select_related("user").prefetch_related("member_groups", "policy_attachments__policy"))
@@ -178,10 +219,12 @@ class ManagementKeyListCreateView(RamAPIView):
         check_ram(request, view_action(request, self), member.pk)
         return member
 
+    @aione(_items("ManagementKeyList", ManagementKeyShape))
     def get(self, request, member_uuid):
         member = self.member(request, member_uuid)
         return Response({"items": [_management_key_body(k) for k in member.management_keys.all()]})
 
+    @aione(ManagementKeyCreated, request=ManagementKeyCreate, status=201)
     def post(self, request, member_uuid):
         member = self.member(request, member_uuid)
         data = _parse(ManagementKeyCreate, request.data)
@@ -196,6 +239,7 @@ class ManagementKeyRevokeView(RamAPIView):
     ram_actions = {"PUT": "ram:RevokeManagementKey"}
     ram_deferred = True
 
+    @aione(ManagementKeyShape)
     def put(self, request, member_uuid, key_id):
         member = get_object_or_404(Member, organization_id=principal_member(request).organization_id,
                                    uuid=member_uuid)
@@ -214,6 +258,7 @@ class SimulateRequest(serializers.Serializer):
 class SimulateView(RamAPIView):
     ram_actions = {"POST": "ram:SimulatePolicy"}
 
+    @aione(SimulateShape, request=SimulateRequest)
     def post(self, request):
         data = _parse(SimulateRequest, request.data)
         member = get_object_or_404(Member, organization_id=principal_member(request).organization_id,

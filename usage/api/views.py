@@ -1,6 +1,9 @@
+from drf_spectacular.utils import inline_serializer
+from rest_framework import serializers
 from rest_framework.response import Response
 
 from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.schema import aione
 from portal.api.views import RamAPIView
 from usage.services import IngestValidationError, ingest_events
 
@@ -14,11 +17,28 @@ def _location(error) -> list[str | int]:
     return location
 
 
+UsageEventIn = inline_serializer("UsageEventIn", {
+    "request_id": serializers.CharField(max_length=128), "timestamp": serializers.CharField(
+        help_text="ISO 8601 with an offset, or Unix seconds"), "key_id": serializers.UUIDField(),
+    "model": serializers.CharField(), **{name: serializers.IntegerField(min_value=0, required=False) for name in (
+        "prompt_tokens", "completion_tokens", "cached_tokens", "image_count", "video_seconds", "input_chars",
+        "output_chars")},
+    "latency_ms": serializers.IntegerField(min_value=0), "status_code": serializers.IntegerField(),
+    "error_type": serializers.CharField(allow_null=True, required=False),
+    **{name: serializers.CharField(allow_null=True, required=False, max_length=128) for name in (
+        "op_name", "trace_id", "parent_id", "thread_id", "turn_id", "conversation_id")}})
+IngestRequest = inline_serializer("UsageIngestRequest", {"events": serializers.ListField(
+    child=UsageEventIn, min_length=1, max_length=1000)})
+IngestResponse = inline_serializer("UsageIngestResponse", {"accepted": serializers.IntegerField(),
+                                                           "duplicates": serializers.IntegerField()})
+
+
 class IngestEventsView(RamAPIView):
     """`POST /api/v1/usage/events` from the gateway (service token): all or nothing per batch."""
 
     ram_actions = {"POST": "usage:IngestEvents"}
 
+    @aione(IngestResponse, request=IngestRequest)
     def post(self, request):
         body = request.data
         if not isinstance(body, dict) or set(body) != {"events"}:

@@ -1,0 +1,79 @@
+"""OpenAPI: every operation's description names its RAM action, and its error responses are
+documented in its dialect's shape."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+
+from portal.ram.actions import ACTIONS
+
+
+class RamAutoSchema(AutoSchema):
+    def get_operation(self, *args, **kwargs):
+        # Appended here rather than in get_description, which extend_schema(description=) replaces.
+        operation = super().get_operation(*args, **kwargs)
+        action_name = getattr(self.view, "ram_actions", {}).get(self.method.upper())
+        if operation is not None and action_name:
+            action = ACTIONS[action_name]
+            ram = (f"RAM action `{action.name}` ({action.access_level}), checked against "
+                   f"`{action.resource('<org_id>', '<id>' if action.resource_type != 'department' else '*')}`.")
+            operation["description"] = f"{operation.get('description', '')}\n\n{ram}".strip()
+        return operation
+
+    def get_tags(self) -> list[str]:
+        dialect = getattr(self.view, "dialect", None)
+        return [getattr(dialect, "tag", None) or super().get_tags()[0]]
+
+    def get_operation_id(self) -> str:
+        return f"{self.view.__class__.__name__}_{self.method.lower()}"
+
+
+class BearerKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "portal.api.authentication.BearerKeyAuthentication"
+    name = "bearerKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer",
+                "description": "A management key (sk_mg_…) or, for the gateway endpoints, a service token (sk_svc_…)."}
+
+
+class BasicKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "portal.api.authentication.BasicKeyAuthentication"
+    name = "basicKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "basic",
+                "description": "Any user name, with a management key as the password (Weave clients)."}
+
+
+# --- error shapes, documented once per dialect ----------------------------------------------
+
+class ValidationErrorItem(serializers.Serializer):
+    loc = serializers.ListField(child=serializers.CharField())
+    msg = serializers.CharField()
+    type = serializers.CharField()
+
+
+class HTTPValidationError(serializers.Serializer):
+    detail = ValidationErrorItem(many=True)
+
+
+class ErrorDetail(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class RamDeniedError(serializers.Serializer):
+    detail = serializers.CharField()
+    action = serializers.CharField()
+    resource = serializers.CharField()
+    decision = serializers.ChoiceField(choices=["ImplicitDeny", "ExplicitDeny"])
+
+
+AIONE_ERRORS = {401: ErrorDetail, 403: RamDeniedError, 404: ErrorDetail, 422: HTTPValidationError}
+
+
+def aione(response, *, request=None, parameters=None, status: int = 200, description: str | None = None):
+    """extend_schema for an AIone-dialect operation: its success shape plus the error shapes."""
+    return extend_schema(request=request, parameters=parameters, description=description,
+                         responses={status: response, **AIONE_ERRORS})
