@@ -58,6 +58,7 @@ class InferenceKey(CredentialFields):
 
     class Meta:
         ordering = ["organization", "department", "name"]
+        indexes = [models.Index(fields=["organization", "status"], name="inferencekey_org_status")]
 
     @property
     def effective_status(self) -> str:
@@ -67,7 +68,6 @@ class InferenceKey(CredentialFields):
         if self.status == KeyStatus.ACTIVE and self.expires_at and self.expires_at <= timezone.now():
             return KeyStatus.EXPIRED
         return self.status
-        indexes = [models.Index(fields=["organization", "status"], name="inferencekey_org_status")]
 
 
 class ManagementKey(CredentialFields):
