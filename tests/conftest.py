@@ -83,3 +83,28 @@ def _forget_process_memos():
     from keys import services
 
     services.forget_process_memos()
+
+
+@pytest.fixture(scope="session")
+def openapi_schema(django_db_blocker):
+    from drf_spectacular.generators import SchemaGenerator
+
+    with django_db_blocker.unblock():
+        return SchemaGenerator().get_schema(request=None, public=True)
+
+
+@pytest.fixture
+def schema_validator(openapi_schema):
+    """Validate a response body against the OpenAPI schema of (path, method)'s 200/201 answer."""
+    import json
+
+    import jsonschema
+
+    def validate(path: str, method: str, body) -> None:
+        responses = openapi_schema["paths"][path][method]["responses"]
+        success = responses.get("200") or responses.get("201")
+        schema = success["content"]["application/json"]["schema"]
+        document = json.loads(json.dumps({"components": openapi_schema["components"], **schema}, default=str))
+        jsonschema.validate(body, document)
+
+    return validate

@@ -439,11 +439,33 @@ def exact_percentile(sorted_values: Sequence[int], q: float) -> float | None:
     return float(sorted_values[rank - 1])
 
 
-def data_freshness(organization_id: int) -> datetime | None:
-    from usage.models import UsageFillState
+def data_freshness(organization_id: int, end: datetime) -> datetime | None:
+    """The newest event before `end`: from the fill state, or, if some event is stamped later
+    (a gateway clock ahead), the newest raw event inside the range."""
+    from usage.models import UsageEvent, UsageFillState
 
-    return UsageFillState.objects.filter(organization_id=organization_id).values_list(
+    newest = UsageFillState.objects.filter(organization_id=organization_id).values_list(
         "newest_event_at", flat=True).first()
+    if newest is None or newest < end:
+        return newest
+    return (UsageEvent.objects.filter(organization_id=organization_id, timestamp__lt=end)
+            .order_by("-timestamp").values_list("timestamp", flat=True).first())
+
+
+def peak_requests_per_minute(organization_id: int, start: datetime, end: datetime) -> int:
+    """The most requests in any one clock minute of [start, end), read from raw events."""
+    if connection.vendor == "postgresql":
+        minute = "date_trunc('minute', \"timestamp\")"
+    else:
+        minute = "strftime('%%Y-%%m-%%d %%H:%%M', \"timestamp\")"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT MAX(c) FROM (SELECT COUNT(*) AS c FROM usage_usageevent WHERE organization_id = %s "
+            f"AND \"timestamp\" >= %s AND \"timestamp\" < %s GROUP BY {minute}) AS per_minute",
+            [organization_id, connection.ops.adapt_datetimefield_value(start),
+             connection.ops.adapt_datetimefield_value(end)])
+        (peak,) = cursor.fetchone()
+    return int(peak or 0)
 
 
 # --- event export (keyset paging) -----------------------------------------------------------

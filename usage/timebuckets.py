@@ -136,3 +136,9 @@ def _from_epoch(value: int, zone: zoneinfo.ZoneInfo) -> datetime:
 def day_from_number(number: int) -> date:
     """Local day number (days since 1970-01-01 on the local calendar) to a date."""
     return date(1970, 1, 1) + timedelta(days=number)
+
+
+def last_days(zone: zoneinfo.ZoneInfo, days: int, now: datetime) -> tuple[datetime, datetime]:
+    """"The last N days": N calendar days in `zone` ending today, today included."""
+    today = now.astimezone(zone).date()
+    return local_midnight_of(today - timedelta(days=days - 1), zone), local_midnight_of(today + timedelta(days=1), zone)

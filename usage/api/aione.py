@@ -1,0 +1,279 @@
+"""AIone dialect (seed 000): `GET /api/v1/obs/usage` and `GET /api/v1/obs/dashboard`.
+
+A request parser and a response renderer around the query engine. Money is a decimal string
+rounded half-up to 2 places (billing.money.round_display_amount); days are the organization's."""
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from drf_spectacular.utils import inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from billing.models import BillingAccount, Model
+from billing.money import round_display_amount
+from billing.selectors import current_subscription, month_to_date_cost
+from keys.models import InferenceKey
+from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.permissions import check_ram, principal_member, view_action
+from portal.api.schema import aione
+from portal.api.views import RamAPIView, parse_input
+from portal.models import Department, Organization
+from usage import query
+from usage.query import UsageQuery
+from usage.timebuckets import Granularity, last_days, local_midnight_of
+
+GROUP_NAMES = {"day": None, "model": "model", "team": "department", "key": "key"}
+_S = serializers
+
+
+def money(amount: Decimal) -> str:
+    return str(round_display_amount(amount))
+
+
+def percent(numerator: Decimal, denominator: Decimal) -> str:
+    return str(round_display_amount(Decimal(100) * numerator / denominator)) if denominator else "0.00"
+
+
+class UsageQueryParams(_S.Serializer):
+    start_date = _S.DateField(required=False, help_text="First day (organization's timezone); default 6 days ago")
+    end_date = _S.DateField(required=False, help_text="Day after the last day (exclusive); default tomorrow")
+    team_id = _S.UUIDField(required=False)
+    key_id = _S.UUIDField(required=False)
+    model = _S.CharField(required=False, max_length=100)
+    group_by = _S.CharField(required=False, default="day", help_text="comma list of day, model, team, key")
+    page = _S.IntegerField(required=False, default=1, min_value=1)
+    page_size = _S.IntegerField(required=False, default=50, min_value=1, max_value=1000)
+
+    def validate_group_by(self, value: str) -> list[str]:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in GROUP_NAMES]
+        if unknown or not names:
+            raise _S.ValidationError(f"choose from day, model, team, key (got {value!r})")
+        return list(dict.fromkeys(names))
+
+    def validate(self, attrs):
+        start, end = attrs.get("start_date"), attrs.get("end_date")
+        if start and end and end <= start:
+            raise _S.ValidationError({"end_date": "must be after start_date"})
+        if start and end and (end - start).days > 366:
+            raise _S.ValidationError({"end_date": "at most 366 days after start_date"})
+        return attrs
+
+
+USAGE_ROW_FIELDS = {
+    "date": _S.DateField(allow_null=True), "team_id": _S.UUIDField(allow_null=True),
+    "key_id": _S.UUIDField(allow_null=True), "model": _S.CharField(allow_null=True),
+    "requests": _S.IntegerField(), "prompt_tokens": _S.IntegerField(), "completion_tokens": _S.IntegerField(),
+    "total_tokens": _S.IntegerField(), "cost_rmb": _S.CharField(), "error_count": _S.IntegerField(),
+    "avg_latency_ms": _S.FloatField(allow_null=True)}
+UsageResponse = inline_serializer("UsageResponse", {
+    "items": inline_serializer("UsageRow", USAGE_ROW_FIELDS, many=True), "total": _S.IntegerField()})
+
+
+def _department(organization: Organization, team_uuid, field: str) -> Department:
+    department = Department.objects.filter(organization=organization, uuid=team_uuid).first()
+    if department is None:
+        raise InvalidRequest([FieldProblem(["query", field], "unknown team", "value_error.not_found")])
+    return department
+
+
+class ObsUsageView(RamAPIView):
+    ram_actions = {"GET": "usage:QueryUsage"}
+    ram_deferred = True  # the resource is the team named in the query, if any
+
+    @aione(UsageResponse, parameters=[UsageQueryParams])
+    def get(self, request):
+        params = parse_input(UsageQueryParams, request.query_params)
+        organization = principal_member(request).organization
+        zone = organization.zone
+        today = datetime.now(zone).date()
+        start_day = params.get("start_date") or today - timedelta(days=6)
+        end_day = params.get("end_date") or today + timedelta(days=1)
+        if end_day <= start_day:
+            raise InvalidRequest([FieldProblem(["query", "end_date"], "must be after start_date")])
+        department = _department(organization, params["team_id"], "team_id") if "team_id" in params else None
+        check_ram(request, view_action(request, self), department.pk if department else "*",
+                  department.pk if department else None)
+        filters: dict = {}
+        if department:
+            filters["departments"] = (department.pk,)
+        if "key_id" in params:
+            key = InferenceKey.objects.filter(organization=organization, uuid=params["key_id"]).first()
+            if key is None:
+                raise InvalidRequest([FieldProblem(["query", "key_id"], "unknown key", "value_error.not_found")])
+            filters["keys"] = (key.pk,)
+        if "model" in params:
+            model = Model.objects.filter(code=params["model"]).first()
+            if model is None:
+                raise InvalidRequest([FieldProblem(["query", "model"], "unknown model", "value_error.not_found")])
+            filters["models"] = (model.pk,)
+        group_by = params["group_by"]
+        engine_groups = tuple(GROUP_NAMES[name] for name in group_by if GROUP_NAMES[name])
+        result = query.run(UsageQuery(
+            organization_id=organization.pk, start=local_midnight_of(start_day, zone),
+            end=local_midnight_of(end_day, zone), timezone=organization.timezone,
+            granularity=Granularity.of("day") if "day" in group_by else None, group_by=engine_groups, **filters,
+        ), org_timezone=organization.timezone)
+        rows = result.rows if group_by == ["day"] or not engine_groups else [r for r in result.rows if r.requests]
+        names = _names(rows)
+        start = (params["page"] - 1) * params["page_size"]
+        page = rows[start : start + params["page_size"]]
+        return Response({"items": [_usage_row(row, "day" in group_by, names) for row in page], "total": len(rows)})
+
+
+def _names(rows) -> dict[str, dict[int, object]]:
+    """uuid/code lookups for the ids that appear in the rows (one query per kind)."""
+    def ids(name):
+        return {row.group.get(name) for row in rows if row.group.get(name) is not None}
+    return {
+        "department": dict(Department.objects.filter(pk__in=ids("department")).values_list("pk", "uuid")),
+        "key": dict(InferenceKey.objects.filter(pk__in=ids("key")).values_list("pk", "uuid")),
+        "model": dict(Model.objects.filter(pk__in=ids("model")).values_list("pk", "code")),
+    }
+
+
+def _usage_row(row, by_day: bool, names) -> dict:
+    def name(kind):
+        value = row.group.get(kind)
+        return str(names[kind][value]) if value is not None else None
+    return {
+        "date": row.bucket.start.date().isoformat() if by_day else None,
+        "team_id": name("department"), "key_id": name("key"),
+        "model": names["model"].get(row.group.get("model")) if row.group.get("model") is not None else None,
+        "requests": row.requests, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
+        "total_tokens": row.total_tokens, "cost_rmb": money(row.cost), "error_count": row.errors,
+        "avg_latency_ms": row.latency_avg_ms.quantize(Decimal("0.1")) if row.latency_avg_ms is not None else None,
+    }
+
+
+# --- dashboard -----------------------------------------------------------------------------
+
+class DashboardParams(_S.Serializer):
+    range_days = _S.IntegerField(required=False, default=7, min_value=1, max_value=90)
+    view_mode = _S.ChoiceField(choices=["tech", "business"], required=False, default="tech")
+
+
+class DailyTrend(_S.Serializer):
+    date = _S.DateField()
+    requests = _S.IntegerField()
+    tokens = _S.IntegerField()
+    cost_rmb = _S.CharField()
+DashboardResponse = inline_serializer("DashboardResponse", {
+    "view_mode": _S.ChoiceField(choices=["tech", "business"]),
+    "tech": inline_serializer("TechDashboardData", {
+        "total_tokens": _S.IntegerField(), "prompt_tokens": _S.IntegerField(), "completion_tokens": _S.IntegerField(),
+        "total_requests": _S.IntegerField(), "total_cost_rmb": _S.CharField(),
+        "avg_latency_ms": _S.FloatField(), "p99_latency_ms": _S.FloatField(), "error_rate_pct": _S.CharField(),
+        "rpm_usage_pct": _S.CharField(),
+        "model_distribution": inline_serializer("ModelDistribution", {
+            "model": _S.CharField(), "requests": _S.IntegerField(), "tokens": _S.IntegerField()}, many=True),
+        "daily_trend": DailyTrend(many=True)}),
+    "business": inline_serializer("BusinessDashboardData", {
+        "total_chars_wan": _S.FloatField(), "total_conversations": _S.IntegerField(),
+        "total_cost_rmb": _S.CharField(), "budget_progress_pct": _S.CharField(allow_null=True),
+        "capacity_status": _S.ChoiceField(choices=["sufficient", "tight", "exhausted"]),
+        "service_status": _S.ChoiceField(choices=["normal", "degraded", "outage"]),
+        "team_cost_ranking": inline_serializer("TeamCostItem", {
+            "team_id": _S.UUIDField(), "team_name": _S.CharField(), "cost_rmb": _S.CharField(),
+            "conversations": _S.IntegerField()}, many=True),
+        "daily_trend": DailyTrend(many=True)}),
+    "data_freshness": _S.CharField(allow_null=True)})
+
+# Recent error rate thresholds for service_status, over the last hour.
+DEGRADED_ERROR_RATE = Decimal("0.05")
+OUTAGE_ERROR_RATE = Decimal("0.25")
+# Share of a limit at which capacity is "tight".
+TIGHT_SHARE = Decimal(80)
+
+
+class ObsDashboardView(RamAPIView):
+    ram_actions = {"GET": "usage:GetDashboard"}
+
+    @aione(DashboardResponse, parameters=[DashboardParams])
+    def get(self, request):
+        params = parse_input(DashboardParams, request.query_params)
+        organization = principal_member(request).organization
+        return Response(dashboard(organization, params["range_days"], params["view_mode"]))
+
+
+def dashboard(organization: Organization, range_days: int, view_mode: str) -> dict:
+    from django.utils import timezone
+
+    start, end = last_days(organization.zone, range_days, timezone.now())
+    base = dict(organization_id=organization.pk, start=start, end=end, timezone=organization.timezone)
+    org_tz = organization.timezone
+    totals = query.run(UsageQuery(**base, percentiles=(99,)), org_timezone=org_tz).rows[0]
+    trend = query.run(UsageQuery(**base, granularity=Granularity.of("day")), org_timezone=org_tz).rows
+    by_model = [row for row in query.run(UsageQuery(**base, group_by=("model",)), org_timezone=org_tz).rows
+                if row.requests]
+    by_team = query.run(UsageQuery(**base, group_by=("department",), conversations=True), org_timezone=org_tz).rows
+    # Distinct across the organization: a conversation that spans two teams counts once here.
+    conversations = query.run(UsageQuery(**base, conversations=True), org_timezone=org_tz).rows[0].conversations
+
+    subscription = current_subscription(organization)
+    plan_rpm = subscription.plan.rpm_limit if subscription else 0
+    rpm_pct = percent(Decimal(query.peak_requests_per_minute(organization.pk, start, end)), Decimal(plan_rpm))
+    account = BillingAccount.objects.filter(organization=organization).first()
+    budget = account.monthly_budget if account else None
+    budget_pct = percent(month_to_date_cost(organization), budget) if budget else None
+
+    daily_trend = [{"date": row.bucket.start.date().isoformat(), "requests": row.requests,
+                    "tokens": row.total_tokens, "cost_rmb": money(row.cost)} for row in trend]
+    codes = dict(Model.objects.filter(pk__in=[r.group["model"] for r in by_model]).values_list("pk", "code"))
+    teams = {d.pk: d for d in Department.objects.filter(pk__in=[r.group["department"] for r in by_team])}
+    ranking = sorted((row for row in by_team if row.requests), key=lambda row: (-row.cost_units,
+                                                                                 teams[row.group["department"]].name))
+    return {
+        "view_mode": view_mode,
+        "tech": {
+            "total_tokens": totals.total_tokens, "prompt_tokens": totals.prompt_tokens,
+            "completion_tokens": totals.completion_tokens, "total_requests": totals.requests,
+            "total_cost_rmb": money(totals.cost),
+            "avg_latency_ms": (totals.latency_avg_ms or Decimal(0)).quantize(Decimal("0.1")),
+            "p99_latency_ms": Decimal(str(round(totals.percentiles.get(99) or 0, 1))),
+            "error_rate_pct": percent(Decimal(totals.errors), Decimal(totals.requests)),
+            "rpm_usage_pct": rpm_pct,
+            "model_distribution": sorted(
+                ({"model": codes[row.group["model"]], "requests": row.requests, "tokens": row.total_tokens}
+                 for row in by_model), key=lambda item: (-item["requests"], item["model"])),
+            "daily_trend": daily_trend,
+        },
+        "business": {
+            "total_chars_wan": (Decimal(totals.characters) / 10000).quantize(Decimal("0.01")),
+            "total_conversations": conversations,
+            "total_cost_rmb": money(totals.cost),
+            "budget_progress_pct": budget_pct,
+            "capacity_status": _capacity(rpm_pct, budget_pct),
+            "service_status": _service_status(organization),
+            "team_cost_ranking": [
+                {"team_id": str(teams[row.group["department"]].uuid), "team_name": teams[row.group["department"]].name,
+                 "cost_rmb": money(row.cost), "conversations": row.conversations} for row in ranking],
+            "daily_trend": daily_trend,
+        },
+        "data_freshness": _freshness(organization, end),
+    }
+
+
+def _capacity(rpm_pct: str, budget_pct: str | None) -> str:
+    worst = max(Decimal(rpm_pct), Decimal(budget_pct or 0))
+    if worst >= 100:
+        return "exhausted"
+    return "tight" if worst >= TIGHT_SHARE else "sufficient"
+
+
+def _service_status(organization: Organization) -> str:
+    from django.utils import timezone
+
+    now = timezone.now()
+    recent = query.run(UsageQuery(organization_id=organization.pk, start=now - timedelta(hours=1), end=now,
+                                  timezone=organization.timezone), org_timezone=organization.timezone).rows[0]
+    if recent.error_rate >= OUTAGE_ERROR_RATE:
+        return "outage"
+    return "degraded" if recent.error_rate >= DEGRADED_ERROR_RATE else "normal"
+
+
+def _freshness(organization: Organization, end: datetime) -> str | None:
+    newest = query.data_freshness(organization.pk, end)
+    return newest.isoformat() if newest else None
+
