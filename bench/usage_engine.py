@@ -547,7 +547,23 @@ def run_queries(organization_id: int, zone_name: str, repeats: int, figures: Fig
                    [start, organization_id, start, end])
         return {bucket_index(b, origin, 300): (n, int(p), int(c), cost) for b, n, p, c, cost in rows}
 
-    measure_pair(figures, "7-day 5-minute buckets", engine_five, hand_five, repeats, explain)
+    entry = measure_pair(figures, "7-day 5-minute buckets", engine_five, hand_five, repeats, explain)
+    if entry["differing"]:
+        # Diagnosis, outside the timing: does the engine agree with the same query when the epoch is
+        # rounded to the nearest second (what CAST(EXTRACT(EPOCH ...) AS BIGINT) does) instead of floored?
+        rounded_sql = (f'SELECT (CAST(EXTRACT(EPOCH FROM "timestamp") AS BIGINT) - %s) / 300, count(*), '
+                       f"sum(prompt_tokens), sum(completion_tokens), sum(cost) FROM usage_usageevent "
+                       f"WHERE {where} GROUP BY 1")
+        rounded = {b: (n, int(p), int(c), cost) for b, n, p, c, cost in
+                   sql(rounded_sql, [origin, organization_id, start, end]) if 0 <= b < 7 * 288}
+        moved = sql(f'SELECT count(*) FROM usage_usageevent WHERE {where} AND '
+                    f'CAST(EXTRACT(EPOCH FROM "timestamp") AS BIGINT) %% 300 = 0 AND '
+                    f'EXTRACT(EPOCH FROM "timestamp") %% 300 >= 299.5', [organization_id, start, end])[0][0]
+        same, _, _ = compare(engine_five()[1], rounded)
+        print(f"    diagnosis: {moved} events lie in the last half second of a 5-minute bucket; the engine's answer "
+              f"{'equals' if same == 0 else 'does not equal'} a GROUP BY on the epoch rounded to the nearest second "
+              f"(usage/query.py _raw_epoch: CAST of the numeric EXTRACT rounds, the rollups floor)")
+        entry["diagnosis"] = f"{moved} events moved to the next bucket by rounding" if same == 0 else ""
 
 
 def measure_pair(figures: Figures, label: str, engine: Callable[[], tuple[str, dict]], hand: Callable[[], dict],

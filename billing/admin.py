@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from billing.models import BillingAccount, Invoice, InvoiceLine, Model, Plan, Price, Subscription
+from billing.models import BillingAccount, CreditGrant, Invoice, InvoiceLine, Model, Plan, Price, Subscription
 from portal.admin_scoping import OrganizationScopedAdmin
 
 
@@ -72,10 +72,10 @@ class SubscriptionAdmin(OrganizationScopedAdmin):
 
 @admin.register(BillingAccount)
 class BillingAccountAdmin(OrganizationScopedAdmin):
-    list_display = ["organization", "currency", "balance", "credit_limit", "monthly_budget", "status"]
+    list_display = ["organization", "currency", "credit_limit", "monthly_budget", "status"]
     list_filter = ["organization", "currency", "status"]
     search_fields = ["organization__name", "billing_email", "tax_id"]
-    readonly_fields = ["uuid", "balance", "created_at"]
+    readonly_fields = ["uuid", "created_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         fields = list(super().get_readonly_fields(request, obj))
@@ -106,3 +106,20 @@ class InvoiceAdmin(OrganizationScopedAdmin):
     date_hierarchy = "period_start"
     readonly_fields = ["uuid", "created_at"]
     inlines = [InvoiceLineInline]
+
+
+@admin.register(CreditGrant)
+class CreditGrantAdmin(OrganizationScopedAdmin):
+    """Ledger credits: added by the platform; customers read them."""
+
+    read_only_for_org_admins = True
+    list_display = ["organization", "kind", "amount", "currency", "note", "created_at"]
+    list_filter = ["organization", "kind", "currency"]
+    search_fields = ["organization__name", "note"]
+    date_hierarchy = "created_at"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

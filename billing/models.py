@@ -140,9 +140,9 @@ class BillingAccount(models.Model):
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="billing_account")
-    # Usage is rated and invoiced in this currency.
+    # Usage is rated and invoiced in this currency. The balance is not stored: it is always
+    # credits granted minus usage (billing.selectors.account_balance).
     currency = currency_field(default=Currency.CNY)
-    balance = amount_field()
     credit_limit = amount_field(validators=[MinValueValidator(ZERO)])
     monthly_budget = amount_field(null=True, blank=True, default=None, validators=[MinValueValidator(ZERO)])
     billing_email = models.EmailField(blank=True)
@@ -216,3 +216,27 @@ class InvoiceLine(models.Model):
     @property
     def currency(self) -> str:
         return self.invoice.currency
+
+
+class CreditGrant(models.Model):
+    """A positive ledger entry: a top-up paid by the customer, or credit granted by the platform.
+    Append-only; a correction is another entry."""
+
+    class Kind(models.TextChoices):
+        TOP_UP = "top_up"
+        GRANT = "grant"
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="credit_grants")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    amount = amount_field(validators=[MinValueValidator(ZERO)])
+    currency = currency_field()
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["organization", "-created_at"]
+        constraints = [models.CheckConstraint(condition=models.Q(amount__gt=0), name="credit_grant_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} {self.currency}"

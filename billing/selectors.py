@@ -2,12 +2,14 @@
 
 import bisect
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db.models import Sum
 from django.utils import timezone
 
-from billing.models import BillingAccount, Model, Price, Subscription
+from billing.models import BillingAccount, CreditGrant, Model, Price, Subscription
 from billing.money import ZERO
 from portal.models import Organization
 
@@ -78,3 +80,24 @@ def budget_exhausted(organization: Organization) -> bool:
     if account is None or account.monthly_budget is None:
         return False
     return month_to_date_cost(organization) >= account.monthly_budget
+
+
+@dataclass(frozen=True)
+class Balance:
+    currency: str
+    total_recharge: Decimal
+    total_used: Decimal
+
+    @property
+    def balance(self) -> Decimal:
+        return self.total_recharge - self.total_used
+
+
+def account_balance(organization: Organization) -> Balance:
+    """Credits granted minus everything ever used, in the account's currency."""
+    from usage.query import total_cost_ever
+
+    account = BillingAccount.objects.get(organization=organization)
+    recharge = CreditGrant.objects.filter(organization=organization, currency=account.currency).aggregate(
+        total=Sum("amount"))["total"] or ZERO
+    return Balance(account.currency, recharge, total_cost_ever(organization))

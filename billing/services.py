@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import BillingAccount, Model, Plan, Price, Subscription
+from billing.models import BillingAccount, CreditGrant, Model, Plan, Price, Subscription
 from billing.money import ZERO
 from portal.models import Organization
 from portal.services import Actor, record_audit
@@ -92,3 +92,17 @@ def expire_subscriptions(*, now: datetime | None = None) -> int:
     ).update(status=Subscription.Status.EXPIRED)
     logger.info("expire_subscriptions: %d subscription(s) expired as of %s", expired, now.isoformat())
     return expired
+
+
+@transaction.atomic
+def grant_credit(*, actor: Actor, organization: Organization, amount: Decimal, kind: str = CreditGrant.Kind.GRANT,
+                 note: str = "", at: datetime | None = None) -> CreditGrant:
+    """Add credit to an organization's account, in the account's currency."""
+    if amount <= 0:
+        raise ValueError("a credit must be positive")
+    account = BillingAccount.objects.get(organization=organization)
+    grant = CreditGrant.objects.create(organization=organization, kind=kind, amount=amount,
+                                       currency=account.currency, note=note, created_at=at or timezone.now())
+    record_audit(actor=actor, organization=organization, action="credit.grant", target=grant,
+                 detail={"amount": str(amount), "currency": account.currency, "kind": kind})
+    return grant

@@ -81,13 +81,14 @@ class OrgSpec:
     departments: tuple[str, str, str]
     # Requests on an average weekday; shapes how much usage the demo shows.
     daily_requests: int
+    top_up: Decimal
 
 
 ORGS = [
     OrgSpec("Acme", "acme", "Asia/Shanghai", Currency.CNY, "team", D("3000"),
-            ("Research", "Customer Support", "Marketing"), 420),
+            ("Research", "Customer Support", "Marketing"), 420, D("5000")),
     OrgSpec("Globex", "globex", "America/New_York", Currency.USD, "team-usd", D("500"),
-            ("Engineering", "Sales", "Operations"), 300),
+            ("Engineering", "Sales", "Operations"), 300, D("800")),
 ]
 ROLES = (Member.Role.OWNER, Member.Role.ADMIN, Member.Role.MEMBER)
 KEYS_PER_DEPARTMENT = 2
@@ -165,6 +166,10 @@ def seed_world() -> dict[str, Any]:
             credit_limit=D("10000"), monthly_budget=spec.monthly_budget,
             billing_email=f"billing@{spec.slug}.example", tax_id=f"{spec.slug.upper()}-TAX-001",
         )
+        if not organization.credit_grants.exists():
+            billing_services.grant_credit(actor=actor, organization=organization, amount=spec.top_up,
+                                          kind="top_up", note="Demo opening top-up",
+                                          at=timezone.now() - timedelta(days=60))
         if not organization.subscriptions.filter(status="active").exists():
             billing_services.subscribe(
                 actor=actor, organization=organization, plan=Plan.objects.get(code=spec.plan),

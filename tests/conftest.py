@@ -100,11 +100,22 @@ def schema_validator(openapi_schema):
 
     import jsonschema
 
+    def openapi_to_json_schema(node):
+        # OpenAPI 3.0 schemas are draft-4 JSON Schema plus "nullable".
+        if isinstance(node, dict):
+            node = {key: openapi_to_json_schema(value) for key, value in node.items()}
+            if node.pop("nullable", False):
+                node = {"anyOf": [node, {"type": "null"}]}
+            return node
+        if isinstance(node, list):
+            return [openapi_to_json_schema(item) for item in node]
+        return node
+
     def validate(path: str, method: str, body) -> None:
         responses = openapi_schema["paths"][path][method]["responses"]
         success = responses.get("200") or responses.get("201")
         schema = success["content"]["application/json"]["schema"]
         document = json.loads(json.dumps({"components": openapi_schema["components"], **schema}, default=str))
-        jsonschema.validate(body, document)
+        jsonschema.Draft4Validator(openapi_to_json_schema(document)).validate(body)
 
     return validate

@@ -42,3 +42,12 @@ def test_the_docs_page_works_offline():
     page = response.content.decode()
     assert "drf_spectacular_sidecar/swagger-ui-dist" in page
     assert "cdn.jsdelivr.net" not in page and "unpkg.com" not in page
+
+
+def test_the_response_validator_catches_a_wrong_shape(db, schema_validator):
+    import jsonschema
+
+    with pytest.raises(jsonschema.ValidationError):
+        schema_validator("/api/v1/portal/management/balance", "get", {"meta": {"code": "x"}, "data": None})
+    with pytest.raises(jsonschema.ValidationError):
+        schema_validator("/api/v1/obs/usage", "get", {"items": [{"date": None}], "total": 1})

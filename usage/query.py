@@ -13,7 +13,7 @@ import zoneinfo
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -499,3 +499,20 @@ def export_events(organization_id: int, start: datetime, end: datetime, *, limit
     more = len(page) > limit
     page = page[:limit]
     return EventPage(page, (page[-1].timestamp, page[-1].pk) if more and page else None)
+
+
+def total_cost_ever(organization) -> Decimal:
+    """Everything an organization has used, from its first local day with usage to its last."""
+    from django.db.models import Max, Min
+
+    from usage.models import UsageDaily
+    from usage.timebuckets import local_midnight_of
+
+    span = UsageDaily.objects.filter(organization=organization).aggregate(first=Min("day"), last=Max("day"))
+    if span["first"] is None:
+        return Decimal(0).quantize(Decimal("0.00000001"))
+    zone = organization.zone
+    result = run(UsageQuery(organization_id=organization.pk, start=local_midnight_of(span["first"], zone),
+                            end=local_midnight_of(span["last"] + timedelta(days=1), zone),
+                            timezone=organization.timezone), org_timezone=organization.timezone)
+    return result.rows[0].cost

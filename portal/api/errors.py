@@ -1,6 +1,7 @@
 """Error shapes. Every view names its dialect; every error, whatever raised it, is rendered in
 that dialect's vendor shape by `exception_handler` (settings.REST_FRAMEWORK)."""
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,12 +51,43 @@ class AIoneDialect:
     """FastAPI-style: validation errors are 422 {"detail": [{"loc", "msg", "type"}]}; others
     {"detail": "..."}."""
 
+    tag = "AIone"
+    validation_status = 422
+
     @staticmethod
-    def render(error: ApiError) -> Response:
+    def render(error: ApiError, request=None) -> Response:
         if error.problems:
             detail = [{"loc": p.location, "msg": p.message, "type": p.type} for p in error.problems]
             return Response({"detail": detail}, status=error.status)
         return Response({"detail": error.message, **error.extra}, status=error.status)
+
+
+def request_id(request) -> str:
+    """One id per request, echoed in the envelopes that carry one (r9s, Alibaba)."""
+    if request is None:
+        return uuid.uuid4().hex
+    existing = getattr(request, "_portal_request_id", None)
+    if existing is None:
+        existing = request._portal_request_id = str(uuid.uuid4()).upper()
+    return existing
+
+
+class R9sDialect:
+    """r9s Manager API: {"meta": {"code", "message", "request_id"}, "data": ...}."""
+
+    tag = "r9s Manager"
+    validation_status = 400
+
+    @staticmethod
+    def envelope(request, data, code: int = 200, message: str = "success") -> dict:
+        return {"meta": {"code": code, "message": message, "request_id": request_id(request)}, "data": data}
+
+    @classmethod
+    def render(cls, error: ApiError, request=None) -> Response:
+        message = error.message
+        if error.problems:
+            message = "; ".join(f"{p.location[-1]}: {p.message}" for p in error.problems)
+        return Response(cls.envelope(request, None, error.status, message), status=error.status)
 
 
 def _problems_from_drf(detail: Any, location: list[str | int]) -> list[FieldProblem]:
@@ -76,13 +108,15 @@ def _problems_from_drf(detail: Any, location: list[str | int]) -> list[FieldProb
     return [FieldProblem(location, str(detail), getattr(detail, "code", "value_error") or "value_error")]
 
 
-def to_api_error(exc: Exception, request) -> ApiError | None:
+def to_api_error(exc: Exception, request, validation_status: int = 422) -> ApiError | None:
     if isinstance(exc, InvalidRequest):
-        return ApiError(exc.status_code, "invalid", str(exc.detail), exc.problems)
+        # 422 by default; a dialect whose vendor answers bad input with 400 says so.
+        code = validation_status if exc.status_code == status.HTTP_422_UNPROCESSABLE_ENTITY else exc.status_code
+        return ApiError(code, "invalid", str(exc.detail), exc.problems)
     if isinstance(exc, exceptions.ValidationError):
         location = ["query"] if request is not None and request.method in ("GET", "DELETE") else ["body"]
         problems = _problems_from_drf(exc.detail, location)
-        return ApiError(status.HTTP_422_UNPROCESSABLE_ENTITY, "invalid", "Invalid request.", problems)
+        return ApiError(validation_status, "invalid", "Invalid request.", problems)
     if isinstance(exc, exceptions.ParseError):
         return ApiError(400, "parse_error", str(exc.detail), [FieldProblem(["body"], str(exc.detail), "json_invalid")])
     if isinstance(exc, RamDenied):
@@ -99,11 +133,11 @@ def to_api_error(exc: Exception, request) -> ApiError | None:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     view = context.get("view")
-    error = to_api_error(exc, context.get("request"))
+    dialect = getattr(view, "dialect", AIoneDialect)
+    error = to_api_error(exc, context.get("request"), dialect.validation_status)
     if error is None:
         return None  # a real bug: let it surface as a 500 and be fixed
-    dialect = getattr(view, "dialect", AIoneDialect)
-    response = dialect.render(error)
+    response = dialect.render(error, context.get("request"))
     if error.status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
     return response

@@ -1,9 +1,11 @@
 from django.urls import path
 
-from usage.api import aione, views
+from usage.api import aione, r9s, views
 
 urlpatterns = [
     path("usage/events", views.IngestEventsView.as_view(), name="usage-ingest"),
     path("obs/usage", aione.ObsUsageView.as_view(), name="aione-usage"),
     path("obs/dashboard", aione.ObsDashboardView.as_view(), name="aione-dashboard"),
+    path("portal/management/usage", r9s.ManagementUsageView.as_view(), name="r9s-usage"),
+    path("portal/management/balance", r9s.ManagementBalanceView.as_view(), name="r9s-balance"),
 ]

@@ -1,0 +1,84 @@
+"""r9s Manager dialect (seed 004): `GET /api/v1/portal/management/usage` and `/balance`, in the
+`{"meta", "data"}` envelope. Errors use the same envelope with the HTTP status as `meta.code`."""
+
+from datetime import UTC, datetime, timedelta
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from billing.models import Model
+from billing.selectors import account_balance
+from portal.api.errors import R9sDialect
+from portal.api.permissions import principal_member
+from portal.api.views import RamAPIView, parse_input
+from usage import query
+from usage.query import UsageQuery
+from usage.timebuckets import Granularity
+
+MAX_RANGE = timedelta(days=366)
+_S = serializers
+
+
+def _meta(name: str):
+    return inline_serializer(name, {"code": _S.IntegerField(), "message": _S.CharField(),
+                                    "request_id": _S.CharField()})
+
+
+ERROR = inline_serializer("R9sError", {"meta": _meta("R9sErrorMeta"), "data": _S.JSONField(allow_null=True)})
+R9S_ERRORS = {400: ERROR, 401: ERROR, 403: ERROR}
+
+
+class UsageParams(_S.Serializer):
+    start_time = _S.IntegerField(min_value=0, help_text="Unix seconds, inclusive")
+    end_time = _S.IntegerField(min_value=1, help_text="Unix seconds, exclusive")
+
+    def validate(self, attrs):
+        if attrs["start_time"] >= attrs["end_time"]:
+            raise _S.ValidationError({"end_time": "must be after start_time"})
+        if attrs["end_time"] - attrs["start_time"] > MAX_RANGE.total_seconds():
+            raise _S.ValidationError({"end_time": "the range may span at most 366 days"})
+        return attrs
+
+
+class ManagementUsageView(RamAPIView):
+    dialect = R9sDialect
+    ram_actions = {"GET": "management:QueryUsage"}
+
+    @extend_schema(parameters=[UsageParams], responses={200: inline_serializer("R9sUsageResponse", {
+        "meta": _meta("R9sMeta"), "data": inline_serializer("R9sUsageData", {
+            "records": inline_serializer("R9sUsageRecord", {"timestamp": _S.IntegerField(), "tokens": _S.IntegerField(),
+                                                            "model": _S.CharField()}, many=True),
+            "total_tokens": _S.IntegerField()})}), **R9S_ERRORS})
+    def get(self, request):
+        params = parse_input(UsageParams, request.query_params)
+        organization = principal_member(request).organization
+        result = query.run(UsageQuery(
+            organization_id=organization.pk, start=datetime.fromtimestamp(params["start_time"], tz=UTC),
+            end=datetime.fromtimestamp(params["end_time"], tz=UTC), timezone=organization.timezone,
+            granularity=Granularity.of("day"), group_by=("model",), fill_empty=False,
+        ), org_timezone=organization.timezone)
+        codes = dict(Model.objects.values_list("pk", "code"))
+        records = [{"timestamp": int(row.bucket.start.timestamp()), "tokens": row.total_tokens,
+                    "model": codes[row.group["model"]]} for row in result.rows if row.requests]
+        records.sort(key=lambda record: (record["timestamp"], record["model"]))
+        return Response(R9sDialect.envelope(request, {"records": records,
+                                                      "total_tokens": sum(r["tokens"] for r in records)}))
+
+
+class ManagementBalanceView(RamAPIView):
+    dialect = R9sDialect
+    ram_actions = {"GET": "management:GetBalance"}
+
+    @extend_schema(responses={200: inline_serializer("R9sBalanceResponse", {
+        "meta": _meta("R9sBalanceMeta"), "data": inline_serializer("R9sBalance", {
+            "org_id": _S.UUIDField(), "balance": _S.DecimalField(max_digits=24, decimal_places=8, coerce_to_string=False),
+            "currency": _S.CharField(), "total_recharge": _S.DecimalField(max_digits=24, decimal_places=8, coerce_to_string=False),
+            "total_used": _S.DecimalField(max_digits=24, decimal_places=8, coerce_to_string=False)})}), **R9S_ERRORS})
+    def get(self, request):
+        organization = principal_member(request).organization
+        balance = account_balance(organization)
+        return Response(R9sDialect.envelope(request, {
+            "org_id": str(organization.uuid), "balance": balance.balance, "currency": balance.currency,
+            "total_recharge": balance.total_recharge, "total_used": balance.total_used}))
+
