@@ -25,6 +25,10 @@ def _meta(name: str):
                                     "request_id": _S.CharField()})
 
 
+def _amount() -> _S.DecimalField:
+    return _S.DecimalField(max_digits=24, decimal_places=8, coerce_to_string=False)
+
+
 ERROR = inline_serializer("R9sError", {"meta": _meta("R9sErrorMeta"), "data": _S.JSONField(allow_null=True)})
 R9S_ERRORS = {400: ERROR, 401: ERROR, 403: ERROR}
 
@@ -72,9 +76,8 @@ class ManagementBalanceView(RamAPIView):
 
     @extend_schema(responses={200: inline_serializer("R9sBalanceResponse", {
         "meta": _meta("R9sBalanceMeta"), "data": inline_serializer("R9sBalance", {
-            "org_id": _S.UUIDField(), "balance": _S.DecimalField(max_digits=24, decimal_places=8, coerce_to_string=False),
-            "currency": _S.CharField(), "total_recharge": _S.DecimalField(max_digits=24, decimal_places=8, coerce_to_string=False),
-            "total_used": _S.DecimalField(max_digits=24, decimal_places=8, coerce_to_string=False)})}), **R9S_ERRORS})
+            "org_id": _S.UUIDField(), "balance": _amount(), "currency": _S.CharField(),
+            "total_recharge": _amount(), "total_used": _amount()})}), **R9S_ERRORS})
     def get(self, request):
         organization = principal_member(request).organization
         balance = account_balance(organization)
