@@ -46,6 +46,10 @@ class UsageEvent(models.Model):
     turn_id = _trace_field()
     conversation_id = _trace_field()
     cost = amount_field()
+    # The cost's parts (billing.rating.Cost); images and video are cost − the three.
+    input_cost = amount_field()
+    cache_read_cost = amount_field()
+    output_cost = amount_field()
     currency = currency_field()
     received_at = models.DateTimeField()
 
@@ -91,6 +95,9 @@ class RollupMetrics(models.Model):
     input_chars = _count()
     output_chars = _count()
     cost_units = models.BigIntegerField(default=0)  # 1e-8 currency units (billing.money.to_units)
+    input_cost_units = models.BigIntegerField(default=0)
+    cache_read_cost_units = models.BigIntegerField(default=0)
+    output_cost_units = models.BigIntegerField(default=0)
     latency_sum_ms = _count()
     latency_min_ms = models.PositiveIntegerField(default=0)
     latency_max_ms = models.PositiveIntegerField(default=0)

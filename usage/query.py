@@ -27,7 +27,10 @@ from usage.timebuckets import DAY, Bucket, Granularity, buckets, day_from_number
 
 GROUPS = ("model", "department", "key", "member", "status_class")
 SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "image_count",
-              "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms")
+              "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms", "input_cost_units",
+              "cache_read_cost_units", "output_cost_units")
+COST_COLUMNS = {"cost_units": "cost", "input_cost_units": "input_cost", "cache_read_cost_units": "cache_read_cost",
+                "output_cost_units": "output_cost"}
 TRACE_FILTERS = ("op_names", "trace_ids", "parent_ids", "thread_ids", "turn_ids", "conversation_ids")
 RAW, FINE, MODEL15, DAILY = "raw", "fine", "model15", "daily"
 
@@ -82,6 +85,9 @@ class Row:
     output_chars: int = 0
     cost_units: int = 0
     latency_sum_ms: int = 0
+    input_cost_units: int = 0
+    cache_read_cost_units: int = 0
+    output_cost_units: int = 0
     latency_min_ms: int | None = None
     latency_max_ms: int | None = None
     conversations: int = 0
@@ -98,6 +104,19 @@ class Row:
     @property
     def cost(self) -> Decimal:
         return from_units(self.cost_units)
+
+    @property
+    def input_cost(self) -> Decimal:
+        """Uncached prompt tokens' cost."""
+        return from_units(self.input_cost_units)
+
+    @property
+    def cache_read_cost(self) -> Decimal:
+        return from_units(self.cache_read_cost_units)
+
+    @property
+    def output_cost(self) -> Decimal:
+        return from_units(self.output_cost_units)
 
     @property
     def error_rate(self) -> Decimal:
@@ -203,11 +222,11 @@ _TABLES = {FINE: "usage_usagefine15", MODEL15: "usage_usagemodel15", DAILY: "usa
            RAW: "usage_usageevent"}
 
 
-def _raw_cost_sql() -> str:
+def _raw_cost_sql(column: str) -> str:
     if connection.vendor == "postgresql":
-        return "CAST(SUM(cost) * 100000000 AS BIGINT)"
+        return f"CAST(SUM({column}) * 100000000 AS BIGINT)"
     # SQLite keeps decimals as binary floats: round each event back to whole 1e-8 units first.
-    return "SUM(CAST(ROUND(cost * 100000000) AS INTEGER))"
+    return f"SUM(CAST(ROUND({column} * 100000000) AS INTEGER))"
 
 
 def _model_ids(query: UsageQuery) -> tuple[int, ...] | None:
@@ -307,8 +326,8 @@ def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket]) -> dict[tupl
     bucket_sql, kind = _bucket_sql(query, level, epoch_sql)
     groups = _group_columns(query, level)
     if level == RAW:
-        measures = [_RAW_SUMS[name] for name in SUM_FIELDS if name != "cost_units"]
-        measures.insert(SUM_FIELDS.index("cost_units"), _raw_cost_sql())
+        measures = [_raw_cost_sql(COST_COLUMNS[name]) if name in COST_COLUMNS else _RAW_SUMS[name]
+                     for name in SUM_FIELDS]
         measures += ["MIN(latency_ms)", "MAX(latency_ms)"]
         if query.conversations:
             measures.append("COUNT(DISTINCT COALESCE(conversation_id, request_id))")

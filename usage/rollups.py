@@ -29,7 +29,8 @@ from usage.models import (
 )
 
 COUNT_COLUMNS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "image_count",
-                 "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms")
+                 "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms", "input_cost_units",
+                 "cache_read_cost_units", "output_cost_units")
 MIN_COLUMNS = ("latency_min_ms",)
 MAX_COLUMNS = ("latency_max_ms",)
 # Bound parameters per statement stay far below SQLite's 32,766 and PostgreSQL's 65,535.
@@ -66,6 +67,9 @@ class _Sums:
         v[8] += event.output_chars
         v[9] += to_units(event.cost)
         v[10] += event.latency_ms
+        v[11] += to_units(event.input_cost)
+        v[12] += to_units(event.cache_read_cost)
+        v[13] += to_units(event.output_cost)
         latency = event.latency_ms
         self.latency_min = latency if self.latency_min is None else min(self.latency_min, latency)
         self.latency_max = max(self.latency_max, latency)

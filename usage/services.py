@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from billing.models import BillingAccount, Model
-from billing.rating import event_cost
+from billing.rating import rate
 from billing.selectors import PriceBook
 from keys.models import InferenceKey
 from portal.models import Organization
@@ -195,6 +195,15 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
         if event["request_id"] in seen_request_ids:
             continue
         seen_request_ids.add(event["request_id"])
+        cost = rate(
+            price,
+            discount=key.department.discount,
+            prompt_tokens=event["prompt_tokens"],
+            cached_tokens=event["cached_tokens"],
+            completion_tokens=event["completion_tokens"],
+            image_count=event["image_count"],
+            video_seconds=event["video_seconds"],
+        )
         rows.append(UsageEvent(
             request_id=event["request_id"],
             timestamp=event["timestamp"],
@@ -206,15 +215,10 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
             price_id=price.pk,
             status_code=event["status_code"],
             error_type=event["error_type"],
-            cost=event_cost(
-                price,
-                discount=key.department.discount,
-                prompt_tokens=event["prompt_tokens"],
-                cached_tokens=event["cached_tokens"],
-                completion_tokens=event["completion_tokens"],
-                image_count=event["image_count"],
-                video_seconds=event["video_seconds"],
-            ),
+            cost=cost.total,
+            input_cost=cost.input,
+            cache_read_cost=cost.cache_read,
+            output_cost=cost.output,
             currency=currency,
             received_at=received_at,
             latency_ms=event["latency_ms"],
@@ -363,16 +367,18 @@ def rerate_events(*, actor: Actor, organization: Organization, start: datetime, 
             if price is None:  # no price any more: keep what was charged rather than invent one
                 report.cost_after += event.cost
                 continue
-            cost = event_cost(price, discount=event.department.discount, prompt_tokens=event.prompt_tokens,
-                              cached_tokens=event.cached_tokens, completion_tokens=event.completion_tokens,
-                              image_count=event.image_count, video_seconds=event.video_seconds)
-            report.cost_after += cost
-            if cost != event.cost or price.pk != event.price_id:
+            cost = rate(price, discount=event.department.discount, prompt_tokens=event.prompt_tokens,
+                        cached_tokens=event.cached_tokens, completion_tokens=event.completion_tokens,
+                        image_count=event.image_count, video_seconds=event.video_seconds)
+            report.cost_after += cost.total
+            if cost.total != event.cost or price.pk != event.price_id:
                 count, before, after = report.changed_by_model.get(event.model.code, (0, Decimal(0), Decimal(0)))
-                report.changed_by_model[event.model.code] = (count + 1, before + event.cost, after + cost)
-                event.cost, event.price_id = cost, price.pk
+                report.changed_by_model[event.model.code] = (count + 1, before + event.cost, after + cost.total)
+                event.cost, event.price_id = cost.total, price.pk
+                event.input_cost, event.cache_read_cost, event.output_cost = cost.input, cost.cache_read, cost.output
                 changed.append(event)
-        UsageEvent.objects.bulk_update(changed, ["cost", "price"], batch_size=1000)
+        UsageEvent.objects.bulk_update(changed, ["cost", "price", "input_cost", "cache_read_cost", "output_cost"],
+                                       batch_size=1000)
         report.events_changed += len(changed)
         after_id = chunk[-1].pk
     if report.events_changed:

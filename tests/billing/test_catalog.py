@@ -142,3 +142,18 @@ def test_every_organization_gets_one_billing_account_with_a_currency(world):
     assert world.globex.billing_account.currency == "USD"
     again = services.open_billing_account(actor=SYSTEM, organization=world.acme, currency="USD")
     assert again.currency == "CNY"  # opening twice returns the existing account unchanged
+
+
+@pytest.mark.parametrize("quantities", [
+    dict(prompt_tokens=1000, cached_tokens=400, completion_tokens=250, image_count=2, video_seconds=3),
+    dict(prompt_tokens=1, cached_tokens=0, completion_tokens=1, image_count=0, video_seconds=0),
+    dict(prompt_tokens=333, cached_tokens=111, completion_tokens=0, image_count=0, video_seconds=0),
+], ids=["everything", "one-token-each", "no-output"])
+def test_the_cost_parts_add_up_to_the_cost(db, quantities):
+    from billing.rating import rate
+
+    model = factories.make_model("parts", cny=("0.7", "0.33", "2.9", "0.14", "0.5"))
+    cost = rate(price_at(model, "CNY", T2), discount=Decimal("0.9"), **quantities)
+    assert cost.input + cost.cache_read + cost.output + cost.units == cost.total
+    assert cost.total == event_cost(price_at(model, "CNY", T2), discount=Decimal("0.9"), **quantities)
+    assert min(cost.input, cost.cache_read, cost.output, cost.units) >= 0

@@ -26,7 +26,7 @@ from usage.services import ingest_events
 START = datetime(2026, 3, 6, tzinfo=UTC)  # spans New York's spring DST change
 METRICS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "image_count",
            "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms", "latency_min_ms",
-           "latency_max_ms")
+           "latency_max_ms", "input_cost_units", "cache_read_cost_units", "output_cost_units")
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,9 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
                          "input_chars", "output_chars"):
                 g[name] += getattr(e, name)
             g["cost_units"] += to_units(e.cost)
+            g["input_cost_units"] += to_units(e.input_cost)
+            g["cache_read_cost_units"] += to_units(e.cache_read_cost)
+            g["output_cost_units"] += to_units(e.output_cost)
             g["latency_sum_ms"] += e.latency_ms
             g["latency_min_ms"] = e.latency_ms if g["latency_min_ms"] is None else min(g["latency_min_ms"],
                                                                                        e.latency_ms)
