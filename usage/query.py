@@ -33,6 +33,26 @@ COST_COLUMNS = {"cost_units": "cost", "input_cost_units": "input_cost", "cache_r
                 "output_cost_units": "output_cost"}
 TRACE_FILTERS = ("op_names", "trace_ids", "parent_ids", "thread_ids", "turn_ids", "conversation_ids")
 RAW, FINE, MODEL15, DAILY = "raw", "fine", "model15", "daily"
+# Per-event values a distribution can be asked of, as SQL over usage_usageevent.
+VALUES = {
+    "prompt_tokens": "prompt_tokens",
+    "completion_tokens": "completion_tokens",
+    "total_tokens": "prompt_tokens + completion_tokens",
+    "cached_tokens": "cached_tokens",
+    "input_cost": "input_cost + cache_read_cost",  # every prompt token, cached or not
+    "output_cost": "output_cost",
+    "cost": "cost",
+    "latency_ms": "latency_ms",
+    "errors": "CASE WHEN status_code >= 400 THEN 1 ELSE 0 END",
+}
+COST_VALUES = {"input_cost", "output_cost", "cost"}
+
+
+@dataclass
+class Distribution:
+    min: Decimal | int | None = None
+    max: Decimal | int | None = None
+    percentiles: dict[float, Decimal | float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,9 @@ class UsageQuery:
     # Tracing attributes, answered from raw events: {"op_names": (...), "trace_ids": (...), ...}
     trace: tuple[tuple[str, tuple[str, ...]], ...] = ()
     trace_roots_only: bool = False
+    # Per-event distributions: ((value, (percentiles...)), ...) with value from VALUES; each row
+    # then carries min, max and those percentiles of that value over its events (from raw events).
+    distributions: tuple[tuple[str, tuple[float, ...]], ...] = ()
     fill_empty: bool = True
 
     def __post_init__(self) -> None:
@@ -64,6 +87,9 @@ class UsageQuery:
         if unknown:
             raise ValueError(f"cannot group by {sorted(unknown)}")
         zoneinfo.ZoneInfo(self.timezone)  # raises for an unknown zone
+        unknown_values = {name for name, _ in self.distributions} - set(VALUES)
+        if unknown_values:
+            raise ValueError(f"no per-event value {sorted(unknown_values)}")
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
@@ -92,6 +118,7 @@ class Row:
     latency_max_ms: int | None = None
     conversations: int = 0
     percentiles: dict[float, float | None] = field(default_factory=dict)
+    distributions: dict[str, Distribution] = field(default_factory=dict)
 
     @property
     def total_tokens(self) -> int:
@@ -289,6 +316,8 @@ def run(query: UsageQuery, *, org_timezone: str | None = None, level: str | None
     percentile_level = None
     if query.percentiles:
         percentile_level = _add_percentiles(query, rows, all_buckets)
+    if query.distributions:
+        _add_distributions(query, rows, all_buckets)
     result_rows = list(rows.values())
     if query.fill_empty:
         result_rows = _filled(query, rows, all_buckets)
@@ -385,7 +414,12 @@ def _filled(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]
     for bucket in all_buckets:
         for group in groups:
             row = rows.get((bucket.key, group))
-            filled.append(row if row is not None else Row(bucket, dict(zip(query.group_by, group, strict=True))))
+            if row is None:
+                row = Row(bucket, dict(zip(query.group_by, group, strict=True)))
+                row.percentiles = {q: None for q in query.percentiles}
+                row.distributions = {name: Distribution(percentiles={q: None for q in qs})
+                                     for name, qs in query.distributions}
+            filled.append(row)
     return filled
 
 
@@ -446,6 +480,51 @@ def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: lis
         values = sorted(latencies.get(key, ()))
         row.percentiles = {q: exact_percentile(values, q) for q in query.percentiles}
     return RAW
+
+
+def _add_distributions(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]) -> None:
+    """Min, max and nearest-rank percentiles of per-event values, per row, from raw events."""
+    params: list[Any] = []
+    bucket_sql, kind = _bucket_sql(query, RAW, _raw_epoch())
+    groups = _group_columns(query, RAW)
+    names = [name for name, _ in query.distributions]
+    sql = (f"SELECT {', '.join([bucket_sql + ' AS b', *groups, *(VALUES[n] for n in names)])} "
+           f"FROM usage_usageevent WHERE {_where(query, RAW, params)}")
+    to_bucket = _bucket_mapper(query, kind, all_buckets)
+    values: dict[tuple, list[list[Any]]] = defaultdict(lambda: [[] for _ in names])
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for record in cursor.fetchall():
+            bucket = to_bucket(record[0])
+            if bucket is None:
+                continue
+            group_record = record[1 : 1 + len(groups)]
+            group_values = tuple(_group_value(n, v) for n, v in zip(query.group_by, group_record, strict=True))
+            lists = values[(bucket.key, group_values)]
+            for index, value in enumerate(record[1 + len(groups):]):
+                lists[index].append(value)
+    for key, row in rows.items():
+        lists = values.get(key) or [[] for _ in names]
+        for (name, qs), raw_values in zip(query.distributions, lists, strict=True):
+            ordered = sorted(_as_value(name, v) for v in raw_values)
+            row.distributions[name] = Distribution(
+                min=ordered[0] if ordered else None, max=ordered[-1] if ordered else None,
+                percentiles={q: _nearest_rank(ordered, q) for q in qs})
+
+
+def _as_value(name: str, value: Any) -> Any:
+    if name in COST_VALUES:
+        # SQLite hands back binary floats; rebuild the stored 8-place decimal.
+        return from_units(round(Decimal(str(value)) * 10**8)) if value is not None else Decimal(0)
+    return int(value or 0)
+
+
+def _nearest_rank(ordered: Sequence[Any], q: float) -> Any:
+    import math
+
+    if not ordered:
+        return None
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
 
 
 def exact_percentile(sorted_values: Sequence[int], q: float) -> float | None:

@@ -90,6 +90,12 @@ class R9sDialect:
         return Response(cls.envelope(request, None, error.status, message), status=error.status)
 
 
+class WeaveDialect(AIoneDialect):
+    """Weave answers in FastAPI's shapes too."""
+
+    tag = "Weave"
+
+
 def _problems_from_drf(detail: Any, location: list[str | int]) -> list[FieldProblem]:
     if isinstance(detail, dict):
         problems: list[FieldProblem] = []

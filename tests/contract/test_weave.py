@@ -1,0 +1,170 @@
+"""Weave dialect: POST /calls/stats, every bucket recomputed here from the raw events."""
+
+import math
+import zoneinfo
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from tests.api_helpers import client_for
+from usage.api.weave import choose_granularity
+
+STATS = "/calls/stats"
+
+
+@pytest.fixture
+def alice(history):
+    return client_for(history.world.alice)
+
+
+def nearest_rank(values, q):
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1] if ordered else None
+
+
+def _request(history, **overrides):
+    body = {
+        "project_id": str(history.world.acme.uuid),
+        "start": (history.now - timedelta(days=3)).astimezone(UTC).isoformat(),
+        "end": history.now.astimezone(UTC).isoformat(),
+        "granularity": 21600,
+        "timezone": "America/New_York",
+        "usage_metrics": [{"metric": "input_tokens", "aggregations": ["sum", "avg", "min", "max", "count"],
+                           "percentiles": [50]},
+                          {"metric": "total_cost", "aggregations": ["sum"]},
+                          {"metric": "input_cost", "aggregations": ["sum"]}],
+        "call_metrics": [{"metric": "latency_ms", "aggregations": ["sum", "avg", "min", "max"],
+                          "percentiles": [50, 99.9]},
+                         {"metric": "call_count", "aggregations": ["sum"]},
+                         {"metric": "error_count", "aggregations": ["sum", "max"]}],
+    }
+    body.update(overrides)
+    return body
+
+
+def _buckets_of(history, body):
+    zone = zoneinfo.ZoneInfo(body["timezone"])
+    start = datetime.fromisoformat(body["start"])
+    end = datetime.fromisoformat(body["end"])
+    origin = datetime.combine(start.astimezone(zone).date(), datetime.min.time(), tzinfo=zone)
+    width = body["granularity"]
+    events = [e for e in history.events if e.organization_id == history.world.acme.pk and start <= e.timestamp < end]
+    by_bucket = defaultdict(list)
+    for e in events:
+        index = int((e.timestamp - origin).total_seconds() // width)
+        by_bucket[(origin + timedelta(seconds=index * width)).astimezone(zone).isoformat()].append(e)
+    first = int((start - origin).total_seconds() // width)
+    last = int((end - timedelta(microseconds=1) - origin).total_seconds() // width)
+    labels = [(origin + timedelta(seconds=i * width)).astimezone(zone).isoformat() for i in range(first, last + 1)]
+    return labels, by_bucket
+
+
+def test_call_buckets_match_the_raw_events(history, alice, schema_validator):
+    body = _request(history)
+    response = alice.post(STATS, body, format="json")
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    schema_validator("/calls/stats", "post", answer)
+    assert answer["granularity"] == 21600 and answer["timezone"] == "America/New_York"
+    assert answer["start"].endswith("Z") and answer["end"].endswith("Z")
+    labels, by_bucket = _buckets_of(history, body)
+    assert [b["timestamp"] for b in answer["call_buckets"]] == labels  # every bucket, empty ones too
+    for bucket in answer["call_buckets"]:
+        events = by_bucket.get(bucket["timestamp"], [])
+        latencies = [e.latency_ms for e in events]
+        assert bucket["sum_call_count"] == len(events)
+        assert bucket["sum_latency_ms"] == sum(latencies)
+        assert bucket["sum_error_count"] == sum(e.status_code >= 400 for e in events)
+        if events:
+            assert bucket["min_latency_ms"] == min(latencies) and bucket["max_latency_ms"] == max(latencies)
+            assert bucket["avg_latency_ms"] == pytest.approx(sum(latencies) / len(latencies), rel=1e-6)
+            for q, column in ((50, "p50_latency_ms"), (99.9, "p99.9_latency_ms")):
+                exact = nearest_rank(latencies, q)
+                assert abs(bucket[column] - exact) <= 0.02 * exact, (column, bucket[column], exact)
+            assert bucket["max_error_count"] == int(any(e.status_code >= 400 for e in events))
+        else:
+            assert bucket["min_latency_ms"] is None and bucket["p50_latency_ms"] is None
+            assert bucket["avg_latency_ms"] is None
+
+
+def test_usage_buckets_per_model_match_the_raw_events(history, alice):
+    body = _request(history)
+    answer = alice.post(STATS, body, format="json").json()
+    labels, by_bucket = _buckets_of(history, body)
+    seen_models = {e.model.code for events in by_bucket.values() for e in events}
+    assert {(b["timestamp"], b["model"]) for b in answer["usage_buckets"]} == {
+        (label, model) for label in labels for model in seen_models}
+    for bucket in answer["usage_buckets"]:
+        events = [e for e in by_bucket.get(bucket["timestamp"], []) if e.model.code == bucket["model"]]
+        prompts = [e.prompt_tokens for e in events]
+        assert bucket["count"] == bucket["count_input_tokens"] == len(events)
+        assert bucket["sum_input_tokens"] == sum(prompts)
+        assert Decimal(str(bucket["sum_total_cost"])) == sum((e.cost for e in events), Decimal(0))
+        assert Decimal(str(bucket["sum_input_cost"])) == sum((e.input_cost + e.cache_read_cost for e in events),
+                                                             Decimal(0))
+        if events:
+            assert (bucket["min_input_tokens"], bucket["max_input_tokens"]) == (min(prompts), max(prompts))
+            assert bucket["p50_input_tokens"] == nearest_rank(prompts, 50)
+            assert bucket["avg_input_tokens"] == pytest.approx(sum(prompts) / len(prompts), rel=1e-6)
+        else:
+            assert bucket["min_input_tokens"] is None and bucket["sum_input_tokens"] == 0
+
+
+def test_a_department_project_and_filters(history, alice):
+    world = history.world
+    body = _request(history, project_id=f"{world.acme.uuid}/{world.support.uuid}", granularity=86400,
+                    filter={"op_names": ["chat"], "trace_roots_only": True}, usage_metrics=[],
+                    call_metrics=[{"metric": "call_count", "aggregations": ["sum"]}])
+    answer = alice.post(STATS, body, format="json").json()
+    start, end = datetime.fromisoformat(body["start"]), datetime.fromisoformat(body["end"])
+    expected = [e for e in history.events if e.department_id == world.support.pk and start <= e.timestamp < end
+                and e.op_name == "chat" and e.parent_id is None]
+    assert sum(b["sum_call_count"] for b in answer["call_buckets"]) == len(expected) > 0
+    assert answer["usage_buckets"] == []
+
+
+@pytest.mark.parametrize("span, requested, expected", [
+    (timedelta(hours=2), None, 300), (timedelta(hours=3), None, 3600), (timedelta(days=3), None, 21600),
+    (timedelta(days=10), None, 43200), (timedelta(days=40), None, 86400),
+    (timedelta(days=30), 60, 30 * 86400 // 10000 + 1), (timedelta(hours=1), 60, 60)],
+    ids=["2h", "3h", "3d", "10d", "40d", "capped", "kept"])
+def test_granularity_is_chosen_as_weave_does(span, requested, expected):
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert choose_granularity(start, start + span, requested) == expected
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"surprise": 1}, "surprise"), ({"end": "2020-01-01T00:00:00Z"}, "end"), ({"timezone": "Mars/Base"}, "timezone"),
+    ({"usage_metrics": [{"metric": "input_tokens", "percentiles": [101]}]}, "usage_metrics"),
+    ({"usage_metrics": [{"metric": "weight"}]}, "usage_metrics"),
+    ({"call_metrics": [{"metric": "latency_ms", "aggregations": ["median"]}]}, "call_metrics"),
+    ({"filter": {"colour": ["red"]}}, "filter"), ({"start": "yesterday"}, "start")],
+    ids=["unknown-field", "end-before-start", "bad-zone", "percentile-over-100", "unknown-metric",
+         "unknown-aggregation", "unknown-filter", "bad-start"])
+def test_bad_requests_are_422(history, alice, change, field):
+    response = alice.post(STATS, _request(history, **change), format="json")
+    assert response.status_code == 422, response.content
+    assert response.json()["detail"][0]["loc"][:2] == ["body", field]
+
+
+def test_another_organizations_project_is_not_found(history):
+    charlie = client_for(history.world.charlie)
+    response = charlie.post(STATS, _request(history), format="json")
+    assert response.status_code == 404
+    assert str(history.world.acme.uuid) not in response.content.decode()
+
+
+def test_basic_auth_with_a_management_key_works(history):
+    import base64
+
+    from rest_framework.test import APIClient
+
+    from keys import services
+    from portal.services import SYSTEM
+
+    secret = services.create_management_key(actor=SYSTEM, member=history.world.alice, name="weave").secret
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"api:{secret}".encode()).decode())
+    assert client.post(STATS, _request(history), format="json").status_code == 200
