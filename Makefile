@@ -39,6 +39,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/ram_evaluator.py
 	$(BIN)/python -m bench.verify_key
+	$(BIN)/python -m bench.usage_engine $(BENCH_ARGS)
 
 worker: install
 	$(BIN)/celery -A portal worker --loglevel=INFO

@@ -18,6 +18,13 @@ class RamDenied(exceptions.PermissionDenied):
         super().__init__(f"Access denied ({decision}): {action} on {resource}.")
 
 
+class NoOrganization(RamDenied):
+    """The caller belongs to no (active) organization: a service token, a platform superuser."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(action, "organization", "ImplicitDeny")
+
+
 @dataclass
 class FieldProblem:
     location: list[str | int]  # e.g. ["body", "rpm_limit"] or ["query", "page_size"]
@@ -90,6 +97,40 @@ class R9sDialect:
         return Response(cls.envelope(request, None, error.status, message), status=error.status)
 
 
+class ModelRouterDialect:
+    """Alibaba Cloud ModelRouter: every answer in the OpenApiSingleResponse envelope."""
+
+    tag = "Alibaba ModelRouter"
+    validation_status = 400
+    CODES = {
+        "NoOrganization": ("B.Permission.OrgNoExistException", "组织不存在,请主账号开通权限后再试,或联系管理员"),
+        "AccessDenied": ("B.Permission.DeniedException", "鉴权失败或权限不足"),
+        "Unauthorized": ("B.Permission.Unauthenticated", "未认证: 缺少或无效的凭证"),
+        "NotFound": ("B.Resource.NotFound", "资源不存在"),
+    }
+
+    @staticmethod
+    def envelope(request, data, *, status: int = 200, code: str | None = None, message: str | None = None,
+                 max_results: int | None = None, next_token: str | None = None) -> dict:
+        return {"requestId": request_id(request), "success": status < 400, "errCode": code, "errMessage": message,
+                "httpStatusCode": status, "data": data, "maxResults": max_results, "nextToken": next_token}
+
+    @classmethod
+    def render(cls, error: ApiError, request=None) -> Response:
+        if error.status == 400 or error.problems:
+            names = ", ".join(str(p.location[-1]) for p in error.problems) or "request"
+            details = "; ".join(f"{p.location[-1]}: {p.message}" for p in error.problems)
+            code, message = "B.Param.Invalid", f"参数错误 ({names}): {details or error.message}"
+        elif error.code in cls.CODES:
+            code, message = cls.CODES[error.code]
+            if error.code == "AccessDenied":
+                message = f"{message}: {error.extra.get('action')} on {error.extra.get('resource')}"
+        else:
+            code, message = "Server.Internal.UnknownError", error.message
+        body = cls.envelope(request, None, status=error.status, code=code, message=message)
+        return Response(body, status=error.status)
+
+
 class WeaveDialect(AIoneDialect):
     """Weave answers in FastAPI's shapes too."""
 
@@ -126,7 +167,8 @@ def to_api_error(exc: Exception, request, validation_status: int = 422) -> ApiEr
     if isinstance(exc, exceptions.ParseError):
         return ApiError(400, "parse_error", str(exc.detail), [FieldProblem(["body"], str(exc.detail), "json_invalid")])
     if isinstance(exc, RamDenied):
-        return ApiError(403, "AccessDenied", str(exc.detail),
+        code = "NoOrganization" if isinstance(exc, NoOrganization) else "AccessDenied"
+        return ApiError(403, code, str(exc.detail),
                         extra={"action": exc.action, "resource": exc.resource, "decision": exc.decision})
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
         return ApiError(401, "Unauthorized", str(exc.detail))

@@ -25,6 +25,8 @@ class Action:
     description: str
     department_scoped: bool = False  # whether usage:DepartmentId is set when the request names one
     platform_only: bool = False  # performed by the platform's service token, never by a member
+    # Open to every member of an organization without a policy (seed 001 lists "tabs" with no action).
+    member_baseline: bool = False
 
     @property
     def service(self) -> str:
@@ -66,6 +68,8 @@ _ACTIONS: Final = [
        department_scoped=True),
     _a("usage:QueryCallStats", LIST, "usage", "department", "usage:read", "Query call statistics (Weave)",
        department_scoped=True),
+    _a("aicontent:ModelRouterQueryCostTabs", LIST, "usage", "department", "usage:read",
+       "Cost page tabs (model type groups)", member_baseline=True),
     _a("aicontent:ModelRouterQueryCostOverviewMetrics", LIST, "usage", "department", "usage:read",
        "Cost overview metrics", department_scoped=True),
     _a("aicontent:ModelRouterQueryCostTrendMetrics", LIST, "usage", "department", "usage:read",
