@@ -160,7 +160,8 @@ def test_a_tampered_or_foreign_token_is_a_parameter_error(history, alice):
     for bad in (tampered, "garbage"):
         response = alice.get(BASE + "model-detail", {**params, "nextToken": bad})
         body = response.json()
-        assert response.status_code == 400 and body["errCode"] == "B.Param.Invalid" and "nextToken" in body["errMessage"]
+        assert response.status_code == 400 and body["errCode"] == "B.Param.Invalid"
+        assert "nextToken" in body["errMessage"]
     other = alice.get(BASE + "model-detail", {**params, "modelId": history.models[1].pk, "nextToken": token})
     assert other.status_code == 400
 
