@@ -131,6 +131,22 @@ class ModelRouterDialect:
         return Response(body, status=error.status)
 
 
+class VeniceDialect:
+    """Venice: 400 {"error", "details": {field: {"_errors": [...]}}}; 401/403 {"error"}."""
+
+    tag = "Venice"
+    validation_status = 400
+
+    @staticmethod
+    def render(error: ApiError, request=None) -> Response:
+        if error.problems:
+            details: dict[str, dict[str, list[str]]] = {}
+            for problem in error.problems:
+                details.setdefault(str(problem.location[-1]), {"_errors": []})["_errors"].append(problem.message)
+            return Response({"error": "Invalid request parameters", "details": details}, status=error.status)
+        return Response({"error": error.message}, status=error.status)
+
+
 class WeaveDialect(AIoneDialect):
     """Weave answers in FastAPI's shapes too."""
 

@@ -1,0 +1,368 @@
+"""Venice dialect (seed 003): `GET /api/v1/billing/usage` (ledger entries, JSON or streamed CSV)
+and `GET /api/v1/billing/usage-analytics` (breakdowns by date, model and key, cached 10 minutes).
+
+The ledger is every usage event as a charge (negative) and every credit grant as a positive
+entry, merged in time order. Amounts are in the account's currency; `pricePerUnitUsd` is given
+only for USD accounts (the effective price per unit of the entry)."""
+
+import csv
+import hashlib
+import io
+import json
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.core.cache import cache
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+
+from billing.models import BillingAccount, CreditGrant, Model
+from billing.money import Currency
+from keys.models import InferenceKey
+from portal.api.errors import VeniceDialect
+from portal.api.permissions import principal_member
+from portal.api.views import RamAPIView, parse_input
+from portal.models import Organization
+from usage import query
+from usage.models import UsageEvent
+from usage.query import UsageQuery
+from usage.timebuckets import Granularity, last_days, local_midnight_of
+
+_S = serializers
+CSV_FIELDS = ["timestamp", "sku", "pricePerUnitUsd", "units", "amount", "currency", "notes",
+              "inferenceDetails.requestId", "inferenceDetails.inferenceExecutionTime",
+              "inferenceDetails.promptTokens", "inferenceDetails.completionTokens"]
+ANALYTICS_CACHE_SECONDS = 600
+TOP = 8
+MTOKENS = Decimal(1_000_000)
+
+
+class UsageParams(_S.Serializer):
+    currency = _S.ChoiceField(choices=[Currency.USD, Currency.VCU, Currency.DIEM, Currency.BUNDLED_CREDITS],
+                              required=False)
+    startDate = _S.DateTimeField(required=False)  # noqa: N815 - the vendor's spelling
+    endDate = _S.DateTimeField(required=False)  # noqa: N815
+    limit = _S.IntegerField(required=False, default=200, min_value=1, max_value=500)
+    page = _S.IntegerField(required=False, default=1, min_value=1)
+    sortOrder = _S.ChoiceField(choices=["asc", "desc"], required=False, default="desc")  # noqa: N815
+
+    def validate(self, attrs):
+        if "startDate" in attrs and "endDate" in attrs and attrs["endDate"] <= attrs["startDate"]:
+            raise _S.ValidationError({"endDate": "must be after startDate"})
+        return attrs
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _sku(model: Model) -> str:
+    return f"{model.code}-{model.modality}"
+
+
+def _units(event: UsageEvent) -> Decimal:
+    if event.model.modality in (Model.Modality.IMAGE,):
+        return Decimal(event.image_count)
+    if event.model.modality == Model.Modality.VIDEO:
+        return Decimal(event.video_seconds)
+    return Decimal(event.prompt_tokens + event.completion_tokens) / MTOKENS  # millions of tokens
+
+
+def charge_entry(event: UsageEvent) -> dict[str, Any]:
+    units = _units(event)
+    unit_price = (event.cost / units).quantize(Decimal("0.00000001")) if units else None
+    return {
+        "timestamp": _iso(event.timestamp), "sku": _sku(event.model),
+        "pricePerUnitUsd": unit_price if event.currency == Currency.USD else None,
+        "units": units, "amount": -event.cost, "currency": event.currency,
+        "notes": f"{event.model.code} via key {event.key.name}",
+        "inferenceDetails": {"requestId": event.request_id, "inferenceExecutionTime": event.latency_ms,
+                             "promptTokens": event.prompt_tokens, "completionTokens": event.completion_tokens},
+    }
+
+
+def credit_entry(grant: CreditGrant) -> dict[str, Any]:
+    return {"timestamp": _iso(grant.created_at), "sku": f"credit-{grant.kind}", "pricePerUnitUsd": None,
+            "units": Decimal(1), "amount": grant.amount, "currency": grant.currency,
+            "notes": grant.note or grant.get_kind_display(), "inferenceDetails": None}
+
+
+class Ledger:
+    """Charges (events) and credits of one organization in a range, in time order."""
+
+    def __init__(self, organization: Organization, params: dict[str, Any]) -> None:
+        self.descending = params["sortOrder"] == "desc"
+        start = params.get("startDate") or datetime(1970, 1, 1, tzinfo=UTC)
+        end = params.get("endDate") or datetime(9999, 1, 1, tzinfo=UTC)
+        currency = BillingAccount.objects.values_list("currency", flat=True).get(organization=organization)
+        wanted = params.get("currency")
+        self.empty = wanted is not None and wanted != currency
+        order = ("-timestamp", "-id") if self.descending else ("timestamp", "id")
+        self.events = (UsageEvent.objects.filter(organization=organization, timestamp__gte=start, timestamp__lt=end)
+                       .select_related("model", "key").order_by(*order))
+        self.credits = list(CreditGrant.objects.filter(organization=organization, created_at__gte=start,
+                                                       created_at__lt=end, currency=currency)
+                            .order_by(*(("-created_at", "-id") if self.descending else ("created_at", "id"))))
+
+    def total(self) -> int:
+        return 0 if self.empty else self.events.count() + len(self.credits)
+
+    def _before(self, credit: CreditGrant, event: UsageEvent) -> bool:
+        # Credits sort before events of the same instant (money arrives before it is spent).
+        if self.descending:
+            return credit.created_at >= event.timestamp
+        return credit.created_at <= event.timestamp
+
+    def _events_before(self, credit: CreditGrant) -> int:
+        if self.descending:
+            return self.events.filter(timestamp__gt=credit.created_at).count()
+        return self.events.filter(timestamp__lt=credit.created_at).count()
+
+    def page(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        """Entries [offset, offset + limit). A credit's position is its index plus the events
+        before it; an event's is its index plus the credits before it. Credits are few, so the
+        events read are one OFFSET window widened by their number."""
+        if self.empty:
+            return []
+        credit_slots = [index + self._events_before(credit) for index, credit in enumerate(self.credits)]
+        events_before_credit = [slot - index for index, slot in enumerate(credit_slots)]
+        first_event = max(0, offset - len(self.credits))
+        events = list(self.events[first_event : offset + limit])
+        placed: list[tuple[int, Any]] = [(slot, credit) for slot, credit in zip(credit_slots, self.credits,
+                                                                                  strict=True)]
+        for index, event in enumerate(events, start=first_event):
+            placed.append((index + sum(1 for before in events_before_credit if before <= index), event))
+        chosen = sorted((item for item in placed if offset <= item[0] < offset + limit), key=lambda item: item[0])
+        return [credit_entry(item) if isinstance(item, CreditGrant) else charge_entry(item) for _, item in chosen]
+
+    def stream(self) -> Iterator[dict[str, Any]]:
+        """Every entry, in order, reading events in keyset chunks (never all in memory)."""
+        if self.empty:
+            return
+        credits = iter(self.credits)
+        pending = next(credits, None)
+        events = self.events
+        last = None
+        while True:
+            chunk = events
+            if last is not None:
+                from django.db.models import Q
+
+                if self.descending:
+                    chunk = chunk.filter(Q(timestamp__lt=last.timestamp) | Q(timestamp=last.timestamp, id__lt=last.id))
+                else:
+                    chunk = chunk.filter(Q(timestamp__gt=last.timestamp) | Q(timestamp=last.timestamp, id__gt=last.id))
+            rows = list(chunk[:2000])
+            for event in rows:
+                while pending is not None and self._before(pending, event):
+                    yield credit_entry(pending)
+                    pending = next(credits, None)
+                yield charge_entry(event)
+            if len(rows) < 2000:
+                break
+            last = rows[-1]
+        while pending is not None:
+            yield credit_entry(pending)
+            pending = next(credits, None)
+
+
+def _flatten(entry: dict[str, Any]) -> list[Any]:
+    details = entry["inferenceDetails"] or {}
+    return [entry["timestamp"], entry["sku"], entry["pricePerUnitUsd"] if entry["pricePerUnitUsd"] is not None else "",
+            entry["units"], entry["amount"], entry["currency"], entry["notes"], details.get("requestId", ""),
+            details.get("inferenceExecutionTime", ""), details.get("promptTokens", ""),
+            details.get("completionTokens", "")]
+
+
+def _csv_lines(entries: Iterator[dict[str, Any]]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_FIELDS)
+    for entry in entries:
+        writer.writerow(_flatten(entry))
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _wants_csv(request) -> bool:
+    accept = request.headers.get("Accept", "")
+    first = accept.split(",")[0].split(";")[0].strip().lower()
+    return first == "text/csv"
+
+
+LedgerEntry = inline_serializer("BillingUsageEntry", {
+    "timestamp": _S.DateTimeField(), "sku": _S.CharField(), "pricePerUnitUsd": _S.FloatField(allow_null=True),
+    "units": _S.FloatField(), "amount": _S.FloatField(), "currency": _S.CharField(), "notes": _S.CharField(),
+    "inferenceDetails": inline_serializer("InferenceDetails", {
+        "requestId": _S.CharField(), "inferenceExecutionTime": _S.IntegerField(), "promptTokens": _S.IntegerField(),
+        "completionTokens": _S.IntegerField()}, allow_null=True)}, many=True)
+VENICE_ERRORS = {
+    400: inline_serializer("VeniceValidationError", {"error": _S.CharField(), "details": _S.DictField()}),
+    401: inline_serializer("VeniceError", {"error": _S.CharField()}),
+    403: inline_serializer("VeniceError", {"error": _S.CharField()}),
+}
+
+
+class CSVRenderer(BaseRenderer):
+    """Lets content negotiation accept `text/csv`; the view streams the CSV itself."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        # The view streams CSV itself and answers errors in JSON; anything else is written as JSON.
+        return json.dumps(data, default=str).encode()
+
+
+class BillingUsageView(RamAPIView):
+    ram_actions = {"GET": "billing:ListBillingUsage"}
+    dialect = VeniceDialect
+    renderer_classes = [JSONRenderer, CSVRenderer]
+
+    def handle_exception(self, exc):
+        # Errors are Venice's JSON shape even when the caller asked for CSV.
+        self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), "application/json"
+        return super().handle_exception(exc)
+
+    @extend_schema(parameters=[UsageParams, OpenApiParameter("Accept", str, OpenApiParameter.HEADER,
+                                                             enum=["application/json", "text/csv"])],
+                   responses={200: inline_serializer("BillingUsageResponse", {
+                       "data": LedgerEntry, "pagination": inline_serializer("Pagination", {
+                           "limit": _S.IntegerField(), "page": _S.IntegerField(), "total": _S.IntegerField(),
+                           "totalPages": _S.IntegerField()})}), **VENICE_ERRORS},
+                   description="JSON pages, or with `Accept: text/csv` every entry of the range streamed as CSV.")
+    def get(self, request):
+        params = parse_input(UsageParams, request.query_params)
+        organization = principal_member(request).organization
+        ledger = Ledger(organization, params)
+        if _wants_csv(request):
+            response = StreamingHttpResponse(_csv_lines(ledger.stream()), content_type="text/csv")
+            response["Content-Disposition"] = "attachment; filename=billing_usage.csv"
+            return response
+        total = ledger.total()
+        limit, page = params["limit"], params["page"]
+        pages = math.ceil(total / limit) if total else 0
+        response = Response({"data": ledger.page((page - 1) * limit, limit),
+                             "pagination": {"limit": limit, "page": page, "total": total, "totalPages": pages}})
+        response["x-pagination-limit"], response["x-pagination-page"] = str(limit), str(page)
+        response["x-pagination-total"], response["x-pagination-total-pages"] = str(total), str(pages)
+        return response
+
+
+# --- analytics -----------------------------------------------------------------------------
+
+class AnalyticsParams(_S.Serializer):
+    lookback = _S.RegexField(r"^\d{1,2}d$", required=False)
+    startDate = _S.DateTimeField(required=False)  # noqa: N815
+    endDate = _S.DateTimeField(required=False)  # noqa: N815
+
+    def validate_lookback(self, value: str) -> int:
+        days = int(value[:-1])
+        if not 1 <= days <= 90:
+            raise _S.ValidationError("lookback must be between 1d and 90d")
+        return days
+
+    def validate(self, attrs):
+        dates = ("startDate" in attrs) + ("endDate" in attrs)
+        if dates == 1:
+            raise _S.ValidationError({"endDate" if "startDate" in attrs else "startDate": "give both dates"})
+        if dates and "lookback" in attrs:
+            raise _S.ValidationError({"lookback": "give lookback or dates, not both"})
+        if dates and attrs["endDate"] <= attrs["startDate"]:
+            raise _S.ValidationError({"endDate": "must be after startDate"})
+        if dates and attrs["endDate"] - attrs["startDate"] > timedelta(days=90):
+            raise _S.ValidationError({"endDate": "at most 90 days after startDate"})
+        return attrs
+
+
+class UsageAnalyticsView(RamAPIView):
+    ram_actions = {"GET": "billing:GetUsageAnalytics"}
+    dialect = VeniceDialect
+
+    @extend_schema(parameters=[AnalyticsParams], responses={200: _S.DictField(), **VENICE_ERRORS})
+    def get(self, request):
+        params = parse_input(AnalyticsParams, request.query_params)
+        organization = principal_member(request).organization
+        fingerprint = hashlib.sha256(json.dumps(sorted(request.query_params.items())).encode()).hexdigest()[:24]
+        cache_key = f"venice:analytics:{organization.pk}:{fingerprint}"
+        body = cache.get(cache_key)
+        if body is None:
+            body = analytics(organization, params)
+            cache.set(cache_key, body, ANALYTICS_CACHE_SECONDS)
+        return Response(body)
+
+
+def analytics(organization: Organization, params: dict[str, Any]) -> dict[str, Any]:
+    from django.utils import timezone
+
+    if "startDate" in params:
+        start, end, lookback = params["startDate"], params["endDate"], None
+        # Whole local days covering the dates, so that byDate rows are complete days.
+        zone = organization.zone
+        start = local_midnight_of(start.astimezone(zone).date(), zone)
+        end = local_midnight_of((end - timedelta(microseconds=1)).astimezone(zone).date() + timedelta(days=1), zone)
+    else:
+        days = params.get("lookback", 7)
+        start, end = last_days(organization.zone, days, timezone.now())
+        lookback = f"{days}d"
+    base = dict(organization_id=organization.pk, start=start, end=end, timezone=organization.timezone)
+    tz = organization.timezone
+    daily = query.run(UsageQuery(**base, granularity=Granularity.of("day")), org_timezone=tz).rows
+    by_model = [r for r in query.run(UsageQuery(**base, group_by=("model",)), org_timezone=tz).rows if r.requests]
+    by_model_daily = query.run(UsageQuery(**base, granularity=Granularity.of("day"), group_by=("model",)),
+                               org_timezone=tz).rows
+    by_key = [r for r in query.run(UsageQuery(**base, group_by=("key",)), org_timezone=tz).rows if r.requests]
+    by_key_daily = query.run(UsageQuery(**base, granularity=Granularity.of("day"), group_by=("key",)),
+                             org_timezone=tz).rows
+    codes = dict(Model.objects.values_list("pk", "code"))
+    keys = {k.pk: k for k in InferenceKey.objects.filter(pk__in=[r.group["key"] for r in by_key])}
+    by_model.sort(key=lambda r: (-r.cost_units, codes[r.group["model"]]))
+    by_key.sort(key=lambda r: (-r.cost_units, keys[r.group["key"]].name))
+    top_models = [codes[r.group["model"]] for r in by_model[:TOP]]
+    top_keys = [r.group["key"] for r in by_key[:TOP]]
+
+    def units(row) -> int:
+        return row.total_tokens + row.image_count + row.video_seconds
+
+    def per_day(rows, name, label, wanted):
+        days: dict[str, dict[str, Decimal]] = {}
+        for row in rows:
+            day = row.bucket.start.date().isoformat()
+            days.setdefault(day, {})
+            if row.group.get(name) in wanted:
+                days[day][label(row.group[name])] = row.cost
+        return [{"date": day, "values": values} for day, values in days.items()]
+
+    return {
+        "lookback": lookback, "currency": BillingAccount.objects.values_list("currency", flat=True).get(
+            organization=organization),
+        "startDate": start.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "endDate": end.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "byDate": [{"date": row.bucket.start.date().isoformat(), "totalUsd": row.cost, "totalUnits": units(row)}
+                   for row in daily],
+        "byModel": [{"modelId": codes[r.group["model"]], "totalUsd": r.cost, "totalUnits": units(r),
+                     "breakdown": {"Input": {"totalUsd": r.input_cost, "units": r.prompt_tokens - r.cached_tokens},
+                                   "Output": {"totalUsd": r.output_cost, "units": r.completion_tokens},
+                                   "Cache Read": {"totalUsd": r.cache_read_cost, "units": r.cached_tokens}}}
+                    for r in by_model],
+        "byModelDaily": per_day(by_model_daily, "model", lambda pk: codes[pk],
+                                {r.group["model"] for r in by_model[:TOP]}),
+        "topModels": top_models,
+        "byKey": [{"apiKeyId": str(keys[r.group["key"]].uuid), "description": keys[r.group["key"]].name,
+                   "totalUsd": r.cost, "totalUnits": units(r)} for r in by_key],
+        "byKeyDaily": per_day(by_key_daily, "key", lambda pk: str(keys[pk].uuid) if pk in keys else str(pk),
+                              set(top_keys)),
+        "topKeyNames": [keys[pk].name for pk in top_keys],
+    }
+
+
