@@ -205,11 +205,27 @@ LedgerEntry = inline_serializer("BillingUsageEntry", {
     "inferenceDetails": inline_serializer("InferenceDetails", {
         "requestId": _S.CharField(), "inferenceExecutionTime": _S.IntegerField(), "promptTokens": _S.IntegerField(),
         "completionTokens": _S.IntegerField()}, allow_null=True)}, many=True)
+class VeniceError(_S.Serializer):
+    error = _S.CharField()
+
+
 VENICE_ERRORS = {
     400: inline_serializer("VeniceValidationError", {"error": _S.CharField(), "details": _S.DictField()}),
-    401: inline_serializer("VeniceError", {"error": _S.CharField()}),
-    403: inline_serializer("VeniceError", {"error": _S.CharField()}),
+    401: VeniceError, 403: VeniceError,
 }
+ANALYTICS_RESPONSE = inline_serializer("UsageAnalytics", {
+    "lookback": _S.CharField(allow_null=True), "currency": _S.CharField(), "startDate": _S.DateTimeField(),
+    "endDate": _S.DateTimeField(),
+    "byDate": inline_serializer("AnalyticsByDate", {"date": _S.DateField(), "totalUsd": _S.FloatField(),
+                                                    "totalUnits": _S.IntegerField()}, many=True),
+    "byModel": inline_serializer("AnalyticsByModel", {
+        "modelId": _S.CharField(), "totalUsd": _S.FloatField(), "totalUnits": _S.IntegerField(),
+        "breakdown": _S.DictField(help_text="Input, Output and Cache Read, each {totalUsd, units}")}, many=True),
+    "byModelDaily": _S.ListField(child=_S.DictField()), "topModels": _S.ListField(child=_S.CharField()),
+    "byKey": inline_serializer("AnalyticsByKey", {"apiKeyId": _S.UUIDField(), "description": _S.CharField(),
+                                                  "totalUsd": _S.FloatField(), "totalUnits": _S.IntegerField()},
+                               many=True),
+    "byKeyDaily": _S.ListField(child=_S.DictField()), "topKeyNames": _S.ListField(child=_S.CharField())})
 
 
 class CSVRenderer(BaseRenderer):
@@ -289,7 +305,7 @@ class UsageAnalyticsView(RamAPIView):
     ram_actions = {"GET": "billing:GetUsageAnalytics"}
     dialect = VeniceDialect
 
-    @extend_schema(parameters=[AnalyticsParams], responses={200: _S.DictField(), **VENICE_ERRORS})
+    @extend_schema(parameters=[AnalyticsParams], responses={200: ANALYTICS_RESPONSE, **VENICE_ERRORS})
     def get(self, request):
         params = parse_input(AnalyticsParams, request.query_params)
         organization = principal_member(request).organization
