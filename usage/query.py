@@ -200,7 +200,8 @@ def _quote(name: str) -> str:
 
 def _raw_epoch() -> str:
     if connection.vendor == "postgresql":
-        return 'CAST(EXTRACT(EPOCH FROM "timestamp") AS BIGINT)'
+        # FLOOR first: casting a numeric to bigint rounds, which would move xx:04:59.6 into the next bucket.
+        return 'CAST(FLOOR(EXTRACT(EPOCH FROM "timestamp")) AS BIGINT)'
     return "CAST(strftime('%%s', \"timestamp\") AS INTEGER)"
 
 

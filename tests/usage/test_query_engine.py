@@ -247,3 +247,13 @@ def test_a_query_needs_an_aware_ordered_range_and_known_groups(db):
         UsageQuery(organization_id=1, start=start, end=start + timedelta(1), timezone="UTC", group_by=("colour",))
     with pytest.raises(zoneinfo.ZoneInfoNotFoundError):
         UsageQuery(organization_id=1, start=start, end=start + timedelta(1), timezone="Mars/Base")
+
+
+def test_an_event_just_before_a_bucket_boundary_stays_in_its_bucket(zoned, models):
+    organization, department, key = zoned("UTC")
+    ingest_events([factories.event(key, models[0], request_id="edge", timestamp="2026-01-01T00:04:59.600Z"),
+                   factories.event(key, models[0], request_id="next", timestamp="2026-01-01T00:05:00Z")])
+    result = query.run(UsageQuery(organization_id=organization.pk, start=datetime(2026, 1, 1, tzinfo=UTC),
+                                  end=datetime(2026, 1, 1, 0, 10, tzinfo=UTC), timezone="UTC",
+                                  granularity=Granularity.of(300)))
+    assert [row.requests for row in result.rows] == [1, 1]
