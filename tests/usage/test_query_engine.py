@@ -257,3 +257,36 @@ def test_an_event_just_before_a_bucket_boundary_stays_in_its_bucket(zoned, model
                                   end=datetime(2026, 1, 1, 0, 10, tzinfo=UTC), timezone="UTC",
                                   granularity=Granularity.of(300)))
     assert [row.requests for row in result.rows] == [1, 1]
+
+
+@pytest.mark.parametrize("descending", [False, True], ids=["ascending", "descending"])
+def test_export_pages_walk_every_event_once_including_ties(zoned, models, descending):
+    organization, department, key = zoned("UTC")
+    # Several events share each instant, so the keyset must break ties by id.
+    ingest_events([factories.event(key, models[0], request_id=f"x{i}",
+                                   timestamp=f"2026-01-01T00:{i // 4:02d}:00Z") for i in range(50)])
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    seen, after = [], None
+    while True:
+        page = query.export_events(organization.pk, start, end, limit=7, after=after, descending=descending)
+        seen += [event.request_id for event in page.events]
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert sorted(seen) == sorted(f"x{i}" for i in range(50)) and len(seen) == 50
+    stamps = [int(request_id[1:]) // 4 for request_id in seen]
+    assert stamps == sorted(stamps, reverse=descending)
+
+
+def test_narrowed_sums_compute_only_what_was_asked(zoned, models):
+    organization, department, key = zoned("UTC")
+    ingest_events([factories.event(key, models[0], request_id="n1", timestamp="2026-01-01T00:01:00Z",
+                                   prompt_tokens=10, completion_tokens=5)])
+    base = dict(organization_id=organization.pk, start=datetime(2026, 1, 1, tzinfo=UTC),
+                end=datetime(2026, 1, 1, 0, 10, tzinfo=UTC), timezone="UTC", granularity=Granularity.of(300))
+    row = query.run(UsageQuery(**base, sums=("prompt_tokens",), latency_range=False)).rows[0]
+    assert (row.requests, row.prompt_tokens, row.completion_tokens, row.latency_max_ms) == (1, 10, 0, None)
+    full = query.run(UsageQuery(**base)).rows[0]
+    assert (full.completion_tokens, full.latency_max_ms) == (5, 800)
+    with pytest.raises(ValueError):
+        UsageQuery(**base, sums=("weight",))

@@ -97,9 +97,10 @@ class Ledger:
     """Charges (events) and credits of one organization in a range, in time order."""
 
     def __init__(self, organization: Organization, params: dict[str, Any]) -> None:
+        self.organization = organization
         self.descending = params["sortOrder"] == "desc"
-        start = params.get("startDate") or datetime(1970, 1, 1, tzinfo=UTC)
-        end = params.get("endDate") or datetime(9999, 1, 1, tzinfo=UTC)
+        self.start = start = params.get("startDate") or datetime(1970, 1, 1, tzinfo=UTC)
+        self.end = end = params.get("endDate") or datetime(9999, 1, 1, tzinfo=UTC)
         currency = BillingAccount.objects.values_list("currency", flat=True).get(organization=organization)
         wanted = params.get("currency")
         self.empty = wanted is not None and wanted != currency
@@ -142,31 +143,29 @@ class Ledger:
         return [credit_entry(item) if isinstance(item, CreditGrant) else charge_entry(item) for _, item in chosen]
 
     def stream(self) -> Iterator[dict[str, Any]]:
-        """Every entry, in order, reading events in keyset chunks (never all in memory)."""
+        """Every entry, in order, reading events page by page through the engine's keyset export
+        (never all in memory)."""
         if self.empty:
             return
+        models = {m.pk: m for m in Model.objects.all()}
+        keys: dict[int, InferenceKey] = {}
         credits = iter(self.credits)
         pending = next(credits, None)
-        events = self.events
-        last = None
+        after = None
         while True:
-            chunk = events
-            if last is not None:
-                from django.db.models import Q
-
-                if self.descending:
-                    chunk = chunk.filter(Q(timestamp__lt=last.timestamp) | Q(timestamp=last.timestamp, id__lt=last.id))
-                else:
-                    chunk = chunk.filter(Q(timestamp__gt=last.timestamp) | Q(timestamp=last.timestamp, id__gt=last.id))
-            rows = list(chunk[:2000])
-            for event in rows:
+            page = query.export_events(self.organization.pk, self.start, self.end, limit=2000, after=after,
+                                       descending=self.descending)
+            missing = {e.key_id for e in page.events} - set(keys)
+            keys.update({k.pk: k for k in InferenceKey.objects.filter(pk__in=missing)})
+            for event in page.events:
+                event.model, event.key = models[event.model_id], keys[event.key_id]
                 while pending is not None and self._before(pending, event):
                     yield credit_entry(pending)
                     pending = next(credits, None)
                 yield charge_entry(event)
-            if len(rows) < 2000:
+            if page.next_after is None:
                 break
-            last = rows[-1]
+            after = page.next_after
         while pending is not None:
             yield credit_entry(pending)
             pending = next(credits, None)
