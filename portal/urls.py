@@ -9,6 +9,7 @@ api_v1 = [
     path("", include("portal.api.urls")),
     path("", include("keys.api.urls")),
     path("", include("usage.api.urls")),
+    path("", include("billing.api.urls")),
 ]
 
 urlpatterns = [
