@@ -140,9 +140,13 @@ def test_granularity_is_chosen_as_weave_does(span, requested, expected):
     ({"usage_metrics": [{"metric": "input_tokens", "percentiles": [101]}]}, "usage_metrics"),
     ({"usage_metrics": [{"metric": "weight"}]}, "usage_metrics"),
     ({"call_metrics": [{"metric": "latency_ms", "aggregations": ["median"]}]}, "call_metrics"),
-    ({"filter": {"colour": ["red"]}}, "filter"), ({"start": "yesterday"}, "start")],
+    ({"filter": {"colour": ["red"]}}, "filter"), ({"start": "yesterday"}, "start"),
+    ({"granularity": 0}, "granularity"), ({"project_id": 7}, "project_id"),
+    ({"usage_metrics": [{"metric": "input_tokens", "percentiles": [-1]}]}, "usage_metrics"),
+    ({"filter": {"trace_roots_only": "maybe"}}, "filter")],
     ids=["unknown-field", "end-before-start", "bad-zone", "percentile-over-100", "unknown-metric",
-         "unknown-aggregation", "unknown-filter", "bad-start"])
+         "unknown-aggregation", "unknown-filter", "bad-start", "granularity-0", "project-not-a-string",
+         "negative-percentile", "roots-not-bool"])
 def test_bad_requests_are_422(history, alice, change, field):
     response = alice.post(STATS, _request(history, **change), format="json")
     assert response.status_code == 422, response.content

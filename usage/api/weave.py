@@ -53,6 +53,15 @@ class StrictSerializer(_S.Serializer):
         return super().to_internal_value(data)
 
 
+class StrictCharField(_S.CharField):
+    """A string, and only a string: 7 is not a project id."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class MetricSpec(StrictSerializer):
     metric = _S.CharField()
     aggregations = _S.ListField(child=_S.ChoiceField(choices=AGGREGATIONS), required=False, default=list)
@@ -86,7 +95,7 @@ class CallsFilter(StrictSerializer):
 
 
 class CallsStatsRequest(StrictSerializer):
-    project_id = _S.CharField(max_length=80)
+    project_id = StrictCharField(max_length=80)
     start = _S.DateTimeField()
     end = _S.DateTimeField(required=False, allow_null=True, default=None)
     granularity = _S.IntegerField(required=False, allow_null=True, min_value=1, default=None)
