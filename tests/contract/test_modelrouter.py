@@ -176,8 +176,10 @@ def test_a_tampered_or_foreign_token_is_a_parameter_error(history, alice):
     ({"startTime": 0, "endTime": 10, "modelTypes": "llm,teleport"}, "modelTypes"),
     ({"startTime": 0, "endTime": 40 * 86400, "granularity": "hourly"}, "endTime"),
     ({"startTime": 0, "endTime": 10, "memberUserIds": "1,x"}, "memberUserIds"),
-    ({"startTime": 0, "endTime": 10, "page": 0}, "page"), ({"startTime": 0, "endTime": 10, "pageIndex": -1}, "pageIndex"),
-    ({"startTime": 0, "endTime": 10, "clientIds": "1,,2"}, "clientIds"), ({"startTime": "x", "endTime": 10}, "startTime")],
+    ({"startTime": 0, "endTime": 10, "page": 0}, "page"),
+    ({"startTime": 0, "endTime": 10, "pageIndex": -1}, "pageIndex"),
+    ({"startTime": 0, "endTime": 10, "clientIds": "1,,2"}, "clientIds"),
+    ({"startTime": "x", "endTime": 10}, "startTime")],
     ids=["no-start", "reversed", "both-client-params", "key-without-client", "bad-granularity",
          "max-results", "page-size", "model-type", "hourly-too-long", "member-ids", "page-0", "page-index",
          "client-ids", "start-not-a-number"])
