@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 
 from portal import services
-from portal.admin_scoping import OrganizationScopedAdmin, admin_organization
+from portal.admin_scoping import FactsAdmin, OrganizationScopedAdmin, admin_organization
 from portal.models import AuditLog, Department, Group, Member, Organization, Policy, PolicyAttachment
 
 
@@ -105,22 +105,13 @@ class GroupAdmin(OrganizationScopedAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(OrganizationScopedAdmin):
-    """The audit trail is append-only: nobody edits or deletes it, superusers included."""
+class AuditLogAdmin(FactsAdmin):
+    """The audit trail is append-only."""
 
     list_display = ["created_at", "organization", "actor_label", "action", "target_type", "target_id", "source_ip"]
     list_filter = ["organization", "action", "target_type"]
     search_fields = ["actor_label", "action", "target_id"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class PolicyForm(forms.ModelForm):

@@ -106,3 +106,17 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
             f.name == "organization" for f in related._meta.concrete_fields
         ):
             kwargs["queryset"] = related._default_manager.filter(organization=organization)
+
+
+class FactsAdmin(OrganizationScopedAdmin):
+    """Records of what happened (audit rows, usage events): readable, never added, changed or
+    deleted by hand, superusers included."""
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,17 +1,13 @@
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
-from portal.admin_scoping import OrganizationScopedAdmin
+from portal.admin_scoping import FactsAdmin
 from usage.models import UsageEvent
 
 
 @admin.register(UsageEvent)
-class UsageEventAdmin(OrganizationScopedAdmin):
-    """Events are facts reported by the gateway: readable, never edited by hand."""
+class UsageEventAdmin(FactsAdmin):
+    """Events are facts reported by the gateway."""
 
-    read_only_for_org_admins = True
     list_display = ["request_id", "timestamp", "organization", "department", "model", "prompt_tokens",
                     "completion_tokens", "cost", "currency", "status_code", "latency_ms"]
     list_filter = ["organization", "status_code", "currency"]
@@ -19,12 +15,3 @@ class UsageEventAdmin(OrganizationScopedAdmin):
     date_hierarchy = "timestamp"
     list_select_related = ["organization", "department", "model"]
     show_full_result_count = False  # COUNT(*) over millions of events on every page is wasted work
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
