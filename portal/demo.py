@@ -137,9 +137,17 @@ def _ensure_platform_admin() -> None:
 def _reissue_secret(key: InferenceKey | ManagementKey | ServiceToken, kind: SecretKind) -> str:
     """Give an existing demo credential a new secret (the old one cannot be printed again)."""
     secret = generate_secret(kind)
+    old_hash, old_prefix = key.secret_hash, key.key_prefix
     key.secret_hash = hash_secret(secret)
     key.key_prefix = display_prefix(secret)
     key.save(update_fields=["secret_hash", "key_prefix"])
+    organization = getattr(key, "organization", None) or getattr(getattr(key, "member", None), "organization", None)
+    services.record_audit(actor=services.Actor(label="seed_demo"), organization=organization,
+                          action=f"{type(key).__name__.lower()}.reissue", target=key,
+                          detail={"old_key_prefix": old_prefix, "key_prefix": key.key_prefix})
+    from keys.services import forget_verification
+
+    forget_verification(old_hash)  # the old secret stops verifying at once
     return secret
 
 
