@@ -145,9 +145,7 @@ def _reissue_secret(key: InferenceKey | ManagementKey | ServiceToken, kind: Secr
     services.record_audit(actor=services.Actor(label="seed_demo"), organization=organization,
                           action=f"{type(key).__name__.lower()}.reissue", target=key,
                           detail={"old_key_prefix": old_prefix, "key_prefix": key.key_prefix})
-    from keys.services import forget_verification
-
-    forget_verification(old_hash)  # the old secret stops verifying at once
+    key_services.forget_verification(old_hash)  # the old secret stops verifying at once
     return secret
 
 
