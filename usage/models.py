@@ -110,7 +110,10 @@ class RollupMetrics(models.Model):
 
 
 def _fk(model, **kwargs):
-    return models.ForeignKey(model, on_delete=models.CASCADE, related_name="+", db_index=False, **kwargs)
+    # No database constraint: rollups are derived from events, which carry the constraints, and a
+    # per-row foreign-key check on every additive upsert would cost more than the upsert itself.
+    return models.ForeignKey(model, on_delete=models.DO_NOTHING, related_name="+", db_index=False,
+                             db_constraint=False, **kwargs)
 
 
 class UsageFine15(RollupMetrics):

@@ -17,6 +17,7 @@ from django.db import connection
 
 from billing.money import to_units
 from portal.models import Organization
+from usage.bulk import column_types, write_rows
 from usage.histogram import bin_of
 from usage.models import (
     BUCKET_SECONDS,
@@ -33,8 +34,6 @@ COUNT_COLUMNS = ("requests", "errors", "prompt_tokens", "completion_tokens", "ca
                  "cache_read_cost_units", "output_cost_units")
 MIN_COLUMNS = ("latency_min_ms",)
 MAX_COLUMNS = ("latency_max_ms",)
-# Bound parameters per statement stay far below SQLite's 32,766 and PostgreSQL's 65,535.
-MAX_PARAMS = 30_000
 
 
 def bucket_of(moment: datetime) -> int:
@@ -107,18 +106,8 @@ def _upsert(level: _Level, rows: Sequence[Sequence[Any]]) -> None:
     updates = [f"{quote(c)} = {table}.{quote(c)} + EXCLUDED.{quote(c)}" for c in level.metric_columns]
     updates += [f"{quote(c)} = {least}({table}.{quote(c)}, EXCLUDED.{quote(c)})" for c in level.min_columns]
     updates += [f"{quote(c)} = {greatest}({table}.{quote(c)}, EXCLUDED.{quote(c)})" for c in level.max_columns]
-    placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    per_statement = max(1, MAX_PARAMS // len(columns))
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) VALUES "
-                + ", ".join([placeholder] * len(chunk))
-                + f" ON CONFLICT ({', '.join(quote(c) for c in level.key_columns)}) DO UPDATE SET "
-                + ", ".join(updates),
-                [value for row in chunk for value in row],
-            )
+    conflict = f"({', '.join(quote(c) for c in level.key_columns)}) DO UPDATE SET " + ", ".join(updates)
+    write_rows(level.model._meta.db_table, columns, column_types(level.model, columns), rows, conflict=conflict)
 
 
 def _sorted_rows(groups: dict[tuple, Any], render) -> list[list[Any]]:
@@ -146,7 +135,9 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
         fine[(org, bucket, dept, e.key_id, e.model_id, e.member_id or 0, status_class(e.status_code),
               e.currency)].add(e)
         model15[(org, bucket, dept, e.model_id, e.currency)].add(e)
-        day = connection.ops.adapt_datefield_value(e.timestamp.astimezone(zones[org]).date())
+        day = e.timestamp.astimezone(zones[org]).date()
+        if connection.vendor == "sqlite":
+            day = connection.ops.adapt_datefield_value(day)
         daily[(org, day, dept, e.model_id, e.currency)].add(e)
         latency_bin = bin_of(e.latency_ms)
         hist[(org, bucket, latency_bin)] += 1

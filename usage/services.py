@@ -25,6 +25,7 @@ from billing.selectors import PriceBook
 from keys.models import InferenceKey
 from portal.models import Organization
 from portal.services import Actor, record_audit
+from usage.bulk import column_types, write_rows
 from usage.models import TRACE_FIELD_LENGTH, UsageEvent
 from usage.rollups import fold_events
 from usage.timebuckets import local_midnight, local_midnight_of
@@ -40,8 +41,6 @@ COUNT_FIELDS = (
 TRACE_FIELDS = ("op_name", "trace_id", "parent_id", "thread_id", "turn_id", "conversation_id")
 REQUIRED_FIELDS = ("request_id", "timestamp", "key_id", "model", "latency_ms", "status_code")
 KNOWN_FIELDS = frozenset(REQUIRED_FIELDS + COUNT_FIELDS + TRACE_FIELDS + ("error_type",))
-# Rows per INSERT statement: keeps every backend under its bound-parameter limit.
-INSERT_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,45 @@ class IngestValidationError(Exception):
     def __init__(self, errors: list[FieldError]) -> None:
         super().__init__(f"{len(errors)} invalid field(s) in the batch")
         self.errors = errors
+
+
+@dataclass(slots=True)
+class RatedEvent:
+    """A validated, rated event on its way into usage_usageevent, with the model's column names.
+    A plain slotted object: building 1,000 Django model instances per batch would cost more than
+    the insert. Rollups are folded from these (they read the same attributes as from UsageEvent)."""
+
+    request_id: str
+    timestamp: datetime
+    organization_id: int
+    department_id: int
+    key_id: int
+    member_id: int | None
+    model_id: int
+    price_id: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    image_count: int
+    video_seconds: int
+    input_chars: int
+    output_chars: int
+    latency_ms: int
+    status_code: int
+    error_type: str | None
+    op_name: str | None
+    trace_id: str | None
+    parent_id: str | None
+    thread_id: str | None
+    turn_id: str | None
+    conversation_id: str | None
+    cost: Decimal
+    input_cost: Decimal
+    cache_read_cost: Decimal
+    output_cost: Decimal
+    currency: str
+    received_at: datetime
+    pk: int | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +209,7 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
     }
 
     received_at = timezone.now()
-    rows: list[UsageEvent] = []
+    rows: list[RatedEvent] = []
     seen_request_ids: set[str] = set()
     for index, event in enumerate(clean):
         key = keys.get(event.get("key_uuid"))
@@ -204,7 +242,7 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
             image_count=event["image_count"],
             video_seconds=event["video_seconds"],
         )
-        rows.append(UsageEvent(
+        rows.append(RatedEvent(
             request_id=event["request_id"],
             timestamp=event["timestamp"],
             organization_id=key.organization_id,
@@ -240,38 +278,30 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
     )
 
 
-_INSERT_FIELDS = [
-    field for field in UsageEvent._meta.concrete_fields if not field.primary_key
-]
+_INSERT_FIELDS = [field for field in UsageEvent._meta.concrete_fields if not field.primary_key]
+_INSERT_COLUMNS = [field.column for field in _INSERT_FIELDS]
 
 
-def _insert_new(rows: list[UsageEvent]) -> list[UsageEvent]:
-    """Insert rows whose request_id is new; return exactly those rows, with their ids set."""
+def _insert_new(rows: list["RatedEvent"]) -> list["RatedEvent"]:
+    """Insert rows whose request_id is new, in one statement; return exactly those rows, with
+    their ids set (from RETURNING, so a replay inserts and reports nothing)."""
     if not rows:
         return []
+    if connection.vendor == "postgresql":
+        # psycopg adapts the attribute values themselves (Decimal, aware datetime, str, int, None).
+        values = [[getattr(row, field.attname) for field in _INSERT_FIELDS] for row in rows]
+    else:
+        values = [[field.get_db_prep_save(getattr(row, field.attname), connection) for field in _INSERT_FIELDS]
+                  for row in rows]
+    returned = write_rows(UsageEvent._meta.db_table, _INSERT_COLUMNS, column_types(UsageEvent, _INSERT_COLUMNS),
+                          values, conflict="(request_id) DO NOTHING", returning="id, request_id")
     by_request_id = {row.request_id: row for row in rows}
-    table = connection.ops.quote_name(UsageEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(field.column) for field in _INSERT_FIELDS)
-    row_placeholder = "(" + ", ".join(["%s"] * len(_INSERT_FIELDS)) + ")"
-    inserted: list[UsageEvent] = []
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), INSERT_CHUNK):
-            chunk = rows[start : start + INSERT_CHUNK]
-            params: list[Any] = []
-            for row in chunk:
-                params.extend(field.get_db_prep_save(field.pre_save(row, True), connection) for field in _INSERT_FIELDS)
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES "
-                + ", ".join([row_placeholder] * len(chunk))
-                + " ON CONFLICT (request_id) DO NOTHING RETURNING id, request_id",
-                params,
-            )
-            for row_id, request_id in cursor.fetchall():
-                row = by_request_id[request_id]
-                row.pk = row_id
-                inserted.append(row)
+    inserted = []
+    for row_id, request_id in returned:
+        row = by_request_id[request_id]
+        row.pk = row_id
+        inserted.append(row)
     return inserted
-
 
 
 # --- re-rating and rebuilding --------------------------------------------------------------

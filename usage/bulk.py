@@ -1,0 +1,63 @@
+"""Set-based multi-row writes, one statement per batch, on SQLite and PostgreSQL.
+
+On PostgreSQL the rows travel as one array per column and are zipped back by `unnest`: the
+statement has one placeholder per column whatever the batch size, so the driver neither parses
+a query with thousands of placeholders nor sends thousands of parameters. SQLite gets a plain
+multi-row VALUES list, chunked under its bound-parameter limit.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection
+
+# SQLite's limit is 32,766 bound parameters per statement.
+SQLITE_MAX_PARAMS = 30_000
+
+
+def write_rows(
+    table: str,
+    columns: Sequence[str],
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    conflict: str,
+    returning: str | None = None,
+) -> list[tuple]:
+    """INSERT `rows` (sequences in `columns` order) into `table` with the given `ON CONFLICT`
+    clause; `types` are the PostgreSQL column types (for the arrays). Returns RETURNING rows."""
+    if not rows:
+        return []
+    quote = connection.ops.quote_name
+    column_list = ", ".join(quote(c) for c in columns)
+    tail = f" ON CONFLICT {conflict}" + (f" RETURNING {returning}" if returning else "")
+    results: list[tuple] = []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            import psycopg
+
+            arrays = [list(values) for values in zip(*rows, strict=True)]
+            selects = ", ".join(f"%b::{kind}[]" for kind in types)  # %b: sent in binary
+            # A server-side-binding cursor on Django's own connection (same transaction), sending
+            # the arrays in binary: Django's client-side binding would quote every element as text.
+            with psycopg.Cursor(cursor.connection) as raw:
+                raw.execute(f"INSERT INTO {quote(table)} ({column_list}) SELECT * FROM unnest({selects}){tail}",
+                            arrays)
+                return list(raw.fetchall()) if returning else []
+        placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        per_statement = max(1, SQLITE_MAX_PARAMS // len(columns))
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            cursor.execute(f"INSERT INTO {quote(table)} ({column_list}) VALUES "
+                           + ", ".join([placeholder] * len(chunk)) + tail,
+                           [value for row in chunk for value in row])
+            if returning:
+                results.extend(cursor.fetchall())
+    return results
+
+
+def column_types(model, columns: Sequence[str]) -> list[str]:
+    """The database types of a model's columns, for write_rows."""
+    by_column = {field.column: field for field in model._meta.concrete_fields}
+    return [by_column[column].db_type(connection) or by_column[column].rel_db_type(connection)
+            for column in columns]
