@@ -181,11 +181,10 @@ def choose_level(query: UsageQuery, org_timezone: str) -> str:
     if not (_aligned(query.start) and _aligned(query.end)):
         return RAW
     granularity = query.granularity
+    # Fixed widths are aligned to the local midnight of the start, which is on the 15-minute grid,
+    # so any multiple of 15 minutes is exact from the rollups.
     if granularity is not None and granularity.unit is None and granularity.seconds % BUCKET_SECONDS:
         return RAW
-    if granularity is not None and granularity.unit is None:
-        # Fixed widths are aligned to the local midnight of the start, which is on the 15-minute grid.
-        pass
     coarse_groups = set(query.group_by) <= {"model", "department"}
     coarse_filters = not (query.keys or query.members)
     if coarse_groups and coarse_filters:
