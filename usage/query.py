@@ -9,6 +9,7 @@ bucket filled. Dialects parse requests into a UsageQuery and render the rows; no
 the code base aggregates usage.
 """
 
+import math
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Sequence
@@ -492,7 +493,7 @@ def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: lis
             latencies[(bucket.key, group_values)].append(int(record[-1]))
     for key, row in rows.items():
         values = sorted(latencies.get(key, ()))
-        row.percentiles = {q: exact_percentile(values, q) for q in query.percentiles}
+        row.percentiles = {q: _nearest_rank(values, q) for q in query.percentiles}
     return RAW
 
 
@@ -534,21 +535,11 @@ def _as_value(name: str, value: Any) -> Any:
 
 
 def _nearest_rank(ordered: Sequence[Any], q: float) -> Any:
-    import math
-
+    """Nearest-rank percentile: the smallest value with at least q % of the values at or below it
+    (what the histograms approximate, so raw and histogram answers are the same statistic)."""
     if not ordered:
         return None
     return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
-
-
-def exact_percentile(sorted_values: Sequence[int], q: float) -> float | None:
-    """Nearest-rank percentile: the smallest value with at least q % of values at or below it."""
-    import math
-
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return float(sorted_values[rank - 1])
 
 
 def data_freshness(organization_id: int, end: datetime) -> datetime | None:
