@@ -5,8 +5,12 @@ Bin 0 holds 0 ms; bin i ≥ 1 holds latencies in (γ^(i-1), γ^i] with γ = (1+�
 2γ^i/(γ+1), which is within α of every value in the bin.
 """
 
+import bisect
+import itertools
+import json
 import math
-from collections.abc import Iterable
+import operator
+from collections.abc import Iterable, Mapping, Sequence
 
 RELATIVE_ACCURACY = 0.015  # α: under the 2 % the contract allows, with room for interpolation
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
@@ -28,17 +32,35 @@ def value_of(bin_index: int) -> float:
     return 2 * upper / (GAMMA + 1)
 
 
-def percentile(counts: Iterable[tuple[int, int]], q: float) -> float | None:
-    """The q-th percentile (0–100) of a histogram given as (bin, count) pairs; None if empty."""
-    ordered = sorted((b, c) for b, c in counts if c > 0)
-    total = sum(c for _, c in ordered)
+def dense(counts: Mapping[int, int]) -> list[int]:
+    """{bin: count} as the dense list the rollups store (element i counts bin i)."""
+    bins = [0] * (max(counts) + 1 if counts else 0)
+    for bin_index, count in counts.items():
+        bins[bin_index] += count
+    return bins
+
+
+def add(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    """Two dense histograms merged: element-wise sums, as long as the longer one."""
+    if len(a) < len(b):
+        a, b = b, a
+    return [*map(operator.add, a, b), *a[len(b):]]
+
+
+def add_bins_json(a: str | None, b: str | None) -> str:
+    """`usage_bins_add` for SQLite, which keeps the lists as JSON text."""
+    return json.dumps(add(json.loads(a or "[]"), json.loads(b or "[]")), separators=(",", ":"))
+
+
+def percentiles(bins: Sequence[int], qs: Iterable[float]) -> dict[float, float | None]:
+    """The q-th percentiles (0–100) of a dense histogram; None where it is empty. Nearest rank,
+    as the exact value would be read: the first bin at which at least q % of the events are counted."""
+    cumulative = list(itertools.accumulate(bins))
+    total = cumulative[-1] if cumulative else 0
     if total == 0:
-        return None
-    # The rank a nearest-rank percentile would pick (1-based), as the exact value is read.
-    rank = max(1, math.ceil(q / 100 * total))
-    seen = 0
-    for bin_index, count in ordered:
-        seen += count
-        if seen >= rank:
-            return value_of(bin_index)
-    return value_of(ordered[-1][0])
+        return dict.fromkeys(qs)
+    return {q: value_of(bisect.bisect_left(cumulative, max(1, math.ceil(q / 100 * total)))) for q in qs}
+
+
+def percentile(bins: Sequence[int], q: float) -> float | None:
+    return percentiles(bins, (q,))[q]

@@ -1,5 +1,7 @@
 """Usage events as the gateway reports them, rated and frozen at ingest."""
 
+import json
+
 from django.db import models
 
 from billing.models import Model, Price
@@ -74,10 +76,44 @@ class UsageEvent(models.Model):
 
 # --- rollups -------------------------------------------------------------------------------
 # Maintained in the ingest transaction by additive INSERT ... ON CONFLICT DO UPDATE (usage/rollups.py).
-# Buckets are UTC epoch seconds floored to 15 minutes: every IANA zone's offset is a multiple
-# of 15 minutes, so local hours and days are exact unions of these buckets in any zone.
+# Levels chosen by measurement at ten million events (bench/RESULTS.md): a level keyed by
+# department and model at 15 minutes had nearly as many rows as the raw table, so besides the
+# fine level (for drill-downs) the coarse levels drop dimensions instead: organization × local
+# hour, and organization × local day by department, by model, and by both.
+# Fine buckets are UTC epoch seconds floored to 15 minutes: every IANA zone's offset is a
+# multiple of 15 minutes, so local hours and days are exact unions of them in any zone.
 
 BUCKET_SECONDS = 900
+HOUR_SECONDS = 3600
+
+
+class LatencyBinsField(models.Field):
+    """A dense latency histogram: element i counts the events in bin i of usage/histogram.py.
+    `integer[]` on PostgreSQL, a JSON list elsewhere; the upserts merge two of them with the SQL
+    function `usage_bins_add` (a migration creates it on PostgreSQL, usage/apps.py registers it
+    on SQLite connections)."""
+
+    description = "latency histogram bins"
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("default", list)
+        super().__init__(*args, **kwargs)
+
+    def db_type(self, connection) -> str:
+        return "integer[]" if connection.vendor == "postgresql" else "text"
+
+    def from_db_value(self, value, expression, connection):
+        if value is None or isinstance(value, list):
+            return value
+        return json.loads(value)
+
+    def to_python(self, value):
+        return json.loads(value) if isinstance(value, str) else value
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if value is None or connection.vendor == "postgresql":
+            return value
+        return json.dumps(value, separators=(",", ":"))
 
 
 def _count() -> models.PositiveBigIntegerField:
@@ -136,17 +172,17 @@ class UsageFine15(RollupMetrics):
                     "currency"], name="usagefine15_key")]
 
 
-class UsageModel15(RollupMetrics):
-    """Coarse level: organization × department × model × 15 minutes."""
+class UsageHourly(RollupMetrics):
+    """Organization × hour of the organization's own clock (keyed by the hour's first UTC epoch
+    second: the UTC hour in whole-hour zones, half past it in Kolkata), with the hour's latency
+    histogram. At most 24 rows a day per organization: org-wide hourly charts and percentiles."""
 
     organization = _fk(Organization)
-    bucket = models.BigIntegerField()
-    department = _fk(Department)
-    model = _fk(Model)
+    hour = models.BigIntegerField()
+    latency_bins = LatencyBinsField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(
-            fields=["organization", "bucket", "department", "model", "currency"], name="usagemodel15_key")]
+        constraints = [models.UniqueConstraint(fields=["organization", "hour", "currency"], name="usagehourly_key")]
 
 
 class UsageDaily(RollupMetrics):
@@ -163,36 +199,28 @@ class UsageDaily(RollupMetrics):
             fields=["organization", "day", "department", "model", "currency"], name="usagedaily_key")]
 
 
-class LatencyHistogram15(models.Model):
-    """Mergeable latency histogram of an organization per 15 minutes (usage/histogram.py bins)."""
+class UsageDepartmentDaily(RollupMetrics):
+    """Organization × department × local day: team rankings and a department's totals."""
 
     organization = _fk(Organization)
-    bucket = models.BigIntegerField()
-    bin = models.PositiveSmallIntegerField()
-    count = _count()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["organization", "bucket", "bin"], name="latencyhist15_key")]
-
-    def __str__(self) -> str:
-        return f"org {self.organization_id} @{self.bucket} bin {self.bin}: {self.count}"
-
-
-class DepartmentLatencyHistogram15(models.Model):
-    """The same histogram per department, for queries filtered to departments."""
-
-    organization = _fk(Organization)
+    day = models.DateField()
     department = _fk(Department)
-    bucket = models.BigIntegerField()
-    bin = models.PositiveSmallIntegerField()
-    count = _count()
 
     class Meta:
         constraints = [models.UniqueConstraint(
-            fields=["organization", "department", "bucket", "bin"], name="deptlatencyhist15_key")]
+            fields=["organization", "day", "department", "currency"], name="usagedepartmentdaily_key")]
 
-    def __str__(self) -> str:
-        return f"dept {self.department_id} @{self.bucket} bin {self.bin}: {self.count}"
+
+class UsageModelDaily(RollupMetrics):
+    """Organization × model × local day: per-model totals over weeks and months."""
+
+    organization = _fk(Organization)
+    day = models.DateField()
+    model = _fk(Model)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(
+            fields=["organization", "day", "model", "currency"], name="usagemodeldaily_key")]
 
 
 class UsageFillState(models.Model):

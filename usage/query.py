@@ -1,20 +1,22 @@
 """THE query engine: every usage number the product shows comes from `run(UsageQuery)`.
 
 A query names an organization, a half-open range [start, end), a zone, a granularity, what to
-group by, which metrics, and filters. The engine picks the coarsest stored level that answers it
-exactly (the per-day level, the 15-minute model level, the 15-minute fine level, the latency
-histograms) or else the raw events, builds one SQL statement that only needs integer arithmetic
-on UTC epoch seconds (so SQLite and PostgreSQL agree), and returns typed rows with every empty
-bucket filled. Dialects parse requests into a UsageQuery and render the rows; nothing else in
+group by, which metrics, and filters. The engine picks the smallest stored level that answers it
+exactly (per local day by model, by department or by both; per local hour, with the latency
+histograms; the 15-minute fine level) or else the raw events, builds one SQL statement that
+needs only integer arithmetic on UTC epoch seconds (so SQLite and PostgreSQL agree; raw
+fixed-width buckets use date_bin on PostgreSQL), and returns typed rows with every empty bucket
+filled. Dialects parse requests into a UsageQuery and render the rows; nothing else in
 the code base aggregates usage.
 """
 
+import json
 import math
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,17 +25,21 @@ from django.db import connection
 from billing.models import Model
 from billing.money import from_units
 from usage import histogram
-from usage.models import BUCKET_SECONDS
+from usage.models import BUCKET_SECONDS, HOUR_SECONDS
+from usage.rollups import aggregate_over_events
 from usage.timebuckets import DAY, Bucket, Granularity, buckets, day_from_number, epoch, local_midnight
 
 GROUPS = ("model", "department", "key", "member", "status_class")
 SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "image_count",
               "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms", "input_cost_units",
               "cache_read_cost_units", "output_cost_units")
-COST_COLUMNS = {"cost_units": "cost", "input_cost_units": "input_cost", "cache_read_cost_units": "cache_read_cost",
-                "output_cost_units": "output_cost"}
 TRACE_FILTERS = ("op_names", "trace_ids", "parent_ids", "thread_ids", "turn_ids", "conversation_ids")
-RAW, FINE, MODEL15, DAILY = "raw", "fine", "model15", "daily"
+RAW, FINE, HOURLY, DAILY = "raw", "fine", "hourly", "daily"
+DEPARTMENT_DAILY, MODEL_DAILY = "department_daily", "model_daily"
+DAY_LEVELS = (DAILY, DEPARTMENT_DAILY, MODEL_DAILY)
+# The dimensions each level keeps besides time; RAW and FINE keep all of them.
+LEVEL_DIMENSIONS = {HOURLY: frozenset(), DAILY: frozenset({"model", "department"}),
+                    DEPARTMENT_DAILY: frozenset({"department"}), MODEL_DAILY: frozenset({"model"})}
 # Per-event values a distribution can be asked of, as SQL over usage_usageevent.
 VALUES = {
     "prompt_tokens": "prompt_tokens",
@@ -175,7 +181,29 @@ def _aligned(moment: datetime) -> bool:
     return epoch(moment) % BUCKET_SECONDS == 0 and moment.microsecond == 0
 
 
-def choose_level(query: UsageQuery, org_timezone: str) -> str:
+def _dimensions(query: UsageQuery) -> set[str]:
+    """The dimensions a level must keep to answer the query: grouped by or filtered on."""
+    needed = set(query.group_by)
+    for name, used in (("department", query.departments), ("model", query.models or query.model_types),
+                       ("key", query.keys), ("member", query.members)):
+        if used:
+            needed.add(name)
+    return needed
+
+
+def _on_hour_grid(query: UsageQuery, org_zone: zoneinfo.ZoneInfo, all_buckets: Sequence[Bucket]) -> bool:
+    """Whether every edge of the query falls on an hour of the organization's clock, so that each
+    stored hour lies in exactly one bucket."""
+    for moment in (query.start, query.end, *(b.start for b in all_buckets[1:])):
+        # An instant starts an hour of the organization's clock when, read on that clock, it is
+        # a whole hour (the buckets are already in the query's zone, usually the organization's).
+        local = moment if moment.tzinfo is org_zone else moment.astimezone(org_zone)
+        if local.minute or local.second or local.microsecond:
+            return False
+    return True
+
+
+def choose_level(query: UsageQuery, org_timezone: str, all_buckets: Sequence[Bucket] | None = None) -> str:
     """The coarsest level whose rows are exact for this query."""
     if query.trace or query.trace_roots_only or query.conversations:
         return RAW
@@ -183,18 +211,24 @@ def choose_level(query: UsageQuery, org_timezone: str) -> str:
         return RAW
     granularity = query.granularity
     # Fixed widths are aligned to the local midnight of the start, which is on the 15-minute grid,
-    # so any multiple of 15 minutes is exact from the rollups.
+    # so any multiple of 15 minutes is exact from the fine level.
     if granularity is not None and granularity.unit is None and granularity.seconds % BUCKET_SECONDS:
         return RAW
-    coarse_groups = set(query.group_by) <= {"model", "department"}
-    coarse_filters = not (query.keys or query.members)
-    if coarse_groups and coarse_filters:
-        whole_local_days = (query.timezone == org_timezone
-                            and local_midnight(query.start, query.zone) == query.start
-                            and local_midnight(query.end, query.zone) == query.end)
-        if whole_local_days and (granularity is None or granularity.unit is not None):
-            return DAILY
-        return MODEL15
+    needed = _dimensions(query)
+    if not needed <= {"model", "department"}:
+        return FINE
+    whole_local_days = (query.timezone == org_timezone
+                        and local_midnight(query.start, query.zone) == query.start
+                        and local_midnight(query.end, query.zone) == query.end)
+    if whole_local_days and (granularity is None or granularity.unit is not None):
+        # The smallest day level that keeps what is needed (they have a row per day and per
+        # model, department, or both).
+        return {frozenset(): MODEL_DAILY, frozenset({"model"}): MODEL_DAILY,
+                frozenset({"department"}): DEPARTMENT_DAILY}.get(frozenset(needed), DAILY)
+    if all_buckets is None:
+        all_buckets = buckets(query.start, query.end, query.zone, granularity)
+    if not needed and _on_hour_grid(query, zoneinfo.ZoneInfo(org_timezone), all_buckets):
+        return HOURLY
     return FINE
 
 
@@ -206,8 +240,10 @@ def _quote(name: str) -> str:
 
 def _raw_epoch() -> str:
     if connection.vendor == "postgresql":
-        # FLOOR first: casting a numeric to bigint rounds, which would move xx:04:59.6 into the next bucket.
-        return 'CAST(FLOOR(EXTRACT(EPOCH FROM "timestamp")) AS BIGINT)'
+        # date_part is a double (EXTRACT is a numeric since PostgreSQL 14, three times slower per
+        # row), exact to the microsecond at today's epochs. FLOOR first: a cast to bigint rounds,
+        # which would move xx:04:59.6 into the next bucket.
+        return 'CAST(FLOOR(date_part(\'epoch\', "timestamp")) AS BIGINT)'
     return "CAST(strftime('%%s', \"timestamp\") AS INTEGER)"
 
 
@@ -222,45 +258,33 @@ def _offset_case(query: UsageQuery, epoch_sql: str) -> str:
 
 
 def _bucket_sql(query: UsageQuery, level: str, epoch_sql: str) -> tuple[str, str]:
-    """SQL for the bucket a row falls in, and how to read it back: "index", "localday", "date"
+    """SQL for the bucket a row falls in, and how to read it back: "index", "instant", "localday", "date"
     or "none"."""
     granularity = query.granularity
     if granularity is None:
         return "0", "none"
-    if level == DAILY:
+    if level in DAY_LEVELS:
         return _quote("day"), "date"
     if granularity.unit is None:
-        origin = epoch(local_midnight(query.start, query.zone))
-        return f"(({epoch_sql} - {origin}) / {granularity.seconds})", "index"
+        origin = local_midnight(query.start, query.zone)
+        if level == RAW and connection.vendor == "postgresql":
+            # Grouping on date_bin's timestamp is cheaper per row than any arithmetic on epochs;
+            # the bucket index is worked out once per group.
+            return (f"date_bin('{granularity.seconds} seconds', \"timestamp\", "
+                    f"TIMESTAMPTZ '{origin.astimezone(UTC).isoformat()}')"), "instant"
+        return f"(({epoch_sql} - {epoch(origin)}) / {granularity.seconds})", "index"
     # Calendar units: the local day number; days are then folded into weeks or months.
     return f"(({epoch_sql} + {_offset_case(query, epoch_sql)}) / {DAY})", "localday"
 
 
-_RAW_SUMS = {
-    "requests": "COUNT(*)",
-    "errors": "SUM(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END)",
-    "prompt_tokens": "SUM(prompt_tokens)",
-    "completion_tokens": "SUM(completion_tokens)",
-    "cached_tokens": "SUM(cached_tokens)",
-    "image_count": "SUM(image_count)",
-    "video_seconds": "SUM(video_seconds)",
-    "input_chars": "SUM(input_chars)",
-    "output_chars": "SUM(output_chars)",
-    "latency_sum_ms": "SUM(latency_ms)",
-}
 _RAW_GROUPS = {"model": "model_id", "department": "department_id", "key": "key_id", "member": "member_id",
                "status_class": "(status_code / 100)"}
 _ROLLUP_GROUPS = {"model": "model_id", "department": "department_id", "key": "key_id",
                   "member": "member_id_or_zero", "status_class": "status_class"}
-_TABLES = {FINE: "usage_usagefine15", MODEL15: "usage_usagemodel15", DAILY: "usage_usagedaily",
+_TABLES = {FINE: "usage_usagefine15", HOURLY: "usage_usagehourly", DAILY: "usage_usagedaily",
+           DEPARTMENT_DAILY: "usage_usagedepartmentdaily", MODEL_DAILY: "usage_usagemodeldaily",
            RAW: "usage_usageevent"}
-
-
-def _raw_cost_sql(column: str) -> str:
-    if connection.vendor == "postgresql":
-        return f"CAST(SUM({column}) * 100000000 AS BIGINT)"
-    # SQLite keeps decimals as binary floats: round each event back to whole 1e-8 units first.
-    return f"SUM(CAST(ROUND({column} * 100000000) AS INTEGER))"
+_TIME_COLUMNS = {FINE: "bucket", HOURLY: "hour"}
 
 
 def _model_ids(query: UsageQuery) -> tuple[int, ...] | None:
@@ -286,12 +310,12 @@ def _where(query: UsageQuery, level: str, params: list[Any]) -> str:
         clauses.append('"timestamp" >= %s AND "timestamp" < %s')
         params.extend([connection.ops.adapt_datetimefield_value(query.start),
                        connection.ops.adapt_datetimefield_value(query.end)])
-    elif level == DAILY:
+    elif level in DAY_LEVELS:
         clauses.append('"day" >= %s AND "day" < %s')
         params.extend([connection.ops.adapt_datefield_value(query.start.astimezone(query.zone).date()),
                        connection.ops.adapt_datefield_value(query.end.astimezone(query.zone).date())])
     else:
-        clauses.append("bucket >= %s AND bucket < %s")
+        clauses.append(f"{_TIME_COLUMNS[level]} >= %s AND {_TIME_COLUMNS[level]} < %s")
         params.extend([epoch(query.start), epoch(query.end)])
     if query.departments:
         clauses.append(_in("department_id", query.departments, params))
@@ -317,12 +341,12 @@ def run(query: UsageQuery, *, org_timezone: str | None = None, level: str | None
         from portal.models import Organization
 
         org_timezone = Organization.objects.values_list("timezone", flat=True).get(pk=query.organization_id)
-    level = level or choose_level(query, org_timezone)
     all_buckets = buckets(query.start, query.end, query.zone, query.granularity)
+    level = level or choose_level(query, org_timezone, all_buckets)
     rows = _sums(query, level, all_buckets)
     percentile_level = None
     if query.percentiles:
-        percentile_level = _add_percentiles(query, rows, all_buckets)
+        percentile_level = _add_percentiles(query, rows, all_buckets, org_timezone)
     if query.distributions:
         _add_distributions(query, rows, all_buckets)
     result_rows = list(rows.values())
@@ -339,6 +363,9 @@ def _bucket_mapper(query: UsageQuery, kind: str, all_buckets: list[Bucket]):
     if kind == "index":
         by_key = {b.key: b for b in all_buckets}
         return lambda raw: by_key.get(int(raw))
+    if kind == "instant":
+        by_start = {epoch(b.start): b for b in all_buckets}
+        return lambda raw: by_start.get(epoch(raw))
     from usage.timebuckets import bucket_day
 
     by_day = {b.key: b for b in all_buckets}
@@ -358,18 +385,19 @@ def _group_columns(query: UsageQuery, level: str) -> list[str]:
 
 def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket]) -> dict[tuple, Row]:
     params: list[Any] = []
-    epoch_sql = _raw_epoch() if level == RAW else "bucket"
+    epoch_sql = _raw_epoch() if level == RAW else _TIME_COLUMNS.get(level)
     bucket_sql, kind = _bucket_sql(query, level, epoch_sql)
     groups = _group_columns(query, level)
     wanted = [name for name in SUM_FIELDS if not query.sums or name in query.sums or name == "requests"]
     if level == RAW:
-        measures = [_raw_cost_sql(COST_COLUMNS[name]) if name in COST_COLUMNS else _RAW_SUMS[name] for name in wanted]
+        measures = [aggregate_over_events(name) for name in wanted]
         if query.latency_range:
             measures += ["MIN(latency_ms)", "MAX(latency_ms)"]
         if query.conversations:
             measures.append("COUNT(DISTINCT COALESCE(conversation_id, request_id))")
     else:
-        measures = [f"SUM({name})" for name in wanted]
+        # SUM of a bigint is a numeric on PostgreSQL, slow to add and to hand to Python as Decimal.
+        measures = [f"CAST(SUM({name}) AS BIGINT)" for name in wanted]
         if query.latency_range:
             measures += ["MIN(latency_min_ms)", "MAX(latency_max_ms)"]
     select = [f"{bucket_sql} AS b", *groups, *measures]
@@ -378,6 +406,7 @@ def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket]) -> dict[tupl
     sql = (f"SELECT {', '.join(select)} FROM {_TABLES[level]} WHERE {where} "
            f"GROUP BY {', '.join(group_by)}")
     to_bucket = _bucket_mapper(query, kind, all_buckets)
+    with_conversations = level == RAW and query.conversations
     rows: dict[tuple, Row] = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -392,8 +421,12 @@ def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket]) -> dict[tupl
             row = rows.get(key)
             if row is None:
                 row = rows[key] = Row(bucket, dict(zip(query.group_by, group_values, strict=True)))
-            _accumulate(row, wanted, values, query.latency_range,
-                        with_conversations=level == RAW and query.conversations)
+                # Most buckets are one SQL group: set the sums at once rather than add them one by one.
+                row.__dict__.update(zip(wanted, (int(value or 0) for value in values[:len(wanted)]), strict=True))
+                values = values[len(wanted):]
+                _accumulate(row, (), values, query.latency_range, with_conversations=with_conversations)
+            else:
+                _accumulate(row, wanted, values, query.latency_range, with_conversations=with_conversations)
     return rows
 
 
@@ -440,41 +473,35 @@ def _filled(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]
 
 # --- percentiles --------------------------------------------------------------------------
 
-def _histogram_usable(query: UsageQuery) -> bool:
-    return (not query.group_by and not (query.keys or query.members or query.models or query.model_types)
-            and not query.trace and not query.trace_roots_only and _aligned(query.start) and _aligned(query.end)
+def _histogram_usable(query: UsageQuery, org_timezone: str, all_buckets: Sequence[Bucket]) -> bool:
+    """The hourly level keeps one latency histogram per organization and hour: usable for
+    unfiltered, ungrouped queries whose buckets are whole hours of the organization's clock."""
+    return (not query.group_by and not _dimensions(query) and not query.trace and not query.trace_roots_only
             and (query.granularity is None or query.granularity.unit is not None
-                 or query.granularity.seconds % BUCKET_SECONDS == 0))
+                 or query.granularity.seconds % HOUR_SECONDS == 0)
+            and _on_hour_grid(query, zoneinfo.ZoneInfo(org_timezone), all_buckets))
 
 
-def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]) -> str:
-    per_bucket: dict[tuple, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket], org_timezone: str) -> str:
     params: list[Any] = []
-    if _histogram_usable(query):
-        level = "histogram"
-        table = "usage_departmentlatencyhistogram15" if query.departments else "usage_latencyhistogram15"
-        bucket_sql, kind = _bucket_sql(query, MODEL15, "bucket")
-        where = ["organization_id = %s", "bucket >= %s AND bucket < %s"]
-        params += [query.organization_id, epoch(query.start), epoch(query.end)]
-        if query.departments:
-            where.append(_in("department_id", query.departments, params))
-        sql = (f"SELECT {bucket_sql} AS b, bin, SUM(count) FROM {table} WHERE {' AND '.join(where)} "
-               "GROUP BY b, bin")
+    if _histogram_usable(query, org_timezone, all_buckets):
+        bucket_sql, kind = _bucket_sql(query, HOURLY, "hour")
+        sql = (f"SELECT {bucket_sql} AS b, latency_bins FROM usage_usagehourly "
+               f"WHERE {_where(query, HOURLY, params)}")
         to_bucket = _bucket_mapper(query, kind, all_buckets)
+        merged: dict[Any, list[int]] = {}
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            for raw_bucket, bin_index, count in cursor.fetchall():
+            for raw_bucket, bins in cursor.fetchall():
                 bucket = to_bucket(raw_bucket)
-                if bucket is not None:
-                    per_bucket[(bucket.key, ())][int(bin_index)] += int(count)
-        for key, counts in per_bucket.items():
-            row = rows.get(key)
-            if row is None:
-                continue
-            row.percentiles = {q: histogram.percentile(counts.items(), q) for q in query.percentiles}
-        for row in rows.values():
-            row.percentiles = row.percentiles or {q: None for q in query.percentiles}
-        return level
+                if bucket is None:
+                    continue
+                bins = json.loads(bins) if isinstance(bins, str) else bins  # SQLite keeps JSON text
+                previous = merged.get(bucket.key)
+                merged[bucket.key] = bins if previous is None else histogram.add(previous, bins)
+        for (bucket_key, _group), row in rows.items():
+            row.percentiles = histogram.percentiles(merged.get(bucket_key, ()), query.percentiles)
+        return HOURLY
     # Exact nearest-rank percentiles from raw latencies, grouped like the sums.
     bucket_sql, kind = _bucket_sql(query, RAW, _raw_epoch())
     groups = _group_columns(query, RAW)

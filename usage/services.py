@@ -26,8 +26,8 @@ from keys.models import InferenceKey
 from portal.models import Organization
 from portal.services import Actor, record_audit
 from usage.bulk import column_types, write_rows
-from usage.models import TRACE_FIELD_LENGTH, UsageEvent
-from usage.rollups import fold_events
+from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFine15
+from usage.rollups import fold_events, organization_zones, store_and_fold
 from usage.timebuckets import local_midnight, local_midnight_of
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,17 @@ class RatedEvent:
     currency: str
     received_at: datetime
     pk: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyFacts:
+    """What rating needs to know about an inference key."""
+
+    pk: int
+    organization_id: int
+    department_id: int
+    owner_id: int | None
+    discount: Decimal
 
 
 @dataclass(frozen=True)
@@ -191,9 +202,12 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
     clean, errors = _validate_shapes(events)
 
     key_uuids = {event["key_uuid"] for event in clean if "key_uuid" in event}
+    # Plain tuples, not model instances: a batch names up to a thousand keys, and building their
+    # models (and decoding each department's JSON fields) cost more than the insert.
     keys = {
-        key.uuid: key
-        for key in InferenceKey.objects.filter(uuid__in=key_uuids).select_related("department")
+        key[0]: _KeyFacts(*key[1:])
+        for key in InferenceKey.objects.filter(uuid__in=key_uuids).values_list(
+            "uuid", "pk", "organization_id", "department_id", "owner_id", "department__discount")
     }
     model_codes = {event["model"] for event in clean if isinstance(event.get("model"), str)}
     models_by_code = {model.code: model for model in Model.objects.filter(code__in=model_codes)}
@@ -235,7 +249,7 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
         seen_request_ids.add(event["request_id"])
         cost = rate(
             price,
-            discount=key.department.discount,
+            discount=key.discount,
             prompt_tokens=event["prompt_tokens"],
             cached_tokens=event["cached_tokens"],
             completion_tokens=event["completion_tokens"],
@@ -265,10 +279,14 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
     if errors:
         raise IngestValidationError(errors)
 
+    zones = organization_zones({row.organization_id for row in rows})
     with transaction.atomic():
-        inserted = _insert_new(rows)
         # Rollups move in the same transaction: a dashboard is never behind the events.
-        fold_events(inserted)
+        if connection.vendor == "postgresql":
+            inserted = store_and_fold(rows, zones)
+        else:
+            inserted = _insert_new(rows)
+            fold_events(inserted, zones)
     inserted_ids = [row.pk for row in inserted]
     # Replays (already stored) and repeats within this batch both count as duplicates.
     return IngestResult(
@@ -335,28 +353,27 @@ def rebuild_rollups(*, organization: Organization, start: datetime | None = None
                     progress: Callable[[int], None] | None = None) -> int:
     """Recompute every rollup level of `organization` from its raw events (whole local days
     around [start, end); everything when no range is given). Returns the events folded."""
-    from usage.models import (
-        DepartmentLatencyHistogram15,
-        LatencyHistogram15,
-        UsageDaily,
-        UsageFillState,
-        UsageFine15,
-        UsageModel15,
-    )
-    from usage.rollups import bucket_of, organization_zones
+    from usage.models import UsageFillState, UsageHourly
+    from usage.rollups import LEVELS
 
     events = UsageEvent.objects.filter(organization=organization)
+    tables = [level.model for level in LEVELS]
     if start is not None and end is not None:
         start, end = _whole_local_days(organization, start, end)
         events = events.filter(timestamp__gte=start, timestamp__lt=end)
         zone = organization.zone
-        first_bucket, last_bucket = bucket_of(start), bucket_of(end)
-        for table in (UsageFine15, UsageModel15, LatencyHistogram15, DepartmentLatencyHistogram15):
-            table.objects.filter(organization=organization, bucket__gte=first_bucket, bucket__lt=last_bucket).delete()
-        UsageDaily.objects.filter(organization=organization, day__gte=start.astimezone(zone).date(),
-                                  day__lt=end.astimezone(zone).date()).delete()
+        first_day, last_day = start.astimezone(zone).date(), end.astimezone(zone).date()
+        for table in tables:
+            rows = table.objects.filter(organization=organization)
+            if table is UsageFine15:
+                rows = rows.filter(bucket__gte=int(start.timestamp()), bucket__lt=int(end.timestamp()))
+            elif table is UsageHourly:
+                rows = rows.filter(hour__gte=int(start.timestamp()), hour__lt=int(end.timestamp()))
+            else:
+                rows = rows.filter(day__gte=first_day, day__lt=last_day)
+            rows.delete()
     else:
-        for table in (UsageFine15, UsageModel15, UsageDaily, LatencyHistogram15, DepartmentLatencyHistogram15):
+        for table in tables:
             table.objects.filter(organization=organization).delete()
         UsageFillState.objects.filter(organization=organization).delete()
     zones = organization_zones([organization.pk])

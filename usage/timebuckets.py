@@ -96,8 +96,8 @@ def buckets(start: datetime, end: datetime, zone: zoneinfo.ZoneInfo, granularity
         origin = epoch(local_midnight(start, zone))
         first = (epoch(start) - origin) // width
         last = (epoch(end) - 1 - origin) // width
-        return [Bucket(index, _from_epoch(origin + index * width, zone),
-                       _from_epoch(origin + (index + 1) * width, zone)) for index in range(first, last + 1)]
+        edges = [datetime.fromtimestamp(origin + index * width, tz=zone) for index in range(first, last + 2)]
+        return [Bucket(index, edges[n], edges[n + 1]) for n, index in enumerate(range(first, last + 1))]
     result = []
     day = bucket_day(start.astimezone(zone).date(), start, zone, granularity)
     final = (end - timedelta(microseconds=1)).astimezone(zone).date()

@@ -6,7 +6,8 @@ import pytest
 from django.db import connection
 
 from tests import factories
-from usage.models import UsageDaily, UsageEvent, UsageFine15, UsageModel15
+from usage.models import UsageEvent
+from usage.rollups import LEVELS
 from usage.services import ingest_events
 
 
@@ -37,5 +38,5 @@ def test_two_connections_replaying_one_batch_store_and_count_it_once():
     assert not failures, failures
     assert sorted((r.accepted, r.duplicates) for r in results) == [(0, 400), (400, 0)]
     assert UsageEvent.objects.count() == 400
-    for level in (UsageFine15, UsageModel15, UsageDaily):
-        assert sum(level.objects.values_list("requests", flat=True)) == 400, level.__name__
+    for level in LEVELS:
+        assert sum(level.model.objects.values_list("requests", flat=True)) == 400, level.model.__name__

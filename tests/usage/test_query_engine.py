@@ -8,7 +8,7 @@ import pytest
 
 from tests import factories
 from usage import query
-from usage.query import DAILY, FINE, MODEL15, RAW, UsageQuery
+from usage.query import DAILY, DEPARTMENT_DAILY, FINE, HOURLY, MODEL_DAILY, RAW, UsageQuery
 from usage.services import ingest_events
 from usage.timebuckets import Granularity
 
@@ -48,7 +48,7 @@ def _daily(organization, start_local: datetime, end_local: datetime, level=None,
     return query.run(q, level=level)
 
 
-@pytest.mark.parametrize("level", [None, DAILY, MODEL15, FINE, RAW])
+@pytest.mark.parametrize("level", [None, DAILY, DEPARTMENT_DAILY, MODEL_DAILY, HOURLY, FINE, RAW])
 def test_new_york_dst_days_have_23_and_25_hours(zoned, models, level):
     from zoneinfo import ZoneInfo
 
@@ -65,10 +65,10 @@ def test_new_york_dst_days_have_23_and_25_hours(zoned, models, level):
     assert spring.buckets[1].start.isoformat() == "2026-03-08T00:00:00-05:00"
     assert spring.buckets[2].start.isoformat() == "2026-03-09T00:00:00-04:00"
     if level is None:
-        assert spring.level == DAILY
+        assert spring.level == MODEL_DAILY
 
 
-@pytest.mark.parametrize("level", [None, MODEL15, FINE, RAW])
+@pytest.mark.parametrize("level", [None, DAILY, MODEL_DAILY, HOURLY, FINE, RAW])
 def test_kathmandu_days_start_at_a_quarter_past_the_utc_hour(zoned, models, level):
     from zoneinfo import ZoneInfo
 
@@ -92,7 +92,7 @@ def test_days_in_a_zone_other_than_the_organizations_come_from_15_minute_rows(zo
     kolkata = ZoneInfo("Asia/Kolkata")
     result = _daily(organization, datetime(2026, 4, 1, tzinfo=kolkata), datetime(2026, 4, 3, tzinfo=kolkata),
                     zone="Asia/Kolkata")
-    assert result.level == MODEL15
+    assert result.level == FINE  # Kolkata's days start at half past a Shanghai hour
     # Kolkata's 1 April ends at 18:30 UTC: it sees the 19 events from 00:00 to 18:00 UTC.
     assert [row.requests for row in result.rows] == [19, 24]
 
@@ -143,16 +143,42 @@ def test_group_by_model_and_the_levels_agree_on_every_number(zoned, models):
                   cached_tokens=200, completion_tokens=321, latency_ms=900)
     _ingest_every(other_key, models[1], start, start + timedelta(days=3), timedelta(minutes=91), status_code=500,
                   latency_ms=4000)
-    answers = {}
-    for level in (DAILY, MODEL15, FINE, RAW):
-        result = query.run(UsageQuery(organization_id=organization.pk, start=start, end=start + timedelta(days=3),
-                                      timezone="Asia/Shanghai", granularity=Granularity.of("day"),
-                                      group_by=("model", "department")), level=level)
-        answers[level] = [(row.bucket.key, row.group["model"], row.requests, row.errors, row.total_tokens,
-                           row.cached_tokens, row.cost, row.latency_sum_ms, row.latency_min_ms, row.latency_max_ms)
-                          for row in result.rows]
-    assert answers[DAILY] == answers[MODEL15] == answers[FINE] == answers[RAW]
-    assert len(answers[RAW]) == 6 and sum(r[2] for r in answers[RAW]) > 100
+    levels_by_grouping = {(): (DAILY, DEPARTMENT_DAILY, MODEL_DAILY, HOURLY, FINE, RAW),
+                          ("model",): (DAILY, MODEL_DAILY, FINE, RAW),
+                          ("department",): (DAILY, DEPARTMENT_DAILY, FINE, RAW),
+                          ("model", "department"): (DAILY, FINE, RAW)}
+    for group_by, levels in levels_by_grouping.items():
+        answers = {}
+        for level in levels:
+            result = query.run(UsageQuery(organization_id=organization.pk, start=start,
+                                          end=start + timedelta(days=3), timezone="Asia/Shanghai",
+                                          granularity=Granularity.of("day"), group_by=group_by), level=level)
+            answers[level] = [(row.bucket.key, tuple(row.group.values()), row.requests, row.errors,
+                               row.total_tokens, row.cached_tokens, row.cost, row.latency_sum_ms, row.latency_min_ms,
+                               row.latency_max_ms) for row in result.rows]
+        assert all(answer == answers[RAW] for answer in answers.values()), group_by
+        assert sum(r[2] for r in answers[RAW]) > 100
+        assert len(answers[RAW]) == 3 * (2 if group_by else 1), group_by  # two models, one per department
+
+
+def test_hours_of_a_half_hour_zone_come_from_the_hourly_level(zoned, models):
+    from zoneinfo import ZoneInfo
+
+    organization, department, key = zoned("Asia/Kolkata")
+    _ingest_every(key, models[0], datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 4, 2, tzinfo=UTC),
+                  timedelta(minutes=20))
+    kolkata = ZoneInfo("Asia/Kolkata")
+    local = UsageQuery(organization_id=organization.pk, start=datetime(2026, 4, 1, 6, tzinfo=kolkata),
+                       end=datetime(2026, 4, 1, 9, tzinfo=kolkata), timezone="Asia/Kolkata",
+                       granularity=Granularity.of("hour"))
+    result = query.run(local)
+    assert result.level == HOURLY
+    assert [row.requests for row in result.rows] == [3, 3, 3]
+    assert [row.requests for row in query.run(local, level=RAW).rows] == [3, 3, 3]
+    # UTC hours are half past a Kolkata hour: the stored hours would straddle them.
+    in_utc = UsageQuery(organization_id=organization.pk, start=datetime(2026, 4, 1, 1, tzinfo=UTC),
+                        end=datetime(2026, 4, 1, 4, tzinfo=UTC), timezone="UTC", granularity=Granularity.of("hour"))
+    assert query.run(in_utc).level == FINE
 
 
 def test_filters_by_department_key_and_model_type(zoned, models):
@@ -221,7 +247,7 @@ def test_percentiles_from_histograms_are_within_two_percent(zoned, models):
     q = UsageQuery(organization_id=organization.pk, start=start, end=start + timedelta(days=1), timezone="UTC",
                    granularity=Granularity.of("hour"), percentiles=(50, 99, 99.9))
     from_histogram = query.run(q)
-    assert from_histogram.percentile_level == "histogram"
+    assert from_histogram.percentile_level == HOURLY
     exact_rows = query.run(UsageQuery(**{**q.__dict__, "group_by": ("model",)}))  # forces raw percentiles
     assert exact_rows.percentile_level == RAW
     exact = {row.bucket.key: row.percentiles for row in exact_rows.rows}

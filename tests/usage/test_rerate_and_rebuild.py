@@ -72,6 +72,6 @@ def test_a_timezone_change_is_followed_by_a_rebuild(billed):
     q = UsageQuery(organization_id=world.acme.pk, start=datetime(2026, 1, 10, tzinfo=world.acme.zone),
                    end=datetime(2026, 1, 13, tzinfo=world.acme.zone), timezone="America/New_York",
                    granularity=Granularity.of("day"))
-    daily = query.run(q)
-    assert daily.level == "daily" and [row.requests for row in daily.rows] == [1, 1, 1]
-    assert [row.requests for row in query.run(q, level="raw").rows] == [1, 1, 1]
+    assert query.run(q).level == query.MODEL_DAILY
+    for level in (query.MODEL_DAILY, query.DEPARTMENT_DAILY, query.DAILY, query.HOURLY, query.FINE, query.RAW):
+        assert [row.requests for row in query.run(q, level=level).rows] == [1, 1, 1], level
