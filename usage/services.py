@@ -114,7 +114,8 @@ class IngestResult:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    # JSON numbers arrive as exactly int; bool is an int subclass and must not pass.
+    return type(value) is int
 
 
 def _parse_timestamp(value: Any) -> datetime | None:
@@ -134,18 +135,27 @@ def _parse_timestamp(value: Any) -> datetime | None:
     return None
 
 
+def _parse_uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[FieldError]]:
     """Check each event's fields on their own, before any database lookup."""
     errors: list[FieldError] = []
     clean: list[dict[str, Any]] = []
+    key_uuids: dict[Any, uuid.UUID | None] = {}  # a batch names the same keys over and over
     for index, raw in enumerate(events):
         if not isinstance(raw, Mapping):
             errors.append(FieldError(index, "", "each event must be a JSON object"))
             clean.append({})
             continue
         event: dict[str, Any] = {}
-        for name in sorted(set(raw) - KNOWN_FIELDS):
-            errors.append(FieldError(index, name, "unknown field"))
+        if not KNOWN_FIELDS.issuperset(raw):
+            for name in sorted(set(raw) - KNOWN_FIELDS):
+                errors.append(FieldError(index, name, "unknown field"))
         for name in REQUIRED_FIELDS:
             if raw.get(name) is None:
                 errors.append(FieldError(index, name, "field required"))
@@ -163,9 +173,15 @@ def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[
         key_id = raw.get("key_id")
         if key_id is not None:
             try:
-                event["key_uuid"] = uuid.UUID(str(key_id))
-            except ValueError:
+                parsed_uuid = key_uuids[key_id]
+            except KeyError:
+                parsed_uuid = key_uuids[key_id] = _parse_uuid(key_id)
+            except TypeError:  # unhashable: a JSON list or object
+                parsed_uuid = None
+            if parsed_uuid is None:
                 errors.append(FieldError(index, "key_id", "must be an inference key uuid"))
+            else:
+                event["key_uuid"] = parsed_uuid
         model = raw.get("model")
         if model is not None:
             if not isinstance(model, str):

@@ -67,6 +67,8 @@ def test_a_repeat_inside_one_batch_is_a_duplicate(setup):
         ({"timestamp": "yesterday"}, "timestamp"),
         ({"key_id": "not-a-uuid"}, "key_id"),
         ({"key_id": "00000000-0000-0000-0000-000000000000"}, "key_id"),
+        ({"key_id": ["a", "list"]}, "key_id"),
+        ({"key_id": {"an": "object"}}, "key_id"),
         ({"model": "no-such-model"}, "model"),
         ({"status_code": 99}, "status_code"),
         ({"request_id": "x" * 129}, "request_id"),
@@ -75,7 +77,8 @@ def test_a_repeat_inside_one_batch_is_a_duplicate(setup):
         ({"latency_ms": None}, "latency_ms"),
     ],
     ids=["negative", "string-count", "bool-count", "cached-over-prompt", "naive-time", "garbage-time",
-         "bad-key-uuid", "unknown-key", "unknown-model", "bad-status", "long-request-id", "non-string-trace",
+         "bad-key-uuid", "unknown-key", "list-key", "object-key", "unknown-model", "bad-status", "long-request-id",
+         "non-string-trace",
          "unknown-field", "missing-latency"],
 )
 def test_one_bad_event_rejects_the_batch_and_stores_nothing(setup, override, field):
