@@ -14,8 +14,8 @@ import json
 import math
 import zoneinfo
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,7 +27,16 @@ from billing.money import from_units
 from usage import histogram
 from usage.models import BUCKET_SECONDS, HOUR_SECONDS
 from usage.rollups import aggregate_over_events
-from usage.timebuckets import DAY, Bucket, Granularity, buckets, day_from_number, epoch, local_midnight
+from usage.timebuckets import (
+    DAY,
+    Bucket,
+    Granularity,
+    buckets,
+    day_from_number,
+    epoch,
+    local_midnight,
+    local_midnight_of,
+)
 
 GROUPS = ("model", "department", "key", "member", "status_class")
 SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "image_count",
@@ -232,6 +241,33 @@ def choose_level(query: UsageQuery, org_timezone: str, all_buckets: Sequence[Buc
     return FINE
 
 
+def _pieces(query: UsageQuery, org_timezone: str, all_buckets: Sequence[Bucket]) -> list[tuple[UsageQuery, str]]:
+    """The query's range, split where that lets most of it come from a day level: a range that
+    starts or ends inside a local day (Unix-second ranges, "the last 30 days" up to now) takes its
+    whole days from a day level and only the partial days at either end from finer rows. Only
+    for sums that add up across pieces, into buckets of whole local days."""
+    level = choose_level(query, org_timezone, all_buckets)
+    granularity = query.granularity
+    splittable = (level in (FINE, RAW) and query.timezone == org_timezone
+                  and not (query.conversations or query.trace or query.trace_roots_only)
+                  and (granularity is None or granularity.unit is not None))
+    if not splittable:
+        return [(query, level)]
+    zone = query.zone
+    first_midnight = local_midnight(query.start, zone)
+    if first_midnight < query.start:
+        first_midnight = local_midnight_of(first_midnight.date() + timedelta(days=1), zone)
+    last_midnight = local_midnight(query.end, zone)
+    if first_midnight >= last_midnight:
+        return [(query, level)]
+    pieces = []
+    for start, end in ((query.start, first_midnight), (first_midnight, last_midnight), (last_midnight, query.end)):
+        if start < end:
+            piece = replace(query, start=start, end=end)
+            pieces.append((piece, choose_level(piece, org_timezone)))
+    return pieces
+
+
 # --- SQL pieces ---------------------------------------------------------------------------
 
 def _quote(name: str) -> str:
@@ -342,18 +378,27 @@ def run(query: UsageQuery, *, org_timezone: str | None = None, level: str | None
 
         org_timezone = Organization.objects.values_list("timezone", flat=True).get(pk=query.organization_id)
     all_buckets = buckets(query.start, query.end, query.zone, query.granularity)
-    level = level or choose_level(query, org_timezone, all_buckets)
-    rows = _sums(query, level, all_buckets)
+    pieces = [(query, level)] if level else _pieces(query, org_timezone, all_buckets)
+    rows: dict[tuple, Row] = {}
+    for piece, piece_level in pieces:
+        _sums(query, piece_level, all_buckets, rows, span=piece)
+    level = "+".join(dict.fromkeys(piece_level for _, piece_level in pieces))
     percentile_level = None
     if query.percentiles:
-        percentile_level = _add_percentiles(query, rows, all_buckets, org_timezone)
+        # Sums from the hourly level mean the query is already known to fit its histograms.
+        from_histograms = level == HOURLY or _histogram_usable(query, org_timezone, all_buckets)
+        percentile_level = _add_percentiles(query, rows, all_buckets, from_histograms)
     if query.distributions:
         _add_distributions(query, rows, all_buckets)
-    result_rows = list(rows.values())
     if query.fill_empty:
-        result_rows = _filled(query, rows, all_buckets)
-    result_rows.sort(key=lambda row: (row.bucket.start, tuple((v is None, v) for v in row.group.values())))
+        result_rows = _filled(query, rows, all_buckets)  # in bucket and group order already
+    else:
+        result_rows = sorted(rows.values(), key=lambda row: (row.bucket.start, _group_order(row.group.values())))
     return Result(result_rows, all_buckets, level, percentile_level)
+
+
+def _group_order(values: Iterable[int | None]) -> tuple:
+    return tuple((value is None, value) for value in values)
 
 
 def _bucket_mapper(query: UsageQuery, kind: str, all_buckets: list[Bucket]):
@@ -383,7 +428,10 @@ def _group_columns(query: UsageQuery, level: str) -> list[str]:
     return [mapping[name] for name in query.group_by]
 
 
-def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket]) -> dict[tuple, Row]:
+def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket], rows: dict[tuple, Row],
+          span: UsageQuery) -> None:
+    """Add the sums of `span` (the query itself, or a piece of its range) read from `level` into
+    `rows`, keyed by the query's bucket and group."""
     params: list[Any] = []
     epoch_sql = _raw_epoch() if level == RAW else _TIME_COLUMNS.get(level)
     bucket_sql, kind = _bucket_sql(query, level, epoch_sql)
@@ -401,13 +449,12 @@ def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket]) -> dict[tupl
         if query.latency_range:
             measures += ["MIN(latency_min_ms)", "MAX(latency_max_ms)"]
     select = [f"{bucket_sql} AS b", *groups, *measures]
-    where = _where(query, level, params)
+    where = _where(span, level, params)
     group_by = ["b", *groups]
     sql = (f"SELECT {', '.join(select)} FROM {_TABLES[level]} WHERE {where} "
            f"GROUP BY {', '.join(group_by)}")
     to_bucket = _bucket_mapper(query, kind, all_buckets)
     with_conversations = level == RAW and query.conversations
-    rows: dict[tuple, Row] = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for record in cursor.fetchall():
@@ -427,7 +474,6 @@ def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket]) -> dict[tupl
                 _accumulate(row, (), values, query.latency_range, with_conversations=with_conversations)
             else:
                 _accumulate(row, wanted, values, query.latency_range, with_conversations=with_conversations)
-    return rows
 
 
 def _group_value(name: str, value: Any) -> int | None:
@@ -455,7 +501,7 @@ def _accumulate(row: Row, names: Sequence[str], values: Sequence[Any], latency_r
 
 
 def _filled(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]) -> list[Row]:
-    groups = sorted({key[1] for key in rows}, key=lambda g: tuple((v is None, v) for v in g))
+    groups = sorted({key[1] for key in rows}, key=_group_order)
     if not query.group_by:
         groups = [()]
     filled = []
@@ -482,9 +528,10 @@ def _histogram_usable(query: UsageQuery, org_timezone: str, all_buckets: Sequenc
             and _on_hour_grid(query, zoneinfo.ZoneInfo(org_timezone), all_buckets))
 
 
-def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket], org_timezone: str) -> str:
+def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket],
+                     from_histograms: bool) -> str:
     params: list[Any] = []
-    if _histogram_usable(query, org_timezone, all_buckets):
+    if from_histograms:
         bucket_sql, kind = _bucket_sql(query, HOURLY, "hour")
         sql = (f"SELECT {bucket_sql} AS b, latency_bins FROM usage_usagehourly "
                f"WHERE {_where(query, HOURLY, params)}")
@@ -634,7 +681,6 @@ def total_cost_ever(organization) -> Decimal:
     from django.db.models import Max, Min
 
     from usage.models import UsageDaily
-    from usage.timebuckets import local_midnight_of
 
     span = UsageDaily.objects.filter(organization=organization).aggregate(first=Min("day"), last=Max("day"))
     if span["first"] is None:

@@ -316,3 +316,32 @@ def test_narrowed_sums_compute_only_what_was_asked(zoned, models):
     assert (full.completion_tokens, full.latency_max_ms) == (5, 800)
     with pytest.raises(ValueError):
         UsageQuery(**base, sums=("weight",))
+
+
+@pytest.mark.parametrize("granularity", [None, "day", "week"])
+@pytest.mark.parametrize("group_by", [(), ("model",), ("department",), ("key",)])
+def test_ranges_inside_local_days_take_whole_days_from_a_day_level(zoned, models, granularity, group_by):
+    from zoneinfo import ZoneInfo
+
+    organization, department, key = zoned("America/New_York")
+    ny = ZoneInfo("America/New_York")
+    _ingest_every(key, models[0], datetime(2026, 10, 30, tzinfo=ny), datetime(2026, 11, 5, tzinfo=ny),
+                  timedelta(minutes=17), latency_ms=300)
+    _ingest_every(key, models[1], datetime(2026, 10, 30, tzinfo=ny), datetime(2026, 11, 5, tzinfo=ny),
+                  timedelta(minutes=41), latency_ms=900)
+    # From 10:07:13 on a Friday to 15:30 the next Wednesday, across the 25-hour 1 November.
+    q = UsageQuery(organization_id=organization.pk, start=datetime(2026, 10, 30, 10, 7, 13, tzinfo=ny),
+                   end=datetime(2026, 11, 4, 15, 30, tzinfo=ny), timezone="America/New_York",
+                   granularity=Granularity.of(granularity), group_by=group_by)
+    result = query.run(q)
+    exact = query.run(q, level=RAW)
+
+    def numbers(rows):
+        return [(row.bucket.key, tuple(row.group.values()), row.requests, row.cost, row.latency_sum_ms,
+                 row.latency_min_ms, row.latency_max_ms) for row in rows]
+
+    assert numbers(result.rows) == numbers(exact.rows)
+    assert sum(row.requests for row in result.rows) > 300
+    middle = {(): MODEL_DAILY, ("model",): MODEL_DAILY, ("department",): DEPARTMENT_DAILY, ("key",): FINE}[group_by]
+    # 10:07:13 is off the 15-minute grid (raw events), 15:30 on it (the fine level).
+    assert result.level.split("+") == list(dict.fromkeys([RAW, middle, FINE]))
