@@ -414,11 +414,13 @@ def _bucket_mapper(query: UsageQuery, kind: str, all_buckets: list[Bucket]):
     from usage.timebuckets import bucket_day
 
     by_day = {b.key: b for b in all_buckets}
+    start, zone, granularity = query.start, query.zone, query.granularity
+    single_days = granularity.unit == "day" and granularity.days == 1
 
     def from_day(raw: Any) -> Bucket | None:
         day = raw if isinstance(raw, date) else (
             date.fromisoformat(raw) if isinstance(raw, str) else day_from_number(int(raw)))
-        return by_day.get(bucket_day(day, query.start, query.zone, query.granularity))
+        return by_day.get(day if single_days else bucket_day(day, start, zone, granularity))
 
     return from_day
 
@@ -455,25 +457,35 @@ def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket], rows: dict[t
            f"GROUP BY {', '.join(group_by)}")
     to_bucket = _bucket_mapper(query, kind, all_buckets)
     with_conversations = level == RAW and query.conversations
+    latency_range = query.latency_range
+    # The per-row work below is most of a rollup query's time: keep it to slicing and one Row.
+    group_names, width = query.group_by, len(groups)
+    convert_groups = "member" in group_names  # a rollup's member 0 means no member
+    # SUM of a bigint column is a numeric on PostgreSQL (a Decimal here); the rollup levels cast.
+    convert_values = level == RAW and connection.vendor == "postgresql"
+    extra = ["latency_min_ms", "latency_max_ms"] if latency_range else []
+    if with_conversations:
+        extra.append("conversations")
+    names = [*wanted, *extra]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for record in cursor.fetchall():
             bucket = to_bucket(record[0])
             if bucket is None:
                 continue
-            group_record = record[1 : 1 + len(groups)]
-            group_values = tuple(_group_value(n, v) for n, v in zip(query.group_by, group_record, strict=True))
-            values = record[1 + len(groups):]
+            group_values = record[1 : 1 + width]
+            if convert_groups:
+                group_values = tuple(_group_value(n, v) for n, v in zip(group_names, group_values, strict=True))
+            values = record[1 + width:]
+            if convert_values:
+                values = [int(value) for value in values]
             key = (bucket.key, group_values)
             row = rows.get(key)
             if row is None:
-                row = rows[key] = Row(bucket, dict(zip(query.group_by, group_values, strict=True)))
-                # Most buckets are one SQL group: set the sums at once rather than add them one by one.
-                row.__dict__.update(zip(wanted, (int(value or 0) for value in values[:len(wanted)]), strict=True))
-                values = values[len(wanted):]
-                _accumulate(row, (), values, query.latency_range, with_conversations=with_conversations)
+                rows[key] = Row(bucket, dict(zip(group_names, group_values, strict=True)),
+                                **dict(zip(names, values, strict=True)))
             else:
-                _accumulate(row, wanted, values, query.latency_range, with_conversations=with_conversations)
+                _accumulate(row, wanted, values, latency_range, with_conversations=with_conversations)
 
 
 def _group_value(name: str, value: Any) -> int | None:

@@ -10,6 +10,7 @@ ingestion stores and folds a batch in one SQL statement (store_and_fold); SQLite
 every rebuild aggregate in Python (fold_events).
 """
 
+import functools
 import operator
 import zoneinfo
 from collections import defaultdict
@@ -215,37 +216,46 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
 STAGING_TABLE = "usage_ingest_staging"
 # What the staging table holds besides the event's own columns: its 15-minute bucket, the first
 # second of its hour and its day on the organization's clock (worked out with Python's zoneinfo,
-# as the query engine does, so both sides agree on every zone).
-_STAGING_EXTRA = (("bucket", "bigint"), ("hour", "bigint"), ("day", "date"))
+# as the query engine does, so both sides agree on every zone), and its latency histogram bin.
+_STAGING_EXTRA = (("bucket", "bigint"), ("hour", "bigint"), ("day", "date"), ("bin", "integer"))
 
 
-def _event_columns() -> list[str]:
+@functools.cache
+def _event_columns() -> tuple[str, ...]:
     from usage.models import UsageEvent
 
-    return [field.column for field in UsageEvent._meta.concrete_fields if not field.primary_key]
+    return tuple(field.column for field in UsageEvent._meta.concrete_fields if not field.primary_key)
 
 
+@functools.cache  # PostgreSQL only, so the text never changes within a process
 def _fold_statement() -> str:
     """One statement: insert the staged events whose request_id is new, add exactly those into
-    the sums of every level and the fill state, and return their (id, request_id)."""
+    the sums and histograms of every level and the fill state, and return their (id, request_id)."""
     quote = connection.ops.quote_name
     columns = ", ".join(quote(c) for c in _event_columns())
     parts = [f"ins AS (INSERT INTO usage_usageevent ({columns}) SELECT {columns} FROM {STAGING_TABLE} "
              "ON CONFLICT (request_id) DO NOTHING RETURNING id, request_id)",
              f"new AS (SELECT s.* FROM {STAGING_TABLE} s JOIN ins USING (request_id))"]
-    for number, level in enumerate(LEVELS):  # sums only: the hourly histograms are merged from Python
+    for number, level in enumerate(LEVELS):
         metrics = (*level.metric_columns, *level.min_columns, *level.max_columns)
-        keys = ", ".join(str(position) for position in range(1, len(level.key_columns) + 1))
-        selects = [_EVENT_KEYS.get(c, c) for c in level.key_columns] + [aggregate_over_events(c) for c in metrics]
-        # A new row starts with an empty histogram; the bins are merged after this statement.
-        metrics += level.bins_columns
-        selects += ["'{}'"] * len(level.bins_columns)
+        keys = ", ".join(quote(c) for c in level.key_columns)
+        positions = ", ".join(str(position) for position in range(1, len(level.key_columns) + 1))
+        key_selects = [f"{_EVENT_KEYS.get(c, c)} AS {quote(c)}" for c in level.key_columns]
         # GROUP BY makes each key appear once (ON CONFLICT may touch a row only once per
         # statement); ORDER BY takes row locks in key order, so concurrent batches cannot deadlock.
+        aggregates = [f"{aggregate_over_events(c)} AS {quote(c)}" for c in metrics]
+        source = (f"SELECT {', '.join(key_selects + aggregates)} "
+                  f"FROM new GROUP BY {positions}")
+        if level.bins_columns:
+            # The batch's histogram of each key: counts per bin, made dense, beside the sums.
+            metrics += level.bins_columns
+            source = (f"SELECT * FROM ({source}) AS sums JOIN (SELECT {keys}, usage_bins_dense(array_agg(bin), "
+                      f"array_agg(n)) FROM (SELECT {', '.join(key_selects)}, bin, CAST(COUNT(*) AS integer) AS n "
+                      f"FROM new GROUP BY {positions}, bin) AS per_bin GROUP BY {positions}) AS bins USING ({keys})")
         parts.append(f"level{number} AS (INSERT INTO {quote(level.model._meta.db_table)} "
                      f"({', '.join(quote(c) for c in (*level.key_columns, *metrics))}) "
-                     f"SELECT {', '.join(selects)} FROM new GROUP BY {keys} ORDER BY {keys} "
-                     f"ON CONFLICT {_conflict_clause(_Level(level.model, level.key_columns))})")
+                     f"SELECT * FROM ({source}) AS batch ORDER BY {positions} "
+                     f"ON CONFLICT {_conflict_clause(level)})")
     parts.append('fill AS (INSERT INTO usage_usagefillstate (organization_id, newest_event_at, events) '
                  'SELECT organization_id, MAX("timestamp"), COUNT(*) FROM new GROUP BY 1 ORDER BY 1 '
                  "ON CONFLICT (organization_id) DO UPDATE SET newest_event_at = GREATEST("
@@ -257,13 +267,13 @@ def _fold_statement() -> str:
 def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> list[Any]:
     """PostgreSQL ingestion of rated events (usage.services.RatedEvent): COPY them into a
     session-local staging table, then one statement stores the new ones and folds them into every
-    level; the hourly latency histograms are merged from here. Returns the rows that were new,
-    with their ids set. Must run inside the ingest transaction."""
+    level. Returns the rows that were new, with their ids set. Must run inside the ingest
+    transaction."""
     if not rows:
         return []
     columns = _event_columns()
     values_of = operator.attrgetter(*_attnames(columns))
-    hours: dict[str, int] = {}
+    bin_of = histogram.bin_of
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} ON COMMIT DELETE ROWS AS SELECT "
@@ -276,8 +286,9 @@ def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> 
                 moment = row.timestamp
                 epoch = int(moment.timestamp())
                 local = moment.astimezone(zones[row.organization_id])
-                hour = hours[row.request_id] = local_hour_of(epoch, int(local.utcoffset().total_seconds()))
-                copy.write_row((*values_of(row), epoch - epoch % BUCKET_SECONDS, hour, local.date()))
+                copy.write_row((*values_of(row), epoch - epoch % BUCKET_SECONDS,
+                                local_hour_of(epoch, int(local.utcoffset().total_seconds())), local.date(),
+                                bin_of(row.latency_ms)))
         cursor.execute(_fold_statement())
         returned = cursor.fetchall()
         # Inside a longer transaction the staging rows would outlive this batch; ON COMMIT
@@ -285,13 +296,10 @@ def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> 
         cursor.execute(f"DELETE FROM {STAGING_TABLE}")
     by_request_id = {row.request_id: row for row in rows}
     inserted = []
-    histograms: dict[tuple, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for row_id, request_id in returned:
         row = by_request_id[request_id]
         row.pk = row_id
         inserted.append(row)
-        histograms[(row.organization_id, hours[request_id], row.currency)][histogram.bin_of(row.latency_ms)] += 1
-    _merge_hourly_histograms(histograms)
     return inserted
 
 
@@ -300,18 +308,6 @@ def _attnames(columns: Sequence[str]) -> list[str]:
 
     by_column = {field.column: field.attname for field in UsageEvent._meta.concrete_fields}
     return [by_column[column] for column in columns]
-
-
-def _merge_hourly_histograms(histograms: dict[tuple, dict[int, int]]) -> None:
-    """Merge {(organization, hour, currency): {bin: count}} into the hourly level's histograms.
-    The fold statement has just created or locked each of those rows; the zero sums only satisfy
-    NOT NULL, the conflict clause adds nothing but the bins."""
-    zeros = [0] * (len(COUNT_COLUMNS) + 2)
-    rows = [[*key, *zeros, histogram.dense(counts)] for key, counts in sorted(histograms.items())]
-    if rows:
-        columns = [*HOURLY.key_columns, *COUNT_COLUMNS, *MIN_COLUMNS, *MAX_COLUMNS, *BINS_COLUMNS]
-        write_rows(UsageHourly._meta.db_table, columns, column_types(UsageHourly, columns), rows,
-                   conflict=_conflict_clause(_Level(UsageHourly, HOURLY.key_columns, (), (), (), BINS_COLUMNS)))
 
 
 def _upsert_freshness(freshness: dict[int, list]) -> None:

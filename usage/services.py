@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from billing.models import BillingAccount, Model
-from billing.rating import rate
+from billing.rating import Rates, rate
 from billing.selectors import PriceBook
 from keys.models import InferenceKey
 from portal.models import Organization
@@ -126,9 +126,13 @@ def _parse_timestamp(value: Any) -> datetime | None:
             return None
     if isinstance(value, str):
         try:
-            parsed = parse_datetime(value)
+            # The C parser first (what the gateway sends); Django's for the forms it alone reads.
+            parsed = datetime.fromisoformat(value)
         except ValueError:
-            return None
+            try:
+                parsed = parse_datetime(value)
+            except ValueError:
+                return None
         if parsed is None or timezone.is_naive(parsed):
             return None
         return parsed.astimezone(UTC)
@@ -239,6 +243,7 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
     }
 
     received_at = timezone.now()
+    rates: dict[tuple[int, Decimal], Rates] = {}  # a batch uses a handful of (price, discount) pairs
     rows: list[RatedEvent] = []
     seen_request_ids: set[str] = set()
     for index, event in enumerate(clean):
@@ -263,9 +268,10 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
         if event["request_id"] in seen_request_ids:
             continue
         seen_request_ids.add(event["request_id"])
-        cost = rate(
-            price,
-            discount=key.discount,
+        price_rates = rates.get((price.pk, key.discount))
+        if price_rates is None:
+            price_rates = rates[(price.pk, key.discount)] = Rates(price, key.discount)
+        cost = price_rates.cost(
             prompt_tokens=event["prompt_tokens"],
             cached_tokens=event["cached_tokens"],
             completion_tokens=event["completion_tokens"],
