@@ -356,8 +356,8 @@ def ingest(world: World, total: int, figures: Figures) -> None:
     figures.generate_seconds = wall - figures.ingest_seconds
     print(f"ingested {total:,} events in {figures.ingest_seconds:,.1f} s inside ingest_events "
           f"({total / figures.ingest_seconds:,.0f} events/s); generating them took {figures.generate_seconds:,.1f} s")
-    print(f"  of which: store_and_fold (COPY into staging, one INSERT ... ON CONFLICT folding into 5 levels and "
-          f"the fill state, hourly histogram merge) {figures.ingest_insert_seconds:,.1f} s; "
+    print(f"  of which: store_and_fold (COPY into staging, one INSERT ... ON CONFLICT folding into 5 levels, "
+          f"their histograms and the fill state) {figures.ingest_insert_seconds:,.1f} s; "
           f"COMMIT (WAL flush, synchronous_commit on) {spent['commit'] / 1e9:,.1f} s; validation + lookups + rating "
           f"{figures.ingest_seconds - figures.ingest_insert_seconds - spent['commit'] / 1e9:,.1f} s")
 

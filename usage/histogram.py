@@ -52,14 +52,23 @@ def add_bins_json(a: str | None, b: str | None) -> str:
     return json.dumps(add(json.loads(a or "[]"), json.loads(b or "[]")), separators=(",", ":"))
 
 
-def percentiles(bins: Sequence[int], qs: Iterable[float]) -> dict[float, float | None]:
-    """The q-th percentiles (0–100) of a dense histogram; None where it is empty. Nearest rank,
-    as the exact value would be read: the first bin at which at least q % of the events are counted."""
+def percentiles(bins: Sequence[int], qs: Iterable[float], first_bin: int = 0) -> dict[float, float | None]:
+    """The q-th percentiles (0–100) of a dense histogram whose element 0 counts bin `first_bin`
+    (a histogram read without its empty low bins); None where it is empty. Nearest rank, as the
+    exact value would be read: the first bin at which at least q % of the events are counted."""
     cumulative = list(itertools.accumulate(bins))
     total = cumulative[-1] if cumulative else 0
     if total == 0:
         return dict.fromkeys(qs)
-    return {q: value_of(bisect.bisect_left(cumulative, max(1, math.ceil(q / 100 * total)))) for q in qs}
+    return {q: value_of(first_bin + bisect.bisect_left(cumulative, max(1, math.ceil(q / 100 * total))))
+            for q in qs}
+
+
+def sql_bin_of(latency_sql: str) -> str:
+    """bin_of in SQL, for reading a histogram only from the bin of its smallest latency on. Floating
+    point may put a value one bin off at an exact power of γ: callers start one bin lower."""
+    return (f"(CASE WHEN {latency_sql} <= 0 THEN 0 ELSE "
+            f"CAST(CEIL(LN({latency_sql}) / {_LOG_GAMMA!r} - 1e-9) AS integer) + 1 END)")
 
 
 def percentile(bins: Sequence[int], q: float) -> float | None:

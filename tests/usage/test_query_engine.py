@@ -263,6 +263,32 @@ def test_percentiles_from_histograms_are_within_two_percent(zoned, models):
     assert checked >= 40
 
 
+def test_hourly_percentiles_read_every_non_empty_bin(zoned, models):
+    """The engine reads an hour's histogram from the bin of its smallest latency on; the lowest
+    percentile must still land in that bin, whatever the smallest latency is."""
+    from usage import histogram
+    from usage.models import UsageHourly
+
+    organization, department, key = zoned("UTC")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    smallest = [0, 1, 2, 3, 5, 17, 34, 35, 36, 100, 999, 1000, 30000, 65535]
+    events = []
+    for hour, low in enumerate(smallest):
+        for i, latency in enumerate([low, low + 1, low * 2 + 7, low * 3 + 50, low + 4000]):
+            events.append(factories.event(key, models[0], request_id=f"h{hour}-{i}", latency_ms=latency,
+                                          timestamp=(start + timedelta(hours=hour, minutes=i)).isoformat()))
+    ingest_events(events)
+    qs = (0.001, 20, 50, 99, 100)
+    result = query.run(UsageQuery(organization_id=organization.pk, start=start,
+                                  end=start + timedelta(hours=len(smallest)), timezone="UTC",
+                                  granularity=Granularity.of("hour"), percentiles=qs))
+    assert result.percentile_level == HOURLY
+    stored = {row.hour: row.latency_bins for row in UsageHourly.objects.filter(organization=organization)}
+    for row, low in zip(result.rows, smallest, strict=True):
+        assert row.percentiles == histogram.percentiles(stored[int(row.bucket.start.timestamp())], qs)
+        assert row.percentiles[0.001] == histogram.value_of(histogram.bin_of(low))
+
+
 def test_a_query_needs_an_aware_ordered_range_and_known_groups(db):
     start = datetime(2026, 1, 1, tzinfo=UTC)
     with pytest.raises(ValueError):
