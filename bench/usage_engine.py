@@ -515,7 +515,8 @@ def run_queries(organization_id: int, zone_name: str, repeats: int, figures: Fig
     entry = measure_pair(figures, "30-day hourly p50/p99 latency", engine_hourly, hand_hourly, repeats, explain,
                          compare_fn=lambda e, h: compare({k: v[0] for k, v in e.items()},
                                                          {k: v[0] for k, v in h.items()}))
-    # Percentiles: the engine reads nearest-rank values off a ±1.5 % log histogram.
+    # Percentiles: the engine interpolates as percentile_cont does, reading ranks off a ±1.5 % log
+    # histogram; percentile_disc (the nearest-rank value) is printed for contrast.
     engine_answer, cont = entry.pop("answers")
     disc = hand_hourly("disc")
     for label, reference in (("percentile_cont", cont), ("percentile_disc", disc)):
@@ -747,8 +748,11 @@ def summary(figures: Figures) -> None:
         for reference in ("percentile_cont", "percentile_disc"):
             if f"worst_vs_{reference}" in q:
                 worst = q[f"worst_vs_{reference}"]
+                # The target is against the hand-written query (percentile_cont); disc is a contrast.
+                target = reference == "percentile_cont"
                 add(f"{q['label']}: worst p50/p99 error vs {reference}", f"{worst:.2%}",
-                    f"≤ {PERCENTILE_TOLERANCE:.0%}", worst <= PERCENTILE_TOLERANCE)
+                    f"≤ {PERCENTILE_TOLERANCE:.0%}" if target else "",
+                    worst <= PERCENTILE_TOLERANCE if target else None)
     if figures.export:
         e = figures.export
         ratio = e["deep_ms"] / e["first_ms"]

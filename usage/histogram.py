@@ -54,14 +54,29 @@ def add_bins_json(a: str | None, b: str | None) -> str:
 
 def percentiles(bins: Sequence[int], qs: Iterable[float], first_bin: int = 0) -> dict[float, float | None]:
     """The q-th percentiles (0–100) of a dense histogram whose element 0 counts bin `first_bin`
-    (a histogram read without its empty low bins); None where it is empty. Nearest rank, as the
-    exact value would be read: the first bin at which at least q % of the events are counted."""
+    (a histogram read without its empty low bins); None where it is empty.
+
+    The statistic is PostgreSQL's percentile_cont (numpy's default): with n events, the q-th
+    percentile lies at 0-based rank h = (n − 1)·q/100, between the events ranked ⌊h⌋ and ⌈h⌉,
+    interpolated linearly. Each of those two events is read as its bin's value, within α of the
+    real one, so their interpolation is within α of the exact percentile too."""
     cumulative = list(itertools.accumulate(bins))
     total = cumulative[-1] if cumulative else 0
     if total == 0:
         return dict.fromkeys(qs)
-    return {q: value_of(first_bin + bisect.bisect_left(cumulative, max(1, math.ceil(q / 100 * total))))
-            for q in qs}
+
+    def ranked(rank: int) -> float:  # the value of the event at this 0-based rank
+        return value_of(first_bin + bisect.bisect_right(cumulative, rank))
+
+    result = {}
+    for q in qs:
+        position = (total - 1) * q / 100
+        below = math.floor(position)
+        value = ranked(below)
+        if position > below:
+            value += (position - below) * (ranked(below + 1) - value)
+        result[q] = value
+    return result
 
 
 def sql_bin_of(latency_sql: str) -> str:

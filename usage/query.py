@@ -23,7 +23,7 @@ from typing import Any
 from django.db import connection
 
 from billing.models import Model
-from billing.money import from_units
+from billing.money import from_units, round_event_amount
 from usage import histogram
 from usage.models import BUCKET_SECONDS, HOUR_SECONDS
 from usage.rollups import aggregate_over_events
@@ -573,7 +573,7 @@ def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: lis
             first_bin, bins = merged.get(bucket_key, (0, ()))
             row.percentiles = histogram.percentiles(bins, query.percentiles, first_bin)
         return HOURLY
-    # Exact nearest-rank percentiles from raw latencies, grouped like the sums.
+    # Exact percentiles from raw latencies, grouped like the sums.
     bucket_sql, kind = _bucket_sql(query, RAW, _raw_epoch())
     groups = _group_columns(query, RAW)
     where = _where(query, RAW, params)
@@ -591,12 +591,12 @@ def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: lis
             latencies[(bucket.key, group_values)].append(int(record[-1]))
     for key, row in rows.items():
         values = sorted(latencies.get(key, ()))
-        row.percentiles = {q: _nearest_rank(values, q) for q in query.percentiles}
+        row.percentiles = {q: _percentile(values, q) for q in query.percentiles}
     return RAW
 
 
 def _add_distributions(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]) -> None:
-    """Min, max and nearest-rank percentiles of per-event values, per row, from raw events."""
+    """Min, max and percentiles of per-event values, per row, from raw events."""
     params: list[Any] = []
     bucket_sql, kind = _bucket_sql(query, RAW, _raw_epoch())
     groups = _group_columns(query, RAW)
@@ -622,7 +622,7 @@ def _add_distributions(query: UsageQuery, rows: dict[tuple, Row], all_buckets: l
             ordered = sorted(_as_value(name, v) for v in raw_values)
             row.distributions[name] = Distribution(
                 min=ordered[0] if ordered else None, max=ordered[-1] if ordered else None,
-                percentiles={q: _nearest_rank(ordered, q) for q in qs})
+                percentiles={q: _percentile(ordered, q) for q in qs})
 
 
 def _as_value(name: str, value: Any) -> Any:
@@ -632,12 +632,21 @@ def _as_value(name: str, value: Any) -> Any:
     return int(value or 0)
 
 
-def _nearest_rank(ordered: Sequence[Any], q: float) -> Any:
-    """Nearest-rank percentile: the smallest value with at least q % of the values at or below it
-    (what the histograms approximate, so raw and histogram answers are the same statistic)."""
+def _percentile(ordered: Sequence[Any], q: float) -> Any:
+    """The exact q-th percentile of sorted values, as PostgreSQL's percentile_cont computes it
+    (and usage.histogram.percentiles approximates): linear between the two values around rank
+    (n − 1)·q/100. A cost stays a Decimal, kept to the 8 places every event amount has."""
     if not ordered:
         return None
-    return ordered[max(1, math.ceil(q / 100 * len(ordered))) - 1]
+    position = (len(ordered) - 1) * q / 100
+    below = math.floor(position)
+    value = ordered[below]
+    if position > below:
+        step = ordered[below + 1] - value
+        if isinstance(value, Decimal):
+            return round_event_amount(value + step * Decimal(repr(position - below)))
+        return value + (position - below) * step
+    return value
 
 
 def data_freshness(organization_id: int, end: datetime) -> datetime | None:

@@ -263,6 +263,24 @@ def test_percentiles_from_histograms_are_within_two_percent(zoned, models):
     assert checked >= 40
 
 
+def test_percentiles_interpolate_between_ranks_as_percentile_cont_does(zoned, models):
+    organization, department, key = zoned("UTC")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ingest_events([factories.event(key, models[0], request_id=f"c{i}", latency_ms=latency,
+                                   timestamp=(start + timedelta(minutes=i)).isoformat())
+                   for i, latency in enumerate([1000, 100, 300, 200])])
+    q = UsageQuery(organization_id=organization.pk, start=start, end=start + timedelta(hours=1), timezone="UTC",
+                   percentiles=(0, 50, 99, 100))
+    exact = query.run(UsageQuery(**{**q.__dict__, "group_by": ("model",)}))  # raw latencies
+    assert exact.percentile_level == RAW
+    # PostgreSQL: percentile_cont(ARRAY[0, 0.5, 0.99, 1]) WITHIN GROUP (ORDER BY latency) = {100, 250, 979, 1000}
+    assert exact.rows[0].percentiles == {0: 100, 50: 250, 99: pytest.approx(979), 100: 1000}
+    estimated = query.run(q)
+    assert estimated.percentile_level == HOURLY
+    for p, value in estimated.rows[0].percentiles.items():
+        assert value == pytest.approx(exact.rows[0].percentiles[p], rel=0.015)
+
+
 def test_hourly_percentiles_read_every_non_empty_bin(zoned, models):
     """The engine reads an hour's histogram from the bin of its smallest latency on; the lowest
     percentile must still land in that bin, whatever the smallest latency is."""
@@ -278,7 +296,7 @@ def test_hourly_percentiles_read_every_non_empty_bin(zoned, models):
             events.append(factories.event(key, models[0], request_id=f"h{hour}-{i}", latency_ms=latency,
                                           timestamp=(start + timedelta(hours=hour, minutes=i)).isoformat()))
     ingest_events(events)
-    qs = (0.001, 20, 50, 99, 100)
+    qs = (0, 20, 50, 99, 100)
     result = query.run(UsageQuery(organization_id=organization.pk, start=start,
                                   end=start + timedelta(hours=len(smallest)), timezone="UTC",
                                   granularity=Granularity.of("hour"), percentiles=qs))
@@ -286,7 +304,7 @@ def test_hourly_percentiles_read_every_non_empty_bin(zoned, models):
     stored = {row.hour: row.latency_bins for row in UsageHourly.objects.filter(organization=organization)}
     for row, low in zip(result.rows, smallest, strict=True):
         assert row.percentiles == histogram.percentiles(stored[int(row.bucket.start.timestamp())], qs)
-        assert row.percentiles[0.001] == histogram.value_of(histogram.bin_of(low))
+        assert row.percentiles[0] == histogram.value_of(histogram.bin_of(low))
 
 
 def test_a_query_needs_an_aware_ordered_range_and_known_groups(db):

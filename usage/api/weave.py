@@ -65,7 +65,10 @@ class StrictCharField(_S.CharField):
 class MetricSpec(StrictSerializer):
     metric = _S.CharField()
     aggregations = _S.ListField(child=_S.ChoiceField(choices=AGGREGATIONS), required=False, default=list)
-    percentiles = _S.ListField(child=_S.FloatField(min_value=0, max_value=100), required=False, default=list)
+    percentiles = _S.ListField(
+        child=_S.FloatField(min_value=0, max_value=100), required=False, default=list,
+        help_text="Percentiles 0-100, computed as PostgreSQL's percentile_cont (linear between the two values "
+                  "around rank (n - 1) * p / 100); latency percentiles come from histograms, within 2 %.")
 
 
 class UsageMetricSpec(MetricSpec):
