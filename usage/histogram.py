@@ -25,11 +25,19 @@ def bin_of(latency_ms: int) -> int:
     return min(MAX_BIN, max(1, math.ceil(math.log(latency_ms) / _LOG_GAMMA - 1e-9)) + 1)
 
 
-def value_of(bin_index: int) -> float:
+def _value(bin_index: int) -> float:
     if bin_index <= 0:
         return 0.0
     upper = GAMMA ** (bin_index - 1)
     return 2 * upper / (GAMMA + 1)
+
+
+# Bins up to 1,024 cover latencies up to 10^13 ms; reading percentiles looks their values up.
+_VALUES = tuple(_value(index) for index in range(1024))
+
+
+def value_of(bin_index: int) -> float:
+    return _VALUES[bin_index] if 0 <= bin_index < len(_VALUES) else _value(bin_index)
 
 
 def dense(counts: Mapping[int, int]) -> list[int]:
@@ -65,16 +73,15 @@ def percentiles(bins: Sequence[int], qs: Iterable[float], first_bin: int = 0) ->
     if total == 0:
         return dict.fromkeys(qs)
 
-    def ranked(rank: int) -> float:  # the value of the event at this 0-based rank
-        return value_of(first_bin + bisect.bisect_right(cumulative, rank))
-
     result = {}
     for q in qs:
         position = (total - 1) * q / 100
         below = math.floor(position)
-        value = ranked(below)
-        if position > below:
-            value += (position - below) * (ranked(below + 1) - value)
+        index = bisect.bisect_right(cumulative, below)  # the bin of the event ranked `below` (0-based)
+        value = value_of(first_bin + index)
+        if position > below and cumulative[index] == below + 1:  # the next event is in a higher bin
+            following = value_of(first_bin + bisect.bisect_right(cumulative, below + 1, index))
+            value += (position - below) * (following - value)
         result[q] = value
     return result
 

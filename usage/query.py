@@ -118,7 +118,7 @@ class UsageQuery:
         return zoneinfo.ZoneInfo(self.timezone)
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     bucket: Bucket
     group: dict[str, int | None]
@@ -380,13 +380,19 @@ def run(query: UsageQuery, *, org_timezone: str | None = None, level: str | None
     all_buckets = buckets(query.start, query.end, query.zone, query.granularity)
     pieces = [(query, level)] if level else _pieces(query, org_timezone, all_buckets)
     rows: dict[tuple, Row] = {}
+    # Sums from the hourly level mean the query is known to fit its histograms: read each hour's
+    # histogram in the same statement as its sums.
+    histograms: dict[Any, tuple[int, list[int]]] | None = (
+        {} if query.percentiles and all(piece_level == HOURLY for _, piece_level in pieces) else None)
     for piece, piece_level in pieces:
-        _sums(query, piece_level, all_buckets, rows, span=piece)
+        _sums(query, piece_level, all_buckets, rows, span=piece, histograms=histograms)
     level = "+".join(dict.fromkeys(piece_level for _, piece_level in pieces))
     percentile_level = None
-    if query.percentiles:
-        # Sums from the hourly level mean the query is already known to fit its histograms.
-        from_histograms = level == HOURLY or _histogram_usable(query, org_timezone, all_buckets)
+    if histograms is not None:
+        _percentiles_from(histograms, rows, query.percentiles)
+        percentile_level = HOURLY
+    elif query.percentiles:
+        from_histograms = _histogram_usable(query, org_timezone, all_buckets)
         percentile_level = _add_percentiles(query, rows, all_buckets, from_histograms)
     if query.distributions:
         _add_distributions(query, rows, all_buckets)
@@ -431,9 +437,10 @@ def _group_columns(query: UsageQuery, level: str) -> list[str]:
 
 
 def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket], rows: dict[tuple, Row],
-          span: UsageQuery) -> None:
+          span: UsageQuery, histograms: dict[Any, tuple[int, list[int]]] | None = None) -> None:
     """Add the sums of `span` (the query itself, or a piece of its range) read from `level` into
-    `rows`, keyed by the query's bucket and group."""
+    `rows`, keyed by the query's bucket and group; from the hourly level, with `histograms`, merge
+    each hour's latency histogram into its bucket's there too."""
     params: list[Any] = []
     epoch_sql = _raw_epoch() if level == RAW else _TIME_COLUMNS.get(level)
     bucket_sql, kind = _bucket_sql(query, level, epoch_sql)
@@ -455,6 +462,13 @@ def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket], rows: dict[t
     group_by = ["b", *groups]
     sql = (f"SELECT {', '.join(select)} FROM {_TABLES[level]} WHERE {where} "
            f"GROUP BY {', '.join(group_by)}")
+    with_histograms = histograms is not None and level == HOURLY
+    if with_histograms:
+        # One row per stored hour, whose histogram cannot be summed in SQL: no GROUP BY, the
+        # hours of a bucket are added up below as several SQL groups are.
+        measures = [*wanted, *(["latency_min_ms", "latency_max_ms"] if query.latency_range else [])]
+        columns = ", ".join([f"{bucket_sql} AS b", *measures, _histogram_columns()])
+        sql = f"SELECT {columns} FROM {_TABLES[level]} WHERE {where}"
     to_bucket = _bucket_mapper(query, kind, all_buckets)
     with_conversations = level == RAW and query.conversations
     latency_range = query.latency_range
@@ -467,25 +481,43 @@ def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket], rows: dict[t
     if with_conversations:
         extra.append("conversations")
     names = [*wanted, *extra]
+    for record in _fetch_all(sql, params, binary=with_histograms):
+        bucket = to_bucket(record[0])
+        if bucket is None:
+            continue
+        group_values = record[1 : 1 + width]
+        if convert_groups:
+            group_values = tuple(_group_value(n, v) for n, v in zip(group_names, group_values, strict=True))
+        if with_histograms:
+            _merge_histogram(histograms, bucket.key, record[-2], record[-1])
+            record = record[:-2]
+        values = record[1 + width:]
+        if convert_values:
+            values = [int(value) for value in values]
+        key = (bucket.key, group_values)
+        row = rows.get(key)
+        if row is None:
+            rows[key] = Row(bucket, dict(zip(group_names, group_values, strict=True)),
+                            **dict(zip(names, values, strict=True)))
+        else:
+            _accumulate(row, wanted, values, latency_range, with_conversations=with_conversations)
+
+
+def _fetch_all(sql: str, params: list[Any], *, binary: bool = False) -> list[tuple]:
+    """Every row of one statement. `binary` asks PostgreSQL for binary results, which integer
+    arrays (latency histograms) cost a third less to send and decode in; Django's cursors bind
+    parameters on the client and cannot, so that one takes a server-binding psycopg cursor on the
+    same connection (and transaction)."""
+    if binary and connection.vendor == "postgresql":
+        import psycopg
+
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql, params, binary=True)
+            return cursor.fetchall()
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        for record in cursor.fetchall():
-            bucket = to_bucket(record[0])
-            if bucket is None:
-                continue
-            group_values = record[1 : 1 + width]
-            if convert_groups:
-                group_values = tuple(_group_value(n, v) for n, v in zip(group_names, group_values, strict=True))
-            values = record[1 + width:]
-            if convert_values:
-                values = [int(value) for value in values]
-            key = (bucket.key, group_values)
-            row = rows.get(key)
-            if row is None:
-                rows[key] = Row(bucket, dict(zip(group_names, group_values, strict=True)),
-                                **dict(zip(names, values, strict=True)))
-            else:
-                _accumulate(row, wanted, values, latency_range, with_conversations=with_conversations)
+        return cursor.fetchall()
 
 
 def _group_value(name: str, value: Any) -> int | None:
@@ -545,33 +577,17 @@ def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: lis
     params: list[Any] = []
     if from_histograms:
         bucket_sql, kind = _bucket_sql(query, HOURLY, "hour")
-        if connection.vendor == "postgresql":
-            # Every bin below the hour's smallest latency is empty: leave those out of the transfer
-            # (sending and decoding the arrays is most of this query's time). Bin i of the slice
-            # is bin first + i.
-            first = f"GREATEST({histogram.sql_bin_of('latency_min_ms')} - 1, 0)"
-            bins_sql = f"{first}, latency_bins[{first} + 1 :]"
-        else:
-            bins_sql = "0, latency_bins"  # JSON text
-        sql = f"SELECT {bucket_sql} AS b, {bins_sql} FROM usage_usagehourly WHERE {_where(query, HOURLY, params)}"
+        sql = (f"SELECT {bucket_sql} AS b, {_histogram_columns()} FROM usage_usagehourly "
+               f"WHERE {_where(query, HOURLY, params)}")
         to_bucket = _bucket_mapper(query, kind, all_buckets)
         merged: dict[Any, tuple[int, list[int]]] = {}
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             for raw_bucket, first_bin, bins in cursor.fetchall():
                 bucket = to_bucket(raw_bucket)
-                if bucket is None:
-                    continue
-                if isinstance(bins, str):
-                    bins = json.loads(bins)
-                previous = merged.get(bucket.key)
-                if previous is not None:  # several hours in one bucket: merge them from bin 0
-                    bins = histogram.add([0] * previous[0] + previous[1], [0] * first_bin + bins)
-                    first_bin = 0
-                merged[bucket.key] = (first_bin, bins)
-        for (bucket_key, _group), row in rows.items():
-            first_bin, bins = merged.get(bucket_key, (0, ()))
-            row.percentiles = histogram.percentiles(bins, query.percentiles, first_bin)
+                if bucket is not None:
+                    _merge_histogram(merged, bucket.key, first_bin, bins)
+        _percentiles_from(merged, rows, query.percentiles)
         return HOURLY
     # Exact percentiles from raw latencies, grouped like the sums.
     bucket_sql, kind = _bucket_sql(query, RAW, _raw_epoch())
@@ -593,6 +609,34 @@ def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: lis
         values = sorted(latencies.get(key, ()))
         row.percentiles = {q: _percentile(values, q) for q in query.percentiles}
     return RAW
+
+
+def _histogram_columns() -> str:
+    """An hourly row's latency histogram as two columns: its first bin and the bins from there."""
+    if connection.vendor == "postgresql":
+        # Every bin below the hour's smallest latency is empty: leave those out (sending and
+        # decoding the arrays is most of a percentile query's time). Bin i of the slice is bin
+        # first + i.
+        first = f"GREATEST({histogram.sql_bin_of('latency_min_ms')} - 1, 0)"
+        return f"{first}, latency_bins[{first} + 1 :]"
+    return "0, latency_bins"  # JSON text
+
+
+def _merge_histogram(merged: dict[Any, tuple[int, list[int]]], key: Any, first_bin: int, bins: Any) -> None:
+    if isinstance(bins, str):
+        bins = json.loads(bins)
+    previous = merged.get(key)
+    if previous is not None:  # several hours in one bucket: merge them from bin 0
+        bins = histogram.add([0] * previous[0] + previous[1], [0] * first_bin + bins)
+        first_bin = 0
+    merged[key] = (first_bin, bins)
+
+
+def _percentiles_from(merged: dict[Any, tuple[int, list[int]]], rows: dict[tuple, Row],
+                      percentiles: tuple[float, ...]) -> None:
+    for (bucket_key, _group), row in rows.items():
+        first_bin, bins = merged.get(bucket_key, (0, ()))
+        row.percentiles = histogram.percentiles(bins, percentiles, first_bin)
 
 
 def _add_distributions(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]) -> None:
