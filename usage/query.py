@@ -451,7 +451,9 @@ def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket], rows: dict[t
         if query.latency_range:
             measures += ["MIN(latency_ms)", "MAX(latency_ms)"]
         if query.conversations:
-            measures.append("COUNT(DISTINCT COALESCE(conversation_id, request_id))")
+            # An event without a conversation id is a conversation of its own (API.md §1): count
+            # those, and sort only the ids that can repeat.
+            measures.append("COUNT(DISTINCT conversation_id) + COUNT(*) - COUNT(conversation_id)")
     else:
         # SUM of a bigint is a numeric on PostgreSQL, slow to add and to hand to Python as Decimal.
         measures = [f"CAST(SUM({name}) AS BIGINT)" for name in wanted]

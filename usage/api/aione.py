@@ -207,9 +207,12 @@ def dashboard(organization: Organization, range_days: int, view_mode: str) -> di
     trend = query.run(UsageQuery(**base, granularity=Granularity.of("day")), org_timezone=org_tz).rows
     by_model = [row for row in query.run(UsageQuery(**base, group_by=("model",)), org_timezone=org_tz).rows
                 if row.requests]
-    by_team = query.run(UsageQuery(**base, group_by=("department",), conversations=True), org_timezone=org_tz).rows
+    # From raw events (distinct conversations): ask only for what the ranking shows.
+    by_team = query.run(UsageQuery(**base, group_by=("department",), conversations=True, sums=("cost_units",),
+                                   latency_range=False), org_timezone=org_tz).rows
     # Distinct across the organization: a conversation that spans two teams counts once here.
-    conversations = query.run(UsageQuery(**base, conversations=True), org_timezone=org_tz).rows[0].conversations
+    conversations = query.run(UsageQuery(**base, conversations=True, sums=("requests",), latency_range=False),
+                              org_timezone=org_tz).rows[0].conversations
 
     subscription = current_subscription(organization)
     plan_rpm = subscription.plan.rpm_limit if subscription else 0
