@@ -415,8 +415,10 @@ def _bucket_mapper(query: UsageQuery, kind: str, all_buckets: list[Bucket]):
         by_key = {b.key: b for b in all_buckets}
         return lambda raw: by_key.get(int(raw))
     if kind == "instant":
-        by_start = {b.start: b for b in all_buckets}  # aware datetimes hash and compare as instants
-        return by_start.get
+        # By epoch, not by datetime: an aware datetime in a DST fold (the repeated hour) never
+        # equals one in another zone (PEP 495), so UTC instants from the database would miss them.
+        by_start = {epoch(b.start): b for b in all_buckets}
+        return lambda raw: by_start.get(epoch(raw))
     from usage.timebuckets import bucket_day
 
     by_day = {b.key: b for b in all_buckets}
@@ -514,7 +516,9 @@ def _fetch_all(sql: str, params: list[Any], *, binary: bool = False) -> list[tup
         import psycopg
 
         connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
+        # As Django's own cursors do: database errors become django.db errors, and a broken
+        # connection is marked so that it is not reused.
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
             cursor.execute(sql, params, binary=True)
             return cursor.fetchall()
     with connection.cursor() as cursor:
@@ -687,12 +691,13 @@ def _percentile(ordered: Sequence[Any], q: float) -> Any:
     position = (len(ordered) - 1) * q / 100
     below = math.floor(position)
     value = ordered[below]
-    if position > below:
-        step = ordered[below + 1] - value
-        if isinstance(value, Decimal):
-            return round_event_amount(value + step * Decimal(repr(position - below)))
-        return value + (position - below) * step
-    return value
+    fraction = position - below
+    if isinstance(value, Decimal):
+        if fraction:
+            value += (ordered[below + 1] - value) * Decimal(repr(fraction))
+        return round_event_amount(value)
+    # A double, as percentile_cont's answer is, whether or not it falls between two values.
+    return float(value + fraction * (ordered[below + 1] - value)) if fraction else float(value)
 
 
 def data_freshness(organization_id: int, end: datetime) -> datetime | None:

@@ -12,6 +12,7 @@ every rebuild aggregate in Python (fold_events).
 
 import functools
 import operator
+import zlib
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -213,6 +214,8 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
 
 # --- PostgreSQL: insert and fold in one statement ---------------------------------------------
 
+# Session-local, so a pooled server session can outlive a deploy that changes its columns: the
+# name carries its shape (_staging_table), and an old-shaped table is simply never used again.
 STAGING_TABLE = "usage_ingest_staging"
 # What the staging table holds besides the event's own columns: its 15-minute bucket, the first
 # second of its hour and its day on the organization's clock (worked out with Python's zoneinfo,
@@ -227,15 +230,22 @@ def _event_columns() -> tuple[str, ...]:
     return tuple(field.column for field in UsageEvent._meta.concrete_fields if not field.primary_key)
 
 
+@functools.cache
+def _staging_table() -> str:
+    shape = ",".join([*_event_columns(), *(f"{name} {kind}" for name, kind in _STAGING_EXTRA)])
+    return f"{STAGING_TABLE}_{zlib.crc32(shape.encode()):08x}"
+
+
 @functools.cache  # PostgreSQL only, so the text never changes within a process
 def _fold_statement() -> str:
     """One statement: insert the staged events whose request_id is new, add exactly those into
     the sums and histograms of every level and the fill state, and return their (id, request_id)."""
     quote = connection.ops.quote_name
     columns = ", ".join(quote(c) for c in _event_columns())
-    parts = [f"ins AS (INSERT INTO usage_usageevent ({columns}) SELECT {columns} FROM {STAGING_TABLE} "
+    staging = _staging_table()
+    parts = [f"ins AS (INSERT INTO usage_usageevent ({columns}) SELECT {columns} FROM {staging} "
              "ON CONFLICT (request_id) DO NOTHING RETURNING id, request_id)",
-             f"new AS (SELECT s.* FROM {STAGING_TABLE} s JOIN ins USING (request_id))"]
+             f"new AS (SELECT s.* FROM {staging} s JOIN ins USING (request_id))"]
     for number, level in enumerate(LEVELS):
         metrics = (*level.metric_columns, *level.min_columns, *level.max_columns)
         keys = ", ".join(quote(c) for c in level.key_columns)
@@ -274,14 +284,15 @@ def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> 
     columns = _event_columns()
     values_of = operator.attrgetter(*_attnames(columns))
     bin_of = histogram.bin_of
+    staging = _staging_table()
     with connection.cursor() as cursor:
         cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} ON COMMIT DELETE ROWS AS SELECT "
+            f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS SELECT "
             + ", ".join(connection.ops.quote_name(c) for c in columns) + ", "
             + ", ".join(f"NULL::{kind} AS {name}" for name, kind in _STAGING_EXTRA)
             + " FROM usage_usageevent WITH NO DATA")
         # COPY's rows are encoded in C; the same arrays through unnest() were dumped in Python.
-        with cursor.cursor.copy(f"COPY {STAGING_TABLE} FROM STDIN") as copy:
+        with cursor.cursor.copy(f"COPY {staging} FROM STDIN") as copy:
             for row in rows:
                 moment = row.timestamp
                 epoch = int(moment.timestamp())
@@ -293,7 +304,7 @@ def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> 
         returned = cursor.fetchall()
         # Inside a longer transaction the staging rows would outlive this batch; ON COMMIT
         # DELETE ROWS clears them otherwise.
-        cursor.execute(f"DELETE FROM {STAGING_TABLE}")
+        cursor.execute(f"DELETE FROM {staging}")
     by_request_id = {row.request_id: row for row in rows}
     inserted = []
     for row_id, request_id in returned:

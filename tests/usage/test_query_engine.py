@@ -263,6 +263,24 @@ def test_percentiles_from_histograms_are_within_two_percent(zoned, models):
     assert checked >= 40
 
 
+@pytest.mark.parametrize("level", [None, HOURLY, FINE, RAW])
+def test_fixed_width_buckets_keep_both_repeated_hours_of_a_dst_fall_back(zoned, models, level):
+    """1 November 2026 in New York has two 01:00 hours; each bucket of each level keeps its event."""
+    organization, department, key = zoned("America/New_York")
+    start = datetime(2026, 11, 1, 4, tzinfo=UTC)  # 00:00 EDT
+    ingest_events([factories.event(key, models[0], request_id=f"fold-{hour}", latency_ms=100 * 2**hour,
+                                   timestamp=(start + timedelta(hours=hour, minutes=10)).isoformat())
+                   for hour in range(4)])
+    result = query.run(UsageQuery(organization_id=organization.pk, start=start, end=start + timedelta(hours=4),
+                                  timezone="America/New_York", granularity=Granularity.of(3600),
+                                  percentiles=(50,)), level=level)
+    assert [(row.bucket.start.isoformat(), row.requests) for row in result.rows] == [
+        ("2026-11-01T00:00:00-04:00", 1), ("2026-11-01T01:00:00-04:00", 1),
+        ("2026-11-01T01:00:00-05:00", 1), ("2026-11-01T02:00:00-05:00", 1)]
+    assert [row.percentiles[50] for row in result.rows] == [pytest.approx(100 * 2**hour, rel=0.015)
+                                                            for hour in range(4)]
+
+
 def test_percentiles_interpolate_between_ranks_as_percentile_cont_does(zoned, models):
     organization, department, key = zoned("UTC")
     start = datetime(2026, 1, 1, tzinfo=UTC)
