@@ -461,18 +461,17 @@ def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket], rows: dict[t
         measures = [f"CAST(SUM({name}) AS BIGINT)" for name in wanted]
         if query.latency_range:
             measures += ["MIN(latency_min_ms)", "MAX(latency_max_ms)"]
-    select = [f"{bucket_sql} AS b", *groups, *measures]
     where = _where(span, level, params)
-    group_by = ["b", *groups]
-    sql = (f"SELECT {', '.join(select)} FROM {_TABLES[level]} WHERE {where} "
-           f"GROUP BY {', '.join(group_by)}")
     with_histograms = histograms is not None and level == HOURLY
     if with_histograms:
-        # One row per stored hour, whose histogram cannot be summed in SQL: no GROUP BY, the
-        # hours of a bucket are added up below as several SQL groups are.
-        measures = [*wanted, *(["latency_min_ms", "latency_max_ms"] if query.latency_range else [])]
-        columns = ", ".join([f"{bucket_sql} AS b", *measures, _histogram_columns()])
-        sql = f"SELECT {columns} FROM {_TABLES[level]} WHERE {where}"
+        # One row per stored hour, whose histogram SQL cannot add up: no GROUP BY; the hours of
+        # a bucket are added up below, as several SQL groups of one bucket are.
+        columns = [*wanted, *(["latency_min_ms", "latency_max_ms"] if query.latency_range else [])]
+        sql = (f"SELECT {', '.join([f'{bucket_sql} AS b', *columns, _histogram_columns()])} "
+               f"FROM {_TABLES[level]} WHERE {where}")
+    else:
+        sql = (f"SELECT {', '.join([f'{bucket_sql} AS b', *groups, *measures])} FROM {_TABLES[level]} "
+               f"WHERE {where} GROUP BY {', '.join(['b', *groups])}")
     to_bucket = _bucket_mapper(query, kind, all_buckets)
     with_conversations = level == RAW and query.conversations
     latency_range = query.latency_range
@@ -587,12 +586,10 @@ def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: lis
                f"WHERE {_where(query, HOURLY, params)}")
         to_bucket = _bucket_mapper(query, kind, all_buckets)
         merged: dict[Any, tuple[int, list[int]]] = {}
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            for raw_bucket, first_bin, bins in cursor.fetchall():
-                bucket = to_bucket(raw_bucket)
-                if bucket is not None:
-                    _merge_histogram(merged, bucket.key, first_bin, bins)
+        for raw_bucket, first_bin, bins in _fetch_all(sql, params, binary=True):
+            bucket = to_bucket(raw_bucket)
+            if bucket is not None:
+                _merge_histogram(merged, bucket.key, first_bin, bins)
         _percentiles_from(merged, rows, query.percentiles)
         return HOURLY
     # Exact percentiles from raw latencies, grouped like the sums.
