@@ -126,13 +126,9 @@ def _parse_timestamp(value: Any) -> datetime | None:
             return None
     if isinstance(value, str):
         try:
-            # The C parser first (what the gateway sends); Django's for the forms it alone reads.
-            parsed = datetime.fromisoformat(value)
+            parsed = parse_datetime(value)  # tries the C parser (fromisoformat) first itself
         except ValueError:
-            try:
-                parsed = parse_datetime(value)
-            except ValueError:
-                return None
+            return None
         if parsed is None or timezone.is_naive(parsed):
             return None
         return parsed.astimezone(UTC)
