@@ -2,7 +2,7 @@
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from portal.models import Member, Organization
+from portal.models import Member
 
 
 def member_of(user: AbstractBaseUser | AnonymousUser | None) -> Member | None:
@@ -14,7 +14,3 @@ def member_of(user: AbstractBaseUser | AnonymousUser | None) -> Member | None:
     except Member.DoesNotExist:
         return None
 
-
-def organization_of(user: AbstractBaseUser | AnonymousUser | None) -> Organization | None:
-    member = member_of(user)
-    return member.organization if member else None

@@ -47,6 +47,36 @@ def test_every_api_endpoint_declares_a_registered_action_per_method(route, entry
         assert declared[method] in ACTIONS, f"{route} {method}: {declared[method]} is not registered"
 
 
+@pytest.mark.parametrize("route, entry", API_PATTERNS, ids=[r for r, _ in API_PATTERNS])
+def test_every_api_endpoint_declares_how_its_resource_is_found(route, entry):
+    # Without a declaration the permission class refuses everything, so an undeclared view is
+    # a bug that this walk names instead of a silent 403 in production.
+    if entry.name in UNGUARDED:
+        return
+    view_class = entry.callback.view_class
+    assert callable(getattr(view_class, "ram_resource", None)), f"{route} declares no ram_resource"
+    if getattr(view_class.ram_resource, "__name__", "") == "the_object":
+        assert hasattr(view_class, "get_queryset") and hasattr(view_class, "ram_target_of"), route
+
+
+def test_a_view_without_a_declared_resource_is_refused(ram_world, rf):
+    from portal.api.views import RamAPIView
+
+    class Undeclared(RamAPIView):
+        ram_actions = {"GET": "ram:ListActions"}
+
+        def get(self, request):
+            return Response({"reached": True})
+
+    from rest_framework.response import Response
+    from rest_framework.test import force_authenticate
+
+    request = rf.get("/api/v1/undeclared")
+    force_authenticate(request, user=ram_world.alice.user)
+    response = Undeclared.as_view()(request)
+    assert response.status_code == 403 and "reached" not in response.data
+
+
 @pytest.fixture
 def acme(ram_world):
     key, _ = factories.make_inference_key(ram_world.research, name="acme-walk-key")
@@ -72,6 +102,11 @@ def _url_and_body(route, world, key, management_key):
         "ram-policy-detach": {"member": str(world.bob.uuid)},
         "ram-management-keys": {"name": "walk"},
         "ram-simulate": {"member": str(world.bob.uuid), "action": "keys:ListKeys", "resource": "*"},
+        # Valid queries, so that views whose resource is named in the query reach the decision.
+        "weave-calls-stats": {"project_id": str(world.acme.uuid), "start": "2026-11-01T00:00:00Z"},
+        **{name: {"startTime": 1761955200, "endTime": 1762041600} for name in (
+            "modelrouter-breakdown", "modelrouter-model-detail", "modelrouter-models", "modelrouter-overview",
+            "modelrouter-trend")},
     }
     return url, bodies
 
@@ -133,3 +168,35 @@ def test_bob_who_only_reads_usage_is_refused_every_write(acme):
     assert writes >= 10
     key.refresh_from_db()
     assert key.status == "active" and key.deleted_at is None and key.name == "acme-walk-key"
+
+
+def _action(name: str, method: str):
+    view = next(entry.callback.view_class for _, entry in API_PATTERNS if entry.name == name)
+    return ACTIONS[view.ram_actions[method]]
+
+
+def test_dora_who_manages_research_keys_only_is_refused_everything_else(acme):
+    """dora is allowed `keys:*` on Research's keys and nothing more: every other action is 403 for
+    her, and every key list shows Research's keys alone."""
+    world, key, _ = acme
+    support_key, _ = factories.make_inference_key(world.support, name="support-walk-key")
+    dora = client_for(world.dora)
+    refused = 0
+    for name, method, url, body in _calls(acme):
+        action = _action(name, method)
+        if action.platform_only or action.member_baseline or action.service == "keys":
+            continue
+        response = getattr(dora, method.lower())(url, body, format="json")
+        assert response.status_code == 403, (name, method, response.status_code, response.content[:300])
+        refused += 1
+    assert refused >= 20
+    listed = dora.get("/api/v1/gateway/keys")
+    assert listed.status_code == 200
+    names = {item["name"] for item in listed.json()["items"]}
+    assert "acme-walk-key" in names and "support-walk-key" not in names
+    assert listed.json()["total"] == len(names)
+    for team in (world.research, world.support):
+        names = {item["name"] for item in dora.get(f"/api/v1/gateway/keys?team_id={team.uuid}").json()["items"]}
+        assert "support-walk-key" not in names
+    assert dora.get(f"/api/v1/gateway/keys/{support_key.uuid}").status_code == 403
+    assert dora.get(f"/api/v1/gateway/keys/{key.uuid}").status_code == 200

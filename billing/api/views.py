@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from billing.models import BillingAccount, Model, Price
 from billing.money import round_display_amount
 from billing.selectors import account_balance, current_subscription, month_to_date_cost
-from portal.api.permissions import principal_member
+from portal.api.permissions import whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView
 
@@ -41,12 +41,13 @@ ModelInfo = inline_serializer("ModelInfo", {
 
 class ModelListView(RamAPIView):
     ram_actions = {"GET": "models:ListModels"}
+    ram_resource = whole_collection
 
     @aione(inline_serializer("ModelListResponse", {"data": ModelInfo}))
     def get(self, request):
         from django.utils import timezone
 
-        organization = principal_member(request).organization
+        organization = request.organization
         currency = BillingAccount.objects.values_list("currency", flat=True).get(organization=organization)
         now = timezone.now()
         current: dict[int, Price] = {}
@@ -70,6 +71,7 @@ class ModelListView(RamAPIView):
 
 class CurrentPlanView(RamAPIView):
     ram_actions = {"GET": "billing:GetCurrentPlan"}
+    ram_resource = whole_collection
 
     @aione(inline_serializer("PlanDetailResponse", {
         "id": _S.UUIDField(), "code": _S.CharField(), "name": _S.CharField(), "monthly_fee_rmb": _S.CharField(),
@@ -78,7 +80,7 @@ class CurrentPlanView(RamAPIView):
         "models_allowed": _S.ListField(child=_S.CharField()), "started_at": _S.DateTimeField(),
         "expires_at": _S.DateTimeField(allow_null=True), "status": _S.CharField()}))
     def get(self, request):
-        subscription = current_subscription(principal_member(request).organization)
+        subscription = current_subscription(request.organization)
         if subscription is None:
             raise Http404("no current plan")
         plan = subscription.plan
@@ -92,6 +94,7 @@ class CurrentPlanView(RamAPIView):
 
 class BillingAccountView(RamAPIView):
     ram_actions = {"GET": "billing:GetBillingAccount"}
+    ram_resource = whole_collection
 
     @aione(inline_serializer("BillingAccountResponse", {
         "org_id": _S.UUIDField(), "currency": _S.CharField(), "balance_rmb": _S.CharField(),
@@ -99,7 +102,7 @@ class BillingAccountView(RamAPIView):
         "month_to_date_cost_rmb": _S.CharField(), "billing_email": _S.CharField(), "tax_id": _S.CharField(),
         "status": _S.CharField()}))
     def get(self, request):
-        organization = principal_member(request).organization
+        organization = request.organization
         account = BillingAccount.objects.get(organization=organization)
         balance = account_balance(organization)
         return Response({

@@ -3,7 +3,6 @@ authorize, call a service, render."""
 
 from datetime import timedelta
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -20,9 +19,9 @@ from keys.api.serializers import (
 )
 from keys.models import InferenceKey
 from portal.api.errors import FieldProblem, InvalidRequest
-from portal.api.permissions import allowed, check_ram, principal_member, view_action
+from portal.api.permissions import RamTarget, narrowed_list, whole_collection
 from portal.api.schema import aione
-from portal.api.views import RamAPIView
+from portal.api.views import RamAPIView, RamObjectView
 from portal.api.views import parse_input as parse
 from portal.api.views import request_actor as actor_of
 from portal.models import Department
@@ -44,51 +43,52 @@ VerifyResponse = inline_serializer("KeyVerifyResponse", {
     "budget_exhausted": serializers.BooleanField(required=False)})
 
 
-class OrganizationKeysMixin:
-    def keys(self, request):
-        member = principal_member(request)
-        return InferenceKey.objects.filter(organization_id=member.organization_id, deleted_at__isnull=True)
+class OrganizationKeys:
+    def get_queryset(self):
+        return (InferenceKey.objects.filter(organization=self.request.organization, deleted_at__isnull=True)
+                .select_related("organization", "department"))
 
-    def get_key(self, request, key_id) -> InferenceKey:
-        # Another organization's key is simply not found: its existence is never confirmed.
-        key = get_object_or_404(self.keys(request).select_related("organization", "department"), uuid=key_id)
-        check_ram(request, view_action(request, self), key.pk, key.department_id)
-        return key
+    def ram_target_of(self, key: InferenceKey) -> RamTarget:
+        return RamTarget(key.pk, key.department_id)
 
 
-class KeyListCreateView(OrganizationKeysMixin, RamAPIView):
+class KeyListCreateView(OrganizationKeys, RamAPIView):
     ram_actions = {"GET": "keys:ListKeys", "POST": "keys:CreateKey"}
-    ram_deferred = True
+
+    def ram_resource(self, request):
+        if request.method == "GET":
+            return narrowed_list(self, request)
+        # A new key is checked against the department it is created in.
+        return (RamTarget("*", self.department_from_body(request).pk),)
+
+    def department_from_body(self, request) -> Department:
+        if not hasattr(self, "_department"):
+            data = parse(KeyCreateRequest, request.data)
+            department = Department.objects.filter(organization=request.organization, uuid=data["team_id"]).first()
+            if department is None:
+                raise InvalidRequest([FieldProblem(["body", "team_id"], "unknown team", "value_error.not_found")])
+            self._data, self._department = data, department
+        return self._department
 
     @aione(KeyListResponse, parameters=[KeyListQuery])
     def get(self, request):
         query = parse(KeyListQuery, request.query_params)
-        keys = self.keys(request).select_related("organization", "department").order_by("-created_at", "-id")
+        keys = self.queryset.order_by("-created_at", "-id")
         if "team_id" in query:
             keys = keys.filter(department__uuid=query["team_id"])
         if "status" in query:
             keys = keys.filter(status=query["status"])
-        visible = allowed(request, view_action(request, self), keys, department_id=lambda k: k.department_id)
-        if not visible:
-            # Nothing visible: either there is nothing, or the caller may list nothing. Only a
-            # caller allowed on the whole collection gets an empty page; the rest are told no.
-            check_ram(request, view_action(request, self))
         start = (query["page"] - 1) * query["page_size"]
-        page = visible[start : start + query["page_size"]]
-        return Response({"items": KeyResponse(page, many=True).data, "total": len(visible),
+        page = keys[start : start + query["page_size"]]
+        return Response({"items": KeyResponse(page, many=True).data, "total": keys.count(),
                          "page": query["page"], "page_size": query["page_size"]})
 
     @aione(KeyCreateResponse, request=KeyCreateRequest, status=201,
            description="Create an inference key; the response carries the secret `key`, shown this once.")
     def post(self, request):
-        data = parse(KeyCreateRequest, request.data)
-        member = principal_member(request)
-        department = Department.objects.filter(organization_id=member.organization_id, uuid=data["team_id"]).first()
-        if department is None:
-            raise InvalidRequest([FieldProblem(["body", "team_id"], "unknown team", "value_error.not_found")])
-        check_ram(request, view_action(request, self), "*", department.pk)
+        department, data = self.department_from_body(request), self._data
         issued = services.create_inference_key(
-            actor=actor_of(request), department=department, owner=member, name=data["name"],
+            actor=actor_of(request), department=department, owner=request.member, name=data["name"],
             models_allowed=data["models_allowed"], allowed_ips=data["allowed_ips"], rpm_limit=data["rpm_limit"],
             tpm_limit=data["tpm_limit"], is_sandbox=data["is_sandbox"], expires_at=data["expires_at"],
         )
@@ -97,34 +97,35 @@ class KeyListCreateView(OrganizationKeysMixin, RamAPIView):
         return Response(body, status=status.HTTP_201_CREATED)
 
 
-class KeyDetailView(OrganizationKeysMixin, RamAPIView):
+class KeyObjectView(OrganizationKeys, RamObjectView):
+    lookup_url_kwarg = "key_id"
+
+
+class KeyDetailView(KeyObjectView):
     ram_actions = {"GET": "keys:GetKey", "PUT": "keys:UpdateKey", "DELETE": "keys:DeleteKey"}
-    ram_deferred = True
 
     @aione(KeyResponse)
     def get(self, request, key_id):
-        return Response(KeyResponse(self.get_key(request, key_id)).data)
+        return Response(KeyResponse(self.get_object()).data)
 
     @aione(KeyResponse, request=KeyUpdateRequest)
     def put(self, request, key_id):
-        key = self.get_key(request, key_id)
         changes = parse(KeyUpdateRequest, request.data)
-        key = services.update_inference_key(actor=actor_of(request), key=key, **changes)
+        key = services.update_inference_key(actor=actor_of(request), key=self.get_object(), **changes)
         return Response(KeyResponse(key).data)
 
     @aione(None, status=204, description="Irreversible; the key's usage history stays.")
     def delete(self, request, key_id):
-        services.delete_inference_key(actor=actor_of(request), key=self.get_key(request, key_id))
+        services.delete_inference_key(actor=actor_of(request), key=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class KeyRotateView(OrganizationKeysMixin, RamAPIView):
+class KeyRotateView(KeyObjectView):
     ram_actions = {"PUT": "keys:RotateKey"}
-    ram_deferred = True
 
     @aione(KeyRotateResponse, parameters=[RotateQuery])
     def put(self, request, key_id):
-        key = self.get_key(request, key_id)
+        key = self.get_object()
         grace = timedelta(hours=parse(RotateQuery, request.query_params)["grace_hours"])
         old_prefix = key.key_prefix
         issued = services.rotate_inference_key(actor=actor_of(request), key=key, grace=grace)
@@ -132,25 +133,22 @@ class KeyRotateView(OrganizationKeysMixin, RamAPIView):
                          "old_key_prefix": old_prefix, "rotate_grace_until": issued.key.rotate_grace_until})
 
 
-class KeyDisableView(OrganizationKeysMixin, RamAPIView):
+class KeyDisableView(KeyObjectView):
     ram_actions = {"PUT": "keys:DisableKey"}
-    ram_deferred = True
 
     @aione(KeyResponse)
     def put(self, request, key_id):
-        key = services.disable_inference_key(actor=actor_of(request), key=self.get_key(request, key_id))
+        key = services.disable_inference_key(actor=actor_of(request), key=self.get_object())
         return Response(KeyResponse(key).data)
 
 
-class KeyEnableView(OrganizationKeysMixin, RamAPIView):
+class KeyEnableView(KeyObjectView):
     ram_actions = {"PUT": "keys:EnableKey"}
-    ram_deferred = True
 
     @aione(KeyResponse)
     def put(self, request, key_id):
-        key = self.get_key(request, key_id)
         try:
-            key = services.enable_inference_key(actor=actor_of(request), key=key)
+            key = services.enable_inference_key(actor=actor_of(request), key=self.get_object())
         except ValueError as error:
             raise InvalidRequest([FieldProblem(["path", "key_id"], str(error))], status_code=409) from error
         return Response(KeyResponse(key).data)
@@ -160,6 +158,7 @@ class VerifyKeyView(RamAPIView):
     """The gateway asks whether a presented inference key may call models (service token only)."""
 
     ram_actions = {"POST": "keys:VerifyKey"}
+    ram_resource = whole_collection
 
     @aione(VerifyResponse, request=VerifyRequest)
     def post(self, request):

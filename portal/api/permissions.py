@@ -1,27 +1,38 @@
-"""The one place where API requests are authorized.
+"""The one door: every API request is authorized here, before its handler runs.
 
-Every API view declares the RAM action of each HTTP method (`ram_actions`). `RamPermission`
-identifies the principal (a member, possibly through a scoped management key, or the platform's
-service token), builds the request context and evaluates the member's policies. Views whose
-resource depends on the object (a key, a department named in the body) call
-`check_ram(...)` from here once they know it; list views narrow their rows with `allowed(...)`.
+Each API view declares the RAM action of each HTTP method (`ram_actions`) and how the resource
+of a request is found (`ram_resource`, one of the declarations below). `RamPermission` asks the
+declaration for the request's targets and decides each of them; an object view's object is
+decided in `has_object_permission` when `get_object()` finds it, which the declaration does
+before the handler runs; a list view's queryset is narrowed here, by the RAM decision turned
+into a filter (NetBox's `restrict()`). No view decides anything itself, and a view that declares
+no resource is refused (and fails the endpoint walk in the tests).
+
+The tenant is resolved once, by authentication (`resolve_tenant`): `request.member` and
+`request.organization`; nothing else recomputes them.
 """
 
 import ipaddress
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.utils import timezone
 from rest_framework.permissions import BasePermission
 
 from keys.models import ManagementKey
 from portal.api.authentication import PlatformUser
 from portal.api.errors import NoOrganization, RamDenied
-from portal.models import Member
+from portal.models import Department
 from portal.ram import evaluator
 from portal.ram.actions import Action, get_action
 from portal.ram.services import authorize, effective_policies
 from portal.selectors import member_of
+
+logger = logging.getLogger(__name__)
 
 
 def client_ip(request) -> str:
@@ -59,12 +70,72 @@ def request_context(request, department_id: int | None = None) -> dict[str, Any]
     return context
 
 
+# --- the tenant ---------------------------------------------------------------------------------
+
+def resolve_tenant(request) -> None:
+    """Set `request.member` and `request.organization` from the authenticated principal, once.
+
+    A management key already carries its member (loaded with the key); a session user's member
+    is one query; the platform's service token belongs to no organization."""
+    user, credential = request.user, request.auth
+    if isinstance(user, PlatformUser):
+        member = None
+    elif isinstance(credential, ManagementKey):
+        member = credential.member
+    else:
+        member = member_of(user)
+    request.member = member
+    request.organization = member.organization if member is not None else None
+
+
+# --- what a view declares -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RamTarget:
+    """One resource a request acts on: its id in the action's resource type, and the department
+    it belongs to (sets `usage:DepartmentId`), if any."""
+
+    resource_id: int | str = "*"
+    department_id: int | None = None
+
+    @classmethod
+    def department(cls, department: Department | None) -> "RamTarget":
+        """An analytics query filtered to one department, or the whole organization's (API.md §1)."""
+        return cls(department.pk, department.pk) if department is not None else cls()
+
+
+class _Decided:
+    """Returned by a declaration whose decision was already made (on the object, or the list)."""
+
+
+DECIDED = _Decided()
+Declaration = Callable[[Any, Any], Sequence[RamTarget] | _Decided]
+
+
+def whole_collection(view, request) -> Sequence[RamTarget]:
+    """The action applies to the organization's whole collection: `<type>/*`."""
+    return (RamTarget(),)
+
+
+def the_object(view, request) -> _Decided:
+    """The object named in the URL: `view.get_object()` finds it in the organization (404 when
+    not there) and DRF calls `has_object_permission` on it, before the handler runs."""
+    view.get_object()
+    return DECIDED
+
+
+def narrowed_list(view, request) -> _Decided:
+    """A list: `view.queryset` becomes the rows the principal may see under the action (403 when
+    that can be none at all)."""
+    view.queryset = restrict(request, view_action(request, view), view.get_queryset(),
+                             department_field=view.ram_department_field)
+    return DECIDED
+
+
+# --- deciding -------------------------------------------------------------------------------------
+
 def view_action(request, view) -> Action:
     return get_action(view.ram_actions[request.method])
-
-
-def principal_member(request) -> Member | None:
-    return member_of(request.user) if not isinstance(request.user, PlatformUser) else None
 
 
 def key_scopes(request) -> list[str]:
@@ -72,33 +143,50 @@ def key_scopes(request) -> list[str]:
 
 
 def _policies(request) -> list[evaluator.CompiledPolicy]:
-    # Gathered once per request: a list view evaluates many rows against the same policies.
+    # Gathered once per request: a list may be decided for many departments against them.
     cached = getattr(request, "_ram_policies", None)
     if cached is None:
-        cached = effective_policies(principal_member(request))
+        cached = effective_policies(request.member)
         request._ram_policies = cached
     return cached
 
 
-def decide(request, action: Action, resource_id: int | str = "*", department_id: int | None = None):
-    member = principal_member(request)
-    resource = action.resource(member.organization_id, resource_id)
-    decision = authorize(member=member, action=action, resource=resource,
-                         context=request_context(request, department_id), scopes=key_scopes(request),
+def _decide(request, action: Action, target: RamTarget) -> tuple[evaluator.Decision, str]:
+    resource = action.resource(request.organization.pk, target.resource_id)
+    decision = authorize(member=request.member, action=action, resource=resource,
+                         context=request_context(request, target.department_id), scopes=key_scopes(request),
                          policies=_policies(request))
     return decision, resource
 
 
-def check_ram(request, action: Action, resource_id: int | str = "*", department_id: int | None = None) -> None:
-    decision, resource = decide(request, action, resource_id, department_id)
+def _require(request, action: Action, target: RamTarget) -> None:
+    decision, resource = _decide(request, action, target)
     if not decision.allowed:
         raise RamDenied(action.name, resource, decision.effect)
 
 
-def allowed(request, action: Action, rows, resource_id=lambda row: row.pk, department_id=lambda row: None) -> list:
-    """The rows the principal may see under `action` (list endpoints narrow, they don't refuse)."""
-    return [row for row in rows
-            if decide(request, action, resource_id(row), department_id(row))[0].allowed]
+def restrict(request, action: Action, queryset: QuerySet, *, department_field: str = "department_id") -> QuerySet:
+    """`queryset` narrowed to the rows `action` allows, as a filter (NetBox's `restrict()`).
+
+    The decision is taken once per department, on the collection (`<type>/*`). That is exact
+    unless a policy names single rows (`apikey/17`): then, and only then, each row is decided.
+    Raises the denial when nothing at all can be allowed."""
+    organization = request.organization
+    prefix = action.resource(organization.pk, "")
+    departments = Department.objects.filter(organization=organization).values_list("pk", flat=True)
+    allowed_departments = [pk for pk in departments
+                           if _decide(request, action, RamTarget("*", pk))[0].allowed]
+    if evaluator.decision_varies_within(_policies(request), action.name, prefix):
+        rows = queryset.values_list("pk", department_field)
+        allowed_rows = [pk for pk, department_id in rows
+                        if _decide(request, action, RamTarget(pk, department_id))[0].allowed]
+        if allowed_rows or allowed_departments:
+            return queryset.filter(pk__in=allowed_rows)
+    elif allowed_departments:
+        return queryset.filter(**{f"{department_field}__in": allowed_departments})
+    # Nothing in any department: only a caller allowed on the whole collection sees an empty list.
+    _require(request, action, RamTarget())
+    return queryset.none()
 
 
 class RamPermission(BasePermission):
@@ -110,13 +198,30 @@ class RamPermission(BasePermission):
             if not isinstance(request.user, PlatformUser):
                 raise RamDenied(action.name, "platform", "ImplicitDeny")
             return True
-        member = principal_member(request)
-        if member is None or member.organization.status != "active":
+        if request.member is None or request.organization.status != "active":
             # Service tokens and platform superusers are not members of any organization.
             raise NoOrganization(action.name)
         if action.member_baseline:
             return True
-        if getattr(view, "ram_deferred", False):
-            return True  # the view checks once it knows the object or the department
-        check_ram(request, action)
+        declaration = getattr(view, "ram_resource", None)
+        if declaration is None:
+            # Fail closed: a view that does not say what it acts on is never allowed anything.
+            logger.error("%s declares no ram_resource; refusing %s", type(view).__name__, action.name)
+            raise RamDenied(action.name, action.resource(request.organization.pk), "ImplicitDeny")
+        targets = declaration(request)
+        if targets is DECIDED:
+            return True
+        if not targets:
+            raise RamDenied(action.name, action.resource(request.organization.pk), "ImplicitDeny")
+        for target in targets:
+            _require(request, action, target)
         return True
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        _require(request, view_action(request, view), view.ram_target_of(obj))
+        return True
+
+
+__all__ = ["DECIDED", "RamPermission", "RamTarget", "client_ip", "narrowed_list", "request_context",
+           "resolve_tenant", "restrict", "the_object", "view_action", "whole_collection"]
+

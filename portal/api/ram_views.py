@@ -1,6 +1,7 @@
 """RAM management API (API.md §8): actions, policies, attachments, members, management keys,
 and the simulator. Thin views over portal.ram.services."""
 
+from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers, status
@@ -9,9 +10,9 @@ from rest_framework.response import Response
 from keys import services as key_services
 from keys.models import ManagementKey
 from portal.api.errors import FieldProblem, InvalidRequest
-from portal.api.permissions import check_ram, principal_member, request_context, view_action
+from portal.api.permissions import RamTarget, request_context, whole_collection
 from portal.api.schema import aione
-from portal.api.views import RamAPIView
+from portal.api.views import RamAPIView, RamObjectView
 from portal.api.views import parse_input as _parse
 from portal.api.views import request_actor as _actor
 from portal.models import Group, Member, Policy
@@ -24,10 +25,30 @@ def _policy_errors(error: ram.PolicyError) -> InvalidRequest:
 
 
 def _visible_policies(request):
-    from django.db.models import Q
+    # The system policies and the organization's own.
+    return Policy.objects.filter(Q(organization__isnull=True) | Q(organization=request.organization))
 
-    member = principal_member(request)
-    return Policy.objects.filter(Q(organization__isnull=True) | Q(organization_id=member.organization_id))
+
+class PolicyObjectView(RamObjectView):
+    """A policy named in the URL; RAM resources name policies by name (`policy/ReadOnlyAccess`)."""
+
+    lookup_url_kwarg = lookup_field = "name"
+
+    def get_queryset(self):
+        return _visible_policies(self.request)
+
+    def ram_target_of(self, policy: Policy) -> RamTarget:
+        return RamTarget(policy.name)
+
+
+class MemberObjectView(RamObjectView):
+    lookup_url_kwarg = "member_uuid"
+
+    def get_queryset(self):
+        return Member.objects.filter(organization=self.request.organization)
+
+    def ram_target_of(self, member: Member) -> RamTarget:
+        return RamTarget(member.pk)
 
 
 def _policy_body(policy: Policy) -> dict:
@@ -69,6 +90,7 @@ def _items(name: str, item) -> serializers.Serializer:
 
 class ActionListView(RamAPIView):
     ram_actions = {"GET": "ram:ListActions"}
+    ram_resource = whole_collection
 
     @aione(_items("RamActionList", ActionShape))
     def get(self, request):
@@ -93,6 +115,7 @@ class PolicyUpdate(serializers.Serializer):
 
 class PolicyListCreateView(RamAPIView):
     ram_actions = {"GET": "ram:ListPolicies", "POST": "ram:CreatePolicy"}
+    ram_resource = whole_collection
 
     @aione(_items("RamPolicyList", PolicyShape))
     def get(self, request):
@@ -102,32 +125,25 @@ class PolicyListCreateView(RamAPIView):
     def post(self, request):
         data = _parse(PolicyCreate, request.data)
         try:
-            policy = ram.create_policy(actor=_actor(request), organization=principal_member(request).organization,
+            policy = ram.create_policy(actor=_actor(request), organization=request.organization,
                                        name=data["name"], document=data["document"], description=data["description"])
         except ram.PolicyError as error:
             raise _policy_errors(error) from error
         return Response(_policy_body(policy), status=status.HTTP_201_CREATED)
 
 
-class PolicyDetailView(RamAPIView):
+class PolicyDetailView(PolicyObjectView):
     ram_actions = {"GET": "ram:GetPolicy", "PUT": "ram:UpdatePolicy", "DELETE": "ram:DeletePolicy"}
-    ram_deferred = True
-
-    def policy(self, request, name) -> Policy:
-        policy = get_object_or_404(_visible_policies(request), name=name)
-        check_ram(request, view_action(request, self), policy.name)
-        return policy
 
     @aione(PolicyShape)
     def get(self, request, name):
-        return Response(_policy_body(self.policy(request, name)))
+        return Response(_policy_body(self.get_object()))
 
     @aione(PolicyShape, request=PolicyUpdate)
     def put(self, request, name):
-        policy = self.policy(request, name)
         data = _parse(PolicyUpdate, request.data)
         try:
-            policy = ram.update_policy(actor=_actor(request), policy=policy, document=data.get("document"),
+            policy = ram.update_policy(actor=_actor(request), policy=self.get_object(), document=data.get("document"),
                                        description=data.get("description"))
         except ram.PolicyError as error:
             raise _policy_errors(error) from error
@@ -136,7 +152,7 @@ class PolicyDetailView(RamAPIView):
     @aione(None, status=204)
     def delete(self, request, name):
         try:
-            ram.delete_policy(actor=_actor(request), policy=self.policy(request, name))
+            ram.delete_policy(actor=_actor(request), policy=self.get_object())
         except ram.PolicyError as error:
             raise _policy_errors(error) from error
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -152,22 +168,19 @@ class AttachTarget(serializers.Serializer):
         return attrs
 
 
-class PolicyAttachView(RamAPIView):
+class PolicyAttachView(PolicyObjectView):
     ram_actions = {"POST": "ram:AttachPolicy"}
-    ram_deferred = True
     attach = True
 
     @aione(AttachShape, request=AttachTarget)
     def post(self, request, name):
-        policy = get_object_or_404(_visible_policies(request), name=name)
-        check_ram(request, view_action(request, self), policy.name)
+        policy = self.get_object()
         target = _parse(AttachTarget, request.data)
-        organization_id = principal_member(request).organization_id
         member = group = None
         if "member" in target:
-            member = get_object_or_404(Member, organization_id=organization_id, uuid=target["member"])
+            member = get_object_or_404(Member, organization=request.organization, uuid=target["member"])
         else:
-            group = get_object_or_404(Group, organization_id=organization_id, uuid=target["group"])
+            group = get_object_or_404(Group, organization=request.organization, uuid=target["group"])
         if self.attach:
             ram.attach_policy(actor=_actor(request), policy=policy, member=member, group=group)
         else:
@@ -183,10 +196,11 @@ class PolicyDetachView(PolicyAttachView):
 
 class MemberListView(RamAPIView):
     ram_actions = {"GET": "ram:ListMembers"}
+    ram_resource = whole_collection
 
     @aione(_items("RamMemberList", MemberShape))
     def get(self, request):
-        members = (Member.objects.filter(organization_id=principal_member(request).organization_id)
+        members = (Member.objects.filter(organization=request.organization)
                    .select_related("user").prefetch_related("member_groups", "policy_attachments__policy"))
         return Response({"items": [
             {"uuid": str(m.uuid), "username": m.user.get_username(), "role": m.role,
@@ -209,24 +223,16 @@ def _management_key_body(key: ManagementKey) -> dict:
             "created_at": key.created_at, "last_used_at": key.last_used_at}
 
 
-class ManagementKeyListCreateView(RamAPIView):
+class ManagementKeyListCreateView(MemberObjectView):
     ram_actions = {"GET": "ram:ListManagementKeys", "POST": "ram:CreateManagementKey"}
-    ram_deferred = True
-
-    def member(self, request, member_uuid) -> Member:
-        member = get_object_or_404(Member, organization_id=principal_member(request).organization_id,
-                                   uuid=member_uuid)
-        check_ram(request, view_action(request, self), member.pk)
-        return member
 
     @aione(_items("ManagementKeyList", ManagementKeyShape))
     def get(self, request, member_uuid):
-        member = self.member(request, member_uuid)
-        return Response({"items": [_management_key_body(k) for k in member.management_keys.all()]})
+        return Response({"items": [_management_key_body(k) for k in self.get_object().management_keys.all()]})
 
     @aione(ManagementKeyCreated, request=ManagementKeyCreate, status=201)
     def post(self, request, member_uuid):
-        member = self.member(request, member_uuid)
+        member = self.get_object()
         data = _parse(ManagementKeyCreate, request.data)
         issued = key_services.create_management_key(actor=_actor(request), member=member, name=data["name"],
                                                     scopes=data["scopes"], expires_at=data["expires_at"])
@@ -235,16 +241,12 @@ class ManagementKeyListCreateView(RamAPIView):
         return Response(body, status=status.HTTP_201_CREATED)
 
 
-class ManagementKeyRevokeView(RamAPIView):
+class ManagementKeyRevokeView(MemberObjectView):
     ram_actions = {"PUT": "ram:RevokeManagementKey"}
-    ram_deferred = True
 
     @aione(ManagementKeyShape)
     def put(self, request, member_uuid, key_id):
-        member = get_object_or_404(Member, organization_id=principal_member(request).organization_id,
-                                   uuid=member_uuid)
-        check_ram(request, view_action(request, self), member.pk)
-        key = get_object_or_404(ManagementKey, member=member, pk=key_id)
+        key = get_object_or_404(ManagementKey, member=self.get_object(), pk=key_id)
         return Response(_management_key_body(key_services.revoke_management_key(actor=_actor(request), key=key)))
 
 
@@ -257,12 +259,12 @@ class SimulateRequest(serializers.Serializer):
 
 class SimulateView(RamAPIView):
     ram_actions = {"POST": "ram:SimulatePolicy"}
+    ram_resource = whole_collection
 
     @aione(SimulateShape, request=SimulateRequest)
     def post(self, request):
         data = _parse(SimulateRequest, request.data)
-        member = get_object_or_404(Member, organization_id=principal_member(request).organization_id,
-                                   uuid=data["member"])
+        member = get_object_or_404(Member, organization=request.organization, uuid=data["member"])
         action = ACTIONS.get(data["action"])
         if action is None:
             raise InvalidRequest([FieldProblem(["body", "action"], "unknown action")])

@@ -1,25 +1,56 @@
-"""The base of every API view: authentication, RAM authorization and the dialect's errors."""
+"""The base of every API view: authentication, the tenant, RAM authorization and the dialect's errors.
 
+A view says what it does (`ram_actions`, one registered action per method) and what it acts on
+(`ram_resource`, a declaration from portal.api.permissions); `RamPermission` decides before the
+handler runs. Views never decide themselves."""
+
+from django.shortcuts import get_object_or_404
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.views import APIView
 
 from portal.api.errors import AIoneDialect
-from portal.api.permissions import RamPermission, client_ip, principal_member
+from portal.api.permissions import RamPermission, client_ip, resolve_tenant, the_object
 from portal.services import Actor
 
 
 class RamAPIView(APIView):
-    # method -> RAM action name; a test fails any API view that leaves this empty.
+    # method -> RAM action name; the endpoint walk fails any API view that leaves this empty.
     ram_actions: dict[str, str] = {}
-    # True when the resource depends on the object or the body: the view calls check_ram itself.
-    ram_deferred = False
+    # How the request's resource is found: whole_collection, the_object, narrowed_list or a method
+    # returning RamTargets. None (undeclared) is refused, and the endpoint walk fails on it.
+    ram_resource = None
+    # For narrowed_list: the column that holds a row's department.
+    ram_department_field = "department_id"
     permission_classes = [IsAuthenticated, RamPermission]
     dialect = AIoneDialect
+
+    def perform_authentication(self, request) -> None:
+        super().perform_authentication(request)
+        resolve_tenant(request)
+
+
+class RamObjectView(RamAPIView):
+    """A view of one object named in the URL, found only within the caller's organization (another
+    organization's object is simply not found) and decided on before the handler runs.
+
+    Subclasses define `get_queryset()` (the organization's objects) and `ram_target_of(obj)`
+    (the RamTarget the object is checked as)."""
+
+    ram_resource = the_object
+    lookup_url_kwarg: str
+    lookup_field = "uuid"
+
+    def get_object(self):
+        if not hasattr(self, "_object"):
+            found = get_object_or_404(self.get_queryset(), **{self.lookup_field: self.kwargs[self.lookup_url_kwarg]})
+            self.check_object_permissions(self.request, found)
+            self._object = found
+        return self._object
 
 
 def request_actor(request) -> Actor:
     """The member behind a request, as services record them in the audit trail."""
-    return Actor.for_member(principal_member(request), source_ip=client_ip(request))
+    return Actor.for_member(request.member, source_ip=client_ip(request))
 
 
 def parse_input(serializer_class, data) -> dict:

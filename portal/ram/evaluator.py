@@ -90,6 +90,7 @@ __all__ = [
     "Policy",
     "PolicyValidationError",
     "compile_policy",
+    "decision_varies_within",
     "evaluate",
     "validate_policy_document",
 ]
@@ -456,6 +457,7 @@ class _Statement:
     action_test: _PatternTest | None  # None: applies to every action
     resource_test: _PatternTest | None  # None: applies to every resource
     conditions: tuple[_Condition, ...]
+    resource_patterns: tuple[str, ...] = ()  # as written (Resource or NotResource), for analysis
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,7 +483,8 @@ def _compile_statement(index: int, statement: Mapping[str, Any]) -> _Statement:
             test = _build_test(operator, _as_list(values))
             conditions.append(_Condition(key.lower(), operator.kind, operator.negated, test))
     action_test = _pattern_test(tuple(p.lower() for p in _as_list(statement[action_key])))
-    resource_test = _pattern_test(tuple(str.__str__(p) for p in _as_list(statement[resource_key])))
+    resource_patterns = tuple(str.__str__(p) for p in _as_list(statement[resource_key]))
+    resource_test = _pattern_test(resource_patterns)
     sid = statement.get("Sid")
     return _Statement(
         index=index,
@@ -490,6 +493,7 @@ def _compile_statement(index: int, statement: Mapping[str, Any]) -> _Statement:
         action_test=_negated_test(action_test) if action_key == "NotAction" else action_test,
         resource_test=_negated_test(resource_test) if resource_key == "NotResource" else resource_test,
         conditions=tuple(conditions),
+        resource_patterns=resource_patterns,
     )
 
 
@@ -602,6 +606,51 @@ def _applying(
             else:
                 matched.append(MatchedStatement(policy.name, statement.index, statement.sid, statement.effect))
     return matched
+
+
+def _uniform_after(pattern: str, prefix: str) -> bool:
+    """Whether ``pattern`` matches every ``prefix + id`` or none, for ids without ``:`` or ``/``
+    (resource ids are numbers or names, never paths).
+
+    Runs the glob as a set of positions in the pattern over the prefix. A position whose rest has
+    a literal ``:`` or ``/`` can match no id; a position from which only stars remain matches
+    every id. Anything else (``apikey/4*``, ``apikey/17``) depends on the id."""
+
+    def closure(states: set[int]) -> set[int]:
+        stack, seen = list(states), set(states)
+        while stack:
+            position = stack.pop()
+            if position < len(pattern) and pattern[position] == "*" and position + 1 not in seen:
+                seen.add(position + 1)
+                stack.append(position + 1)
+        return seen
+
+    states = closure({0})
+    for char in prefix:
+        states = closure({position + (pattern[position] != "*") for position in states
+                          if position < len(pattern) and pattern[position] in ("*", "?", char)})
+        if not states:
+            return True
+    rests = [pattern[position:] for position in states if not {":", "/"} & set(pattern[position:])]
+    return not rests or any("*" in rest and not rest.strip("*") for rest in rests)
+
+
+def decision_varies_within(policies: Iterable[Policy | CompiledPolicy], action: str, prefix: str) -> bool:
+    """Whether two resources that both start with ``prefix`` could get different decisions for
+    ``action`` because some statement names one of them more narrowly than the prefix.
+
+    False means a decision about ``prefix + "*"`` holds for every resource under the prefix, so a
+    list can be narrowed per collection (e.g. per department) instead of per row. Conditions are
+    not looked at: they do not depend on the resource."""
+    action = action.lower()
+    for policy in policies:
+        compiled = compile_policy(policy)
+        for statement in compiled.denies + compiled.allows:
+            if statement.action_test is not None and not statement.action_test(action):
+                continue
+            if not all(_uniform_after(pattern, prefix) for pattern in statement.resource_patterns):
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------------------------

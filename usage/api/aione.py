@@ -5,6 +5,7 @@ rounded half-up to 2 places (billing.money.round_display_amount); days are the o
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
@@ -15,7 +16,7 @@ from billing.money import round_display_amount
 from billing.selectors import current_subscription, month_to_date_cost
 from keys.models import InferenceKey
 from portal.api.errors import FieldProblem, InvalidRequest
-from portal.api.permissions import check_ram, principal_member, view_action
+from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, parse_input
 from portal.models import Department, Organization
@@ -80,21 +81,28 @@ def _department(organization: Organization, team_uuid, field: str) -> Department
 
 class ObsUsageView(RamAPIView):
     ram_actions = {"GET": "usage:QueryUsage"}
-    ram_deferred = True  # the resource is the team named in the query, if any
+
+    def ram_resource(self, request) -> list[RamTarget]:
+        return [RamTarget.department(self.department)]  # the team named in the query, if any
+
+    @cached_property
+    def params(self) -> dict:
+        return parse_input(UsageQueryParams, self.request.query_params)
+
+    @cached_property
+    def department(self) -> Department | None:
+        return _department(self.request.organization, self.params["team_id"], "team_id") \
+            if "team_id" in self.params else None
 
     @aione(UsageResponse, parameters=[UsageQueryParams])
     def get(self, request):
-        params = parse_input(UsageQueryParams, request.query_params)
-        organization = principal_member(request).organization
+        params, organization, department = self.params, request.organization, self.department
         zone = organization.zone
         today = datetime.now(zone).date()
         start_day = params.get("start_date") or today - timedelta(days=6)
         end_day = params.get("end_date") or today + timedelta(days=1)
         if end_day <= start_day:
             raise InvalidRequest([FieldProblem(["query", "end_date"], "must be after start_date")])
-        department = _department(organization, params["team_id"], "team_id") if "team_id" in params else None
-        check_ram(request, view_action(request, self), department.pk if department else "*",
-                  department.pk if department else None)
         filters: dict = {}
         if department:
             filters["departments"] = (department.pk,)
@@ -189,12 +197,12 @@ TIGHT_SHARE = Decimal(80)
 
 class ObsDashboardView(RamAPIView):
     ram_actions = {"GET": "usage:GetDashboard"}
+    ram_resource = whole_collection
 
     @aione(DashboardResponse, parameters=[DashboardParams])
     def get(self, request):
         params = parse_input(DashboardParams, request.query_params)
-        organization = principal_member(request).organization
-        return Response(dashboard(organization, params["range_days"], params["view_mode"]))
+        return Response(dashboard(request.organization, params["range_days"], params["view_mode"]))
 
 
 def dashboard(organization: Organization, range_days: int, view_mode: str) -> dict:

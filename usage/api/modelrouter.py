@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from django.core import signing
@@ -22,7 +23,7 @@ from rest_framework.response import Response
 from billing.models import Model
 from keys.models import InferenceKey
 from portal.api.errors import FieldProblem, InvalidRequest, ModelRouterDialect
-from portal.api.permissions import check_ram, principal_member, view_action
+from portal.api.permissions import RamTarget, whole_collection
 from portal.api.views import RamAPIView, parse_input
 from portal.models import Department, Member, Organization
 from usage import query
@@ -145,23 +146,32 @@ class Scope:
 
 class ModelRouterView(RamAPIView):
     dialect = ModelRouterDialect
-    ram_deferred = True  # checked against the departments the request names
+
+    def ram_resource(self, request) -> list[RamTarget]:
+        # Checked against each department the request names (clientId or clientIds), else all.
+        return [RamTarget(pk, pk) for pk in self.departments] or [RamTarget()]
+
+    @cached_property
+    def params(self) -> dict[str, Any]:
+        return parse_input(CommonParams, self.request.query_params)
+
+    @cached_property
+    def departments(self) -> tuple[int, ...]:
+        params = self.params
+        department_ids = [params["clientId"]] if "clientId" in params else _ids(params.get("clientIds", ""))
+        if not department_ids:
+            return ()
+        found = set(Department.objects.filter(organization=self.request.organization, pk__in=department_ids)
+                    .values_list("pk", flat=True))
+        if found != set(department_ids):
+            raise Http404("unknown client")
+        return tuple(sorted(found))
 
     def scope(self, request) -> Scope:
-        params = parse_input(CommonParams, request.query_params)
-        member = principal_member(request)
-        organization = member.organization
+        params, organization = self.params, request.organization
         filters: dict[str, Any] = {}
-        department_ids = [params["clientId"]] if "clientId" in params else _ids(params.get("clientIds", ""))
-        if department_ids:
-            found = set(Department.objects.filter(organization=organization, pk__in=department_ids)
-                        .values_list("pk", flat=True))
-            if found != set(department_ids):
-                raise Http404("unknown client")
-            filters["departments"] = tuple(sorted(found))
-        action = view_action(request, self)
-        for department_id in filters.get("departments") or ["*"]:
-            check_ram(request, action, department_id, None if department_id == "*" else department_id)
+        if self.departments:
+            filters["departments"] = self.departments
         if "apiKeyId" in params:
             if not InferenceKey.objects.filter(organization=organization, department_id=params["clientId"],
                                                pk=params["apiKeyId"]).exists():
@@ -244,7 +254,7 @@ def documented(name: str, data: Any):
 
 class TabsView(ModelRouterView):
     ram_actions = {"GET": "aicontent:ModelRouterQueryCostTabs"}
-    ram_deferred = False
+    ram_resource = whole_collection  # open to every member (member_baseline): nothing to parse
 
     @extend_schema(responses={200: _envelope("CostTabs", inline_serializer("CostTab", {
         "key": _S.CharField(), "label": _S.CharField(), "modelTypes": _S.ListField(child=_S.CharField())},

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from billing.models import Model
 from billing.selectors import account_balance
 from portal.api.errors import R9sDialect
-from portal.api.permissions import principal_member
+from portal.api.permissions import whole_collection
 from portal.api.views import RamAPIView, parse_input
 from usage import query
 from usage.query import UsageQuery
@@ -48,6 +48,7 @@ class UsageParams(_S.Serializer):
 class ManagementUsageView(RamAPIView):
     dialect = R9sDialect
     ram_actions = {"GET": "management:QueryUsage"}
+    ram_resource = whole_collection
 
     @extend_schema(parameters=[UsageParams], responses={200: inline_serializer("R9sUsageResponse", {
         "meta": _meta("R9sMeta"), "data": inline_serializer("R9sUsageData", {
@@ -56,7 +57,7 @@ class ManagementUsageView(RamAPIView):
             "total_tokens": _S.IntegerField()})}), **R9S_ERRORS})
     def get(self, request):
         params = parse_input(UsageParams, request.query_params)
-        organization = principal_member(request).organization
+        organization = request.organization
         result = query.run(UsageQuery(
             organization_id=organization.pk, start=datetime.fromtimestamp(params["start_time"], tz=UTC),
             end=datetime.fromtimestamp(params["end_time"], tz=UTC), timezone=organization.timezone,
@@ -73,13 +74,14 @@ class ManagementUsageView(RamAPIView):
 class ManagementBalanceView(RamAPIView):
     dialect = R9sDialect
     ram_actions = {"GET": "management:GetBalance"}
+    ram_resource = whole_collection
 
     @extend_schema(responses={200: inline_serializer("R9sBalanceResponse", {
         "meta": _meta("R9sBalanceMeta"), "data": inline_serializer("R9sBalance", {
             "org_id": _S.UUIDField(), "balance": _amount(), "currency": _S.CharField(),
             "total_recharge": _amount(), "total_used": _amount()})}), **R9S_ERRORS})
     def get(self, request):
-        organization = principal_member(request).organization
+        organization = request.organization
         balance = account_balance(organization)
         return Response(R9sDialect.envelope(request, {
             "org_id": str(organization.uuid), "balance": balance.balance, "currency": balance.currency,

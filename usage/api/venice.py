@@ -26,7 +26,7 @@ from billing.models import BillingAccount, CreditGrant, Model
 from billing.money import Currency
 from keys.models import InferenceKey
 from portal.api.errors import VeniceDialect
-from portal.api.permissions import principal_member
+from portal.api.permissions import whole_collection
 from portal.api.views import RamAPIView, parse_input
 from portal.models import Organization
 from usage import query
@@ -241,6 +241,7 @@ class CSVRenderer(BaseRenderer):
 
 class BillingUsageView(RamAPIView):
     ram_actions = {"GET": "billing:ListBillingUsage"}
+    ram_resource = whole_collection
     dialect = VeniceDialect
     renderer_classes = [JSONRenderer, CSVRenderer]
 
@@ -258,7 +259,7 @@ class BillingUsageView(RamAPIView):
                    description="JSON pages, or with `Accept: text/csv` every entry of the range streamed as CSV.")
     def get(self, request):
         params = parse_input(UsageParams, request.query_params)
-        organization = principal_member(request).organization
+        organization = request.organization
         ledger = Ledger(organization, params)
         if _wants_csv(request):
             response = StreamingHttpResponse(_csv_lines(ledger.stream()), content_type="text/csv")
@@ -302,12 +303,13 @@ class AnalyticsParams(_S.Serializer):
 
 class UsageAnalyticsView(RamAPIView):
     ram_actions = {"GET": "billing:GetUsageAnalytics"}
+    ram_resource = whole_collection
     dialect = VeniceDialect
 
     @extend_schema(parameters=[AnalyticsParams], responses={200: ANALYTICS_RESPONSE, **VENICE_ERRORS})
     def get(self, request):
         params = parse_input(AnalyticsParams, request.query_params)
-        organization = principal_member(request).organization
+        organization = request.organization
         fingerprint = hashlib.sha256(json.dumps(sorted(request.query_params.items())).encode()).hexdigest()[:24]
         cache_key = f"venice:analytics:{organization.pk}:{fingerprint}"
         body = cache.get(cache_key)

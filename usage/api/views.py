@@ -3,6 +3,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.permissions import whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView
 from usage.services import IngestValidationError, ingest_events
@@ -37,6 +38,7 @@ class IngestEventsView(RamAPIView):
     """`POST /api/v1/usage/events` from the gateway (service token): all or nothing per batch."""
 
     ram_actions = {"POST": "usage:IngestEvents"}
+    ram_resource = whole_collection
 
     @aione(IngestResponse, request=IngestRequest)
     def post(self, request):

@@ -6,6 +6,7 @@ the engine for per-model usage buckets and per-bucket call statistics, and rende
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from django.utils import timezone
@@ -15,7 +16,7 @@ from rest_framework.response import Response
 
 from billing.models import Model
 from portal.api.errors import FieldProblem, InvalidRequest, WeaveDialect
-from portal.api.permissions import check_ram, principal_member, view_action
+from portal.api.permissions import RamTarget
 from portal.api.schema import AIONE_ERRORS
 from portal.api.views import RamAPIView, parse_input
 from portal.models import Department, Member
@@ -151,16 +152,22 @@ def _utc(moment: datetime) -> str:
 
 class CallsStatsView(RamAPIView):
     ram_actions = {"POST": "usage:QueryCallStats"}
-    ram_deferred = True  # the resource is the project's department, if it names one
     dialect = WeaveDialect
+
+    def ram_resource(self, request) -> list[RamTarget]:
+        return [RamTarget.department(self.department)]  # the project's department, if it names one
+
+    @cached_property
+    def body(self) -> dict[str, Any]:
+        return parse_input(CallsStatsRequest, self.request.data)
+
+    @cached_property
+    def department(self) -> Department | None:
+        return self._project(self.request.organization, self.body["project_id"])
 
     @extend_schema(request=CallsStatsRequest, responses={200: StatsResponse, **AIONE_ERRORS})
     def post(self, request):
-        data = parse_input(CallsStatsRequest, request.data)
-        organization = principal_member(request).organization
-        department = self._project(request, organization, data["project_id"])
-        check_ram(request, view_action(request, self), department.pk if department else "*",
-                  department.pk if department else None)
+        data, organization, department = self.body, request.organization, self.department
         granularity = choose_granularity(data["start"], data["end"], data["granularity"])
         base = dict(organization_id=organization.pk, start=data["start"], end=data["end"],
                     timezone=data["timezone"], granularity=Granularity.of(granularity),
@@ -170,7 +177,7 @@ class CallsStatsView(RamAPIView):
         return Response({"start": _utc(data["start"]), "end": _utc(data["end"]), "granularity": granularity,
                          "timezone": data["timezone"], "usage_buckets": usage_buckets, "call_buckets": call_buckets})
 
-    def _project(self, request, organization, project_id: str) -> Department | None:
+    def _project(self, organization, project_id: str) -> Department | None:
         # Another organization's project is not found, exactly like a project that does not exist.
         org_part, _, department_part = project_id.partition("/")
         if org_part != str(organization.uuid):
