@@ -12,6 +12,8 @@ from django.utils import timezone
 from billing.models import BillingAccount, CreditGrant, Model, Price, Subscription
 from billing.money import ZERO
 from portal.models import Organization
+from usage.query import for_organization, total_cost_ever
+from usage.timebuckets import local_midnight_of
 
 
 def price_at(model: Model, currency: str, when: datetime) -> Price | None:
@@ -46,6 +48,11 @@ class PriceBook:
         return prices[index] if index >= 0 else None
 
 
+def account_currency(organization: Organization) -> str:
+    """The currency every amount of the organization is kept in."""
+    return BillingAccount.objects.values_list("currency", flat=True).get(organization=organization)
+
+
 def current_subscription(organization: Organization) -> Subscription | None:
     now = timezone.now()
     return (
@@ -64,15 +71,10 @@ def month_start(organization: Organization, now: datetime | None = None) -> date
 
 def month_to_date_cost(organization: Organization, now: datetime | None = None) -> Decimal:
     """This calendar month's cost so far, in the account's currency (from the query engine)."""
-    from usage.query import UsageQuery, run
-    from usage.timebuckets import local_midnight_of
-
     now = now or timezone.now()
     # Up to the end of today (local): whole days, so the per-day rollup answers it.
     tomorrow = local_midnight_of(now.astimezone(organization.zone).date() + timedelta(days=1), organization.zone)
-    result = run(UsageQuery(organization_id=organization.pk, start=month_start(organization, now), end=tomorrow,
-                            timezone=organization.timezone), org_timezone=organization.timezone)
-    return result.rows[0].cost if result.rows else ZERO
+    return for_organization(organization).total(month_start(organization, now), tomorrow).cost
 
 
 def budget_exhausted(organization: Organization) -> bool:
@@ -95,8 +97,6 @@ class Balance:
 
 def account_balance(organization: Organization) -> Balance:
     """Credits granted minus everything ever used, in the account's currency."""
-    from usage.query import total_cost_ever
-
     account = BillingAccount.objects.get(organization=organization)
     recharge = CreditGrant.objects.filter(organization=organization, currency=account.currency).aggregate(
         total=Sum("amount"))["total"] or ZERO

@@ -697,66 +697,6 @@ def _percentile(ordered: Sequence[Any], q: float) -> Any:
     return float(value + fraction * (ordered[below + 1] - value)) if fraction else float(value)
 
 
-def data_freshness(organization_id: int, end: datetime) -> datetime | None:
-    """The newest event before `end`: from the fill state, or, if some event is stamped later
-    (a gateway clock ahead), the newest raw event inside the range."""
-    from usage.models import UsageEvent, UsageFillState
-
-    newest = UsageFillState.objects.filter(organization_id=organization_id).values_list(
-        "newest_event_at", flat=True).first()
-    if newest is None or newest < end:
-        return newest
-    return (UsageEvent.objects.filter(organization_id=organization_id, timestamp__lt=end)
-            .order_by("-timestamp").values_list("timestamp", flat=True).first())
-
-
-def peak_requests_per_minute(organization_id: int, start: datetime, end: datetime) -> int:
-    """The most requests in any one clock minute of [start, end), read from raw events."""
-    if connection.vendor == "postgresql":
-        minute = "date_trunc('minute', \"timestamp\")"
-    else:
-        minute = "strftime('%%Y-%%m-%%d %%H:%%M', \"timestamp\")"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT MAX(c) FROM (SELECT COUNT(*) AS c FROM usage_usageevent WHERE organization_id = %s "
-            f"AND \"timestamp\" >= %s AND \"timestamp\" < %s GROUP BY {minute}) AS per_minute",
-            [organization_id, connection.ops.adapt_datetimefield_value(start),
-             connection.ops.adapt_datetimefield_value(end)])
-        (peak,) = cursor.fetchone()
-    return int(peak or 0)
-
-
-# --- event export (keyset paging) -----------------------------------------------------------
-
-@dataclass(frozen=True)
-class EventPage:
-    events: list[Any]
-    # (timestamp, id) of the last event, to pass as `after` for the next page; None at the end.
-    next_after: tuple[datetime, int] | None
-
-
-def export_events(organization_id: int, start: datetime, end: datetime, *, limit: int,
-                  after: tuple[datetime, int] | None = None, descending: bool = False) -> EventPage:
-    """A page of raw events in (timestamp, id) order, continuing strictly after `after`.
-
-    Keyset paging: each page is an index range scan from the last row seen, so a page a million
-    rows deep costs what the first page costs (no OFFSET)."""
-    from usage.models import UsageEvent
-
-    events = UsageEvent.objects.filter(organization_id=organization_id, timestamp__gte=start, timestamp__lt=end)
-    if after is not None:
-        moment, event_id = after
-        # A row-value comparison is one index range on (organization, timestamp, id); the
-        # equivalent OR of two conditions makes PostgreSQL filter instead of seek.
-        events = events.extra(where=[f'("timestamp", "id") {"<" if descending else ">"} (%s, %s)'],
-                              params=[connection.ops.adapt_datetimefield_value(moment), event_id])
-    order = ("-timestamp", "-id") if descending else ("timestamp", "id")
-    page = list(events.order_by(*order)[: limit + 1])
-    more = len(page) > limit
-    page = page[:limit]
-    return EventPage(page, (page[-1].timestamp, page[-1].pk) if more and page else None)
-
-
 def total_cost_ever(organization) -> Decimal:
     """Everything an organization has used, from its first local day with usage to its last."""
     from django.db.models import Max, Min
@@ -767,7 +707,28 @@ def total_cost_ever(organization) -> Decimal:
     if span["first"] is None:
         return Decimal(0).quantize(Decimal("0.00000001"))
     zone = organization.zone
-    result = run(UsageQuery(organization_id=organization.pk, start=local_midnight_of(span["first"], zone),
-                            end=local_midnight_of(span["last"] + timedelta(days=1), zone),
-                            timezone=organization.timezone), org_timezone=organization.timezone)
-    return result.rows[0].cost
+    return for_organization(organization).total(local_midnight_of(span["first"], zone),
+                                                local_midnight_of(span["last"] + timedelta(days=1), zone)).cost
+
+
+@dataclass(frozen=True)
+class OrganizationUsage:
+    """The engine for one organization: every query in its own timezone unless one is named
+    (Weave's `timezone`), with the organization's clock deciding which stored levels fit."""
+
+    organization: Any  # portal.models.Organization (below this floor only by its pk and timezone)
+
+    def query(self, start: datetime, end: datetime, **fields: Any) -> UsageQuery:
+        fields.setdefault("timezone", self.organization.timezone)
+        return UsageQuery(organization_id=self.organization.pk, start=start, end=end, **fields)
+
+    def run(self, start: datetime, end: datetime, **fields: Any) -> Result:
+        return run(self.query(start, end, **fields), org_timezone=self.organization.timezone)
+
+    def total(self, start: datetime, end: datetime, **fields: Any) -> Row:
+        """The one row of an ungrouped, unbucketed query."""
+        return self.run(start, end, **fields).rows[0]
+
+
+def for_organization(organization) -> OrganizationUsage:
+    return OrganizationUsage(organization)

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from billing.models import BillingAccount, Model, Price
 from billing.money import round_display_amount
-from billing.selectors import account_balance, current_subscription, month_to_date_cost
+from billing.selectors import account_balance, account_currency, current_subscription, month_to_date_cost
 from portal.api.permissions import whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView
@@ -48,7 +48,7 @@ class ModelListView(RamAPIView):
         from django.utils import timezone
 
         organization = request.organization
-        currency = BillingAccount.objects.values_list("currency", flat=True).get(organization=organization)
+        currency = account_currency(organization)
         now = timezone.now()
         current: dict[int, Price] = {}
         for price in Price.objects.filter(currency=currency, effective_from__lte=now).order_by("effective_from"):

@@ -11,17 +11,23 @@ from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from billing.models import BillingAccount, Model
+from billing.models import BillingAccount
 from billing.money import round_display_amount
 from billing.selectors import current_subscription, month_to_date_cost
-from keys.models import InferenceKey
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, parse_input
 from portal.models import Department, Organization
-from usage import query
-from usage.query import UsageQuery
+from usage.query import for_organization
+from usage.selectors import (
+    data_freshness,
+    department_in,
+    key_in,
+    model_by_code,
+    objects_named_in,
+    peak_requests_per_minute,
+)
 from usage.timebuckets import Granularity, last_days, local_midnight_of
 
 GROUP_NAMES = {"day": None, "model": "model", "team": "department", "key": "key"}
@@ -72,11 +78,10 @@ UsageResponse = inline_serializer("UsageResponse", {
     "items": inline_serializer("UsageRow", USAGE_ROW_FIELDS, many=True), "total": _S.IntegerField()})
 
 
-def _department(organization: Organization, team_uuid, field: str) -> Department:
-    department = Department.objects.filter(organization=organization, uuid=team_uuid).first()
-    if department is None:
-        raise InvalidRequest([FieldProblem(["query", field], "unknown team", "value_error.not_found")])
-    return department
+def _found(found, field: str, what: str):
+    if found is None:
+        raise InvalidRequest([FieldProblem(["query", field], f"unknown {what}", "value_error.not_found")])
+    return found
 
 
 class ObsUsageView(RamAPIView):
@@ -91,8 +96,9 @@ class ObsUsageView(RamAPIView):
 
     @cached_property
     def department(self) -> Department | None:
-        return _department(self.request.organization, self.params["team_id"], "team_id") \
-            if "team_id" in self.params else None
+        if "team_id" not in self.params:
+            return None
+        return _found(department_in(self.request.organization, uuid=self.params["team_id"]), "team_id", "team")
 
     @aione(UsageResponse, parameters=[UsageQueryParams])
     def get(self, request):
@@ -107,48 +113,30 @@ class ObsUsageView(RamAPIView):
         if department:
             filters["departments"] = (department.pk,)
         if "key_id" in params:
-            key = InferenceKey.objects.filter(organization=organization, uuid=params["key_id"]).first()
-            if key is None:
-                raise InvalidRequest([FieldProblem(["query", "key_id"], "unknown key", "value_error.not_found")])
-            filters["keys"] = (key.pk,)
+            filters["keys"] = (_found(key_in(organization, uuid=params["key_id"]), "key_id", "key").pk,)
         if "model" in params:
-            model = Model.objects.filter(code=params["model"]).first()
-            if model is None:
-                raise InvalidRequest([FieldProblem(["query", "model"], "unknown model", "value_error.not_found")])
-            filters["models"] = (model.pk,)
+            filters["models"] = (_found(model_by_code(params["model"]), "model", "model").pk,)
         group_by = params["group_by"]
         engine_groups = tuple(GROUP_NAMES[name] for name in group_by if GROUP_NAMES[name])
-        result = query.run(UsageQuery(
-            organization_id=organization.pk, start=local_midnight_of(start_day, zone),
-            end=local_midnight_of(end_day, zone), timezone=organization.timezone,
-            granularity=Granularity.of("day") if "day" in group_by else None, group_by=engine_groups, **filters,
-        ), org_timezone=organization.timezone)
+        result = for_organization(organization).run(
+            local_midnight_of(start_day, zone), local_midnight_of(end_day, zone),
+            granularity=Granularity.of("day") if "day" in group_by else None, group_by=engine_groups, **filters)
         rows = result.rows if group_by == ["day"] or not engine_groups else [r for r in result.rows if r.requests]
-        names = _names(rows)
+        names = objects_named_in(rows, "department", "key", "model")
         start = (params["page"] - 1) * params["page_size"]
         page = rows[start : start + params["page_size"]]
         return Response({"items": [_usage_row(row, "day" in group_by, names) for row in page], "total": len(rows)})
 
 
-def _names(rows) -> dict[str, dict[int, object]]:
-    """uuid/code lookups for the ids that appear in the rows (one query per kind)."""
-    def ids(name):
-        return {row.group.get(name) for row in rows if row.group.get(name) is not None}
-    return {
-        "department": dict(Department.objects.filter(pk__in=ids("department")).values_list("pk", "uuid")),
-        "key": dict(InferenceKey.objects.filter(pk__in=ids("key")).values_list("pk", "uuid")),
-        "model": dict(Model.objects.filter(pk__in=ids("model")).values_list("pk", "code")),
-    }
-
-
 def _usage_row(row, by_day: bool, names) -> dict:
-    def name(kind):
+    def uuid_of(kind):
         value = row.group.get(kind)
-        return str(names[kind][value]) if value is not None else None
+        return str(names[kind][value].uuid) if value is not None else None
+    model = row.group.get("model")
     return {
         "date": row.bucket.start.date().isoformat() if by_day else None,
-        "team_id": name("department"), "key_id": name("key"),
-        "model": names["model"].get(row.group.get("model")) if row.group.get("model") is not None else None,
+        "team_id": uuid_of("department"), "key_id": uuid_of("key"),
+        "model": names["model"][model].code if model is not None else None,
         "requests": row.requests, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
         "total_tokens": row.total_tokens, "cost_rmb": money(row.cost), "error_count": row.errors,
         "avg_latency_ms": row.latency_avg_ms.quantize(Decimal("0.1")) if row.latency_avg_ms is not None else None,
@@ -209,30 +197,27 @@ def dashboard(organization: Organization, range_days: int, view_mode: str) -> di
     from django.utils import timezone
 
     start, end = last_days(organization.zone, range_days, timezone.now())
-    base = dict(organization_id=organization.pk, start=start, end=end, timezone=organization.timezone)
-    org_tz = organization.timezone
-    totals = query.run(UsageQuery(**base, percentiles=(99,)), org_timezone=org_tz).rows[0]
-    trend = query.run(UsageQuery(**base, granularity=Granularity.of("day")), org_timezone=org_tz).rows
-    by_model = [row for row in query.run(UsageQuery(**base, group_by=("model",)), org_timezone=org_tz).rows
-                if row.requests]
+    usage = for_organization(organization)
+    totals = usage.total(start, end, percentiles=(99,))
+    trend = usage.run(start, end, granularity=Granularity.of("day")).rows
+    by_model = [row for row in usage.run(start, end, group_by=("model",)).rows if row.requests]
     # From raw events (distinct conversations): ask only for what the ranking shows.
-    by_team = query.run(UsageQuery(**base, group_by=("department",), conversations=True, sums=("cost_units",),
-                                   latency_range=False), org_timezone=org_tz).rows
+    by_team = usage.run(start, end, group_by=("department",), conversations=True, sums=("cost_units",),
+                        latency_range=False).rows
     # Distinct across the organization: a conversation that spans two teams counts once here.
-    conversations = query.run(UsageQuery(**base, conversations=True, sums=("requests",), latency_range=False),
-                              org_timezone=org_tz).rows[0].conversations
+    conversations = usage.total(start, end, conversations=True, sums=("requests",), latency_range=False).conversations
 
     subscription = current_subscription(organization)
     plan_rpm = subscription.plan.rpm_limit if subscription else 0
-    rpm_pct = percent(Decimal(query.peak_requests_per_minute(organization.pk, start, end)), Decimal(plan_rpm))
+    rpm_pct = percent(Decimal(peak_requests_per_minute(organization.pk, start, end)), Decimal(plan_rpm))
     account = BillingAccount.objects.filter(organization=organization).first()
     budget = account.monthly_budget if account else None
     budget_pct = percent(month_to_date_cost(organization), budget) if budget else None
 
     daily_trend = [{"date": row.bucket.start.date().isoformat(), "requests": row.requests,
                     "tokens": row.total_tokens, "cost_rmb": money(row.cost)} for row in trend]
-    codes = dict(Model.objects.filter(pk__in=[r.group["model"] for r in by_model]).values_list("pk", "code"))
-    teams = {d.pk: d for d in Department.objects.filter(pk__in=[r.group["department"] for r in by_team])}
+    codes = {pk: model.code for pk, model in objects_named_in(by_model, "model")["model"].items()}
+    teams = objects_named_in(by_team, "department")["department"]
     ranking = sorted((row for row in by_team if row.requests), key=lambda row: (-row.cost_units,
                                                                                  teams[row.group["department"]].name))
     return {
@@ -277,14 +262,13 @@ def _service_status(organization: Organization) -> str:
     from django.utils import timezone
 
     now = timezone.now()
-    recent = query.run(UsageQuery(organization_id=organization.pk, start=now - timedelta(hours=1), end=now,
-                                  timezone=organization.timezone), org_timezone=organization.timezone).rows[0]
+    recent = for_organization(organization).total(now - timedelta(hours=1), now)
     if recent.error_rate >= OUTAGE_ERROR_RATE:
         return "outage"
     return "degraded" if recent.error_rate >= DEGRADED_ERROR_RATE else "normal"
 
 
 def _freshness(organization: Organization, end: datetime) -> str | None:
-    newest = query.data_freshness(organization.pk, end)
+    newest = data_freshness(organization.pk, end)
     return newest.isoformat() if newest else None
 

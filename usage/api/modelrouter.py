@@ -21,13 +21,14 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from billing.models import Model
+from billing.selectors import account_currency
 from keys.models import InferenceKey
 from portal.api.errors import FieldProblem, InvalidRequest, ModelRouterDialect
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.views import RamAPIView, parse_input
 from portal.models import Department, Member, Organization
-from usage import query
-from usage.query import Row, UsageQuery
+from usage.query import Result, Row, for_organization
+from usage.selectors import objects_named_in
 from usage.timebuckets import Bucket, Granularity, buckets
 
 _S = serializers
@@ -131,17 +132,12 @@ class Scope:
     filters: dict[str, Any]
     params: dict[str, Any]
 
-    def query(self, **overrides: Any) -> UsageQuery:
-        fields = dict(organization_id=self.organization.pk, start=self.start, end=self.end,
-                      timezone=self.organization.timezone, **self.filters)
-        fields.update(overrides)
-        return UsageQuery(**fields)
-
     def engine_granularity(self) -> Granularity:
         return Granularity.of("hour" if self.granularity == "hourly" else "day")
 
-    def run(self, **overrides: Any):
-        return query.run(self.query(**overrides), org_timezone=self.organization.timezone)
+    def run(self, **overrides: Any) -> Result:
+        fields = {"start": self.start, "end": self.end, **self.filters, **overrides}
+        return for_organization(self.organization).run(**fields)
 
 
 class ModelRouterView(RamAPIView):
@@ -273,7 +269,7 @@ class OverviewView(ModelRouterView):
         totals = scope.run().rows[0]
         values = metric_values(totals)
         return self.respond(request, [{**column, "value": values[column["key"]]} for column in columns(
-            _currency(scope.organization))])
+            account_currency(scope.organization))])
 
 
 class TrendView(ModelRouterView):
@@ -288,7 +284,7 @@ class TrendView(ModelRouterView):
         rows = scope.run(granularity=scope.engine_granularity()).rows
         return self.respond(request, {
             "defaultMetric": "total_amount", "granularity": scope.granularity,
-            "metrics": columns(_currency(scope.organization)),
+            "metrics": columns(account_currency(scope.organization)),
             "points": [{"timestamp": _epoch(row.bucket), "values": encoded_values(row, timestamp=_epoch(row.bucket))}
                        for row in rows]})
 
@@ -311,7 +307,7 @@ class ModelsView(ModelRouterView):
                              .values_list("pk", flat=True))
             scope.filters["models"] = matching or (0,)
         rows = [row for row in scope.run(group_by=("model",)).rows if row.requests]
-        catalog = {m.pk: m for m in Model.objects.filter(pk__in=[r.group["model"] for r in rows])}
+        catalog = objects_named_in(rows, "model")["model"]
         rows.sort(key=lambda row: (-row.cost_units, catalog[row.group["model"]].code))
         state = paging(request, scope, "models")
         start = (state.page - 1) * state.size
@@ -319,7 +315,7 @@ class ModelsView(ModelRouterView):
         more = start + state.size < len(rows)
         token = next_token(request, "models", state, None, len(rows)) if state.keyset and more else ""
         return self.respond(request, {
-            "columns": columns(_currency(scope.organization)), "idField": "model_id", "nameField": "model_name",
+            "columns": columns(account_currency(scope.organization)), "idField": "model_id", "nameField": "model_name",
             "rows": [{"modelId": row.group["model"], "modelCode": catalog[row.group["model"]].code,
                       "modelName": catalog[row.group["model"]].name, "values": encoded_values(row)} for row in page],
         }, max_results=state.size if state.keyset else None, next_token=token if state.keyset else None)
@@ -355,7 +351,7 @@ class ModelDetailView(ModelRouterView):
         token = next_token(request, "model-detail", state, first + len(window) - 1, len(all_buckets)) \
             if state.keyset and more else ""
         return self.respond(request, {
-            "columns": columns(_currency(scope.organization)), "granularity": scope.granularity,
+            "columns": columns(account_currency(scope.organization)), "granularity": scope.granularity,
             "modelId": model.pk, "modelName": model.name, "page": state.page, "pageSize": state.size,
             "rows": [{"timestamp": _epoch(row.bucket), "values": encoded_values(row, timestamp=_epoch(row.bucket))}
                      for row in rows],
@@ -392,10 +388,10 @@ class BreakdownView(ModelRouterView):
             rows = self._rows(scope, all_buckets)
             start = (state.page - 1) * state.size
             page_rows, after = rows[start : start + state.size], None
-        names = _names(page_rows)
+        names = objects_named_in(page_rows, *BREAKDOWN_GROUPS)
         token = next_token(request, "breakdown", state, after, total) if state.keyset and after is not None else ""
         return self.respond(request, {
-            "columns": columns(_currency(scope.organization)), "granularity": scope.granularity,
+            "columns": columns(account_currency(scope.organization)), "granularity": scope.granularity,
             "page": state.page, "pageSize": state.size,
             "rows": [_breakdown_row(row, names) for row in page_rows], "total": total,
         }, max_results=state.size if state.keyset else None, next_token=token if state.keyset else None)
@@ -444,17 +440,6 @@ def _group_key(row: Row) -> tuple:
     return tuple(-1 if row.group.get(name) is None else row.group[name] for name in BREAKDOWN_GROUPS)
 
 
-def _names(rows: list[Row]) -> dict[str, dict[int, Any]]:
-    def ids(name):
-        return {row.group.get(name) for row in rows if row.group.get(name) is not None}
-    return {
-        "department": {d.pk: d for d in Department.objects.filter(pk__in=ids("department"))},
-        "key": {k.pk: k for k in InferenceKey.objects.filter(pk__in=ids("key"))},
-        "member": {m.pk: m for m in Member.objects.filter(pk__in=ids("member")).select_related("user")},
-        "model": {m.pk: m for m in Model.objects.filter(pk__in=ids("model"))},
-    }
-
-
 def _breakdown_row(row: Row, names) -> dict[str, Any]:
     department = names["department"].get(row.group.get("department"))
     key = names["key"].get(row.group.get("key"))
@@ -474,10 +459,3 @@ def _breakdown_row(row: Row, names) -> dict[str, Any]:
 
 def _epoch(bucket: Bucket) -> int:
     return int(bucket.start.timestamp())
-
-
-def _currency(organization: Organization) -> str:
-    from billing.models import BillingAccount
-
-    return BillingAccount.objects.filter(organization=organization).values_list("currency", flat=True).first() or ""
-

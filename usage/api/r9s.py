@@ -7,13 +7,12 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from billing.models import Model
 from billing.selectors import account_balance
 from portal.api.errors import R9sDialect
 from portal.api.permissions import whole_collection
 from portal.api.views import RamAPIView, parse_input
-from usage import query
-from usage.query import UsageQuery
+from usage.query import for_organization
+from usage.selectors import model_codes
 from usage.timebuckets import Granularity
 
 MAX_RANGE = timedelta(days=366)
@@ -58,12 +57,10 @@ class ManagementUsageView(RamAPIView):
     def get(self, request):
         params = parse_input(UsageParams, request.query_params)
         organization = request.organization
-        result = query.run(UsageQuery(
-            organization_id=organization.pk, start=datetime.fromtimestamp(params["start_time"], tz=UTC),
-            end=datetime.fromtimestamp(params["end_time"], tz=UTC), timezone=organization.timezone,
-            granularity=Granularity.of("day"), group_by=("model",), fill_empty=False,
-        ), org_timezone=organization.timezone)
-        codes = dict(Model.objects.values_list("pk", "code"))
+        result = for_organization(organization).run(
+            datetime.fromtimestamp(params["start_time"], tz=UTC), datetime.fromtimestamp(params["end_time"], tz=UTC),
+            granularity=Granularity.of("day"), group_by=("model",), fill_empty=False)
+        codes = model_codes()
         records = [{"timestamp": int(row.bucket.start.timestamp()), "tokens": row.total_tokens,
                     "model": codes[row.group["model"]]} for row in result.rows if row.requests]
         records.sort(key=lambda record: (record["timestamp"], record["model"]))

@@ -22,16 +22,17 @@ from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from billing.models import BillingAccount, CreditGrant, Model
+from billing.ledger import UsageLedger
+from billing.models import CreditGrant, Model
 from billing.money import Currency
-from keys.models import InferenceKey
+from billing.selectors import account_currency
 from portal.api.errors import VeniceDialect
 from portal.api.permissions import whole_collection
 from portal.api.views import RamAPIView, parse_input
 from portal.models import Organization
-from usage import query
 from usage.models import UsageEvent
-from usage.query import UsageQuery
+from usage.query import for_organization
+from usage.selectors import model_codes, objects_named_in
 from usage.timebuckets import Granularity, last_days, local_midnight_of
 
 _S = serializers
@@ -93,82 +94,8 @@ def credit_entry(grant: CreditGrant) -> dict[str, Any]:
             "notes": grant.note or grant.get_kind_display(), "inferenceDetails": None}
 
 
-class Ledger:
-    """Charges (events) and credits of one organization in a range, in time order."""
-
-    def __init__(self, organization: Organization, params: dict[str, Any]) -> None:
-        self.organization = organization
-        self.descending = params["sortOrder"] == "desc"
-        self.start = start = params.get("startDate") or datetime(1970, 1, 1, tzinfo=UTC)
-        self.end = end = params.get("endDate") or datetime(9999, 1, 1, tzinfo=UTC)
-        currency = BillingAccount.objects.values_list("currency", flat=True).get(organization=organization)
-        wanted = params.get("currency")
-        self.empty = wanted is not None and wanted != currency
-        order = ("-timestamp", "-id") if self.descending else ("timestamp", "id")
-        self.events = (UsageEvent.objects.filter(organization=organization, timestamp__gte=start, timestamp__lt=end)
-                       .select_related("model", "key").order_by(*order))
-        self.credits = list(CreditGrant.objects.filter(organization=organization, created_at__gte=start,
-                                                       created_at__lt=end, currency=currency)
-                            .order_by(*(("-created_at", "-id") if self.descending else ("created_at", "id"))))
-
-    def total(self) -> int:
-        return 0 if self.empty else self.events.count() + len(self.credits)
-
-    def _before(self, credit: CreditGrant, event: UsageEvent) -> bool:
-        # Credits sort before events of the same instant (money arrives before it is spent).
-        if self.descending:
-            return credit.created_at >= event.timestamp
-        return credit.created_at <= event.timestamp
-
-    def _events_before(self, credit: CreditGrant) -> int:
-        if self.descending:
-            return self.events.filter(timestamp__gt=credit.created_at).count()
-        return self.events.filter(timestamp__lt=credit.created_at).count()
-
-    def page(self, offset: int, limit: int) -> list[dict[str, Any]]:
-        """Entries [offset, offset + limit). A credit's position is its index plus the events
-        before it; an event's is its index plus the credits before it. Credits are few, so the
-        events read are one OFFSET window widened by their number."""
-        if self.empty:
-            return []
-        credit_slots = [index + self._events_before(credit) for index, credit in enumerate(self.credits)]
-        events_before_credit = [slot - index for index, slot in enumerate(credit_slots)]
-        first_event = max(0, offset - len(self.credits))
-        events = list(self.events[first_event : offset + limit])
-        placed: list[tuple[int, Any]] = [(slot, credit) for slot, credit in zip(credit_slots, self.credits,
-                                                                                  strict=True)]
-        for index, event in enumerate(events, start=first_event):
-            placed.append((index + sum(1 for before in events_before_credit if before <= index), event))
-        chosen = sorted((item for item in placed if offset <= item[0] < offset + limit), key=lambda item: item[0])
-        return [credit_entry(item) if isinstance(item, CreditGrant) else charge_entry(item) for _, item in chosen]
-
-    def stream(self) -> Iterator[dict[str, Any]]:
-        """Every entry, in order, reading events page by page through the engine's keyset export
-        (never all in memory)."""
-        if self.empty:
-            return
-        models = {m.pk: m for m in Model.objects.all()}
-        keys: dict[int, InferenceKey] = {}
-        credits = iter(self.credits)
-        pending = next(credits, None)
-        after = None
-        while True:
-            page = query.export_events(self.organization.pk, self.start, self.end, limit=2000, after=after,
-                                       descending=self.descending)
-            missing = {e.key_id for e in page.events} - set(keys)
-            keys.update({k.pk: k for k in InferenceKey.objects.filter(pk__in=missing)})
-            for event in page.events:
-                event.model, event.key = models[event.model_id], keys[event.key_id]
-                while pending is not None and self._before(pending, event):
-                    yield credit_entry(pending)
-                    pending = next(credits, None)
-                yield charge_entry(event)
-            if page.next_after is None:
-                break
-            after = page.next_after
-        while pending is not None:
-            yield credit_entry(pending)
-            pending = next(credits, None)
+def ledger_entry(item: UsageEvent | CreditGrant) -> dict[str, Any]:
+    return credit_entry(item) if isinstance(item, CreditGrant) else charge_entry(item)
 
 
 def _flatten(entry: dict[str, Any]) -> list[Any]:
@@ -260,15 +187,16 @@ class BillingUsageView(RamAPIView):
     def get(self, request):
         params = parse_input(UsageParams, request.query_params)
         organization = request.organization
-        ledger = Ledger(organization, params)
+        ledger = UsageLedger(organization, start=params.get("startDate"), end=params.get("endDate"),
+                             currency=params.get("currency"), descending=params["sortOrder"] == "desc")
         if _wants_csv(request):
-            response = StreamingHttpResponse(_csv_lines(ledger.stream()), content_type="text/csv")
+            response = StreamingHttpResponse(_csv_lines(map(ledger_entry, ledger.stream())), content_type="text/csv")
             response["Content-Disposition"] = "attachment; filename=billing_usage.csv"
             return response
         total = ledger.total()
         limit, page = params["limit"], params["page"]
         pages = math.ceil(total / limit) if total else 0
-        response = Response({"data": ledger.page((page - 1) * limit, limit),
+        response = Response({"data": [ledger_entry(item) for item in ledger.page((page - 1) * limit, limit)],
                              "pagination": {"limit": limit, "page": page, "total": total, "totalPages": pages}})
         response["x-pagination-limit"], response["x-pagination-page"] = str(limit), str(page)
         response["x-pagination-total"], response["x-pagination-total-pages"] = str(total), str(pages)
@@ -332,17 +260,14 @@ def analytics(organization: Organization, params: dict[str, Any]) -> dict[str, A
         days = params.get("lookback", 7)
         start, end = last_days(organization.zone, days, timezone.now())
         lookback = f"{days}d"
-    base = dict(organization_id=organization.pk, start=start, end=end, timezone=organization.timezone)
-    tz = organization.timezone
-    daily = query.run(UsageQuery(**base, granularity=Granularity.of("day")), org_timezone=tz).rows
-    by_model = [r for r in query.run(UsageQuery(**base, group_by=("model",)), org_timezone=tz).rows if r.requests]
-    by_model_daily = query.run(UsageQuery(**base, granularity=Granularity.of("day"), group_by=("model",)),
-                               org_timezone=tz).rows
-    by_key = [r for r in query.run(UsageQuery(**base, group_by=("key",)), org_timezone=tz).rows if r.requests]
-    by_key_daily = query.run(UsageQuery(**base, granularity=Granularity.of("day"), group_by=("key",)),
-                             org_timezone=tz).rows
-    codes = dict(Model.objects.values_list("pk", "code"))
-    keys = {k.pk: k for k in InferenceKey.objects.filter(pk__in=[r.group["key"] for r in by_key])}
+    usage, day = for_organization(organization), Granularity.of("day")
+    daily = usage.run(start, end, granularity=day).rows
+    by_model = [r for r in usage.run(start, end, group_by=("model",)).rows if r.requests]
+    by_model_daily = usage.run(start, end, granularity=day, group_by=("model",)).rows
+    by_key = [r for r in usage.run(start, end, group_by=("key",)).rows if r.requests]
+    by_key_daily = usage.run(start, end, granularity=day, group_by=("key",)).rows
+    codes = model_codes()
+    keys = objects_named_in(by_key, "key")["key"]
     by_model.sort(key=lambda r: (-r.cost_units, codes[r.group["model"]]))
     by_key.sort(key=lambda r: (-r.cost_units, keys[r.group["key"]].name))
     top_models = [codes[r.group["model"]] for r in by_model[:TOP]]
@@ -361,8 +286,7 @@ def analytics(organization: Organization, params: dict[str, Any]) -> dict[str, A
         return [{"date": day, "values": values} for day, values in days.items()]
 
     return {
-        "lookback": lookback, "currency": BillingAccount.objects.values_list("currency", flat=True).get(
-            organization=organization),
+        "lookback": lookback, "currency": account_currency(organization),
         "startDate": start.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "endDate": end.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "byDate": [{"date": row.bucket.start.date().isoformat(), "totalUsd": row.cost, "totalUnits": units(row)}

@@ -4,9 +4,10 @@ Parses the request strictly (unknown fields are 422), picks the granularity as W
 the engine for per-model usage buckets and per-bucket call statistics, and renders columns named
 `<aggregation>_<metric>` and `p<N>_<metric>`."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 from django.utils import timezone
@@ -14,14 +15,13 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from billing.models import Model
 from portal.api.errors import FieldProblem, InvalidRequest, WeaveDialect
 from portal.api.permissions import RamTarget
 from portal.api.schema import AIONE_ERRORS
 from portal.api.views import RamAPIView, parse_input
 from portal.models import Department, Member
-from usage import query
-from usage.query import UsageQuery
+from usage.query import Distribution, Result, for_organization
+from usage.selectors import model_codes
 from usage.timebuckets import Granularity
 
 _S = serializers
@@ -169,11 +169,13 @@ class CallsStatsView(RamAPIView):
     def post(self, request):
         data, organization, department = self.body, request.organization, self.department
         granularity = choose_granularity(data["start"], data["end"], data["granularity"])
-        base = dict(organization_id=organization.pk, start=data["start"], end=data["end"],
-                    timezone=data["timezone"], granularity=Granularity.of(granularity),
-                    departments=(department.pk,) if department else (), **self._filters(organization, data["filter"]))
-        usage_buckets = self._usage(base, data["usage_metrics"], organization.timezone)
-        call_buckets = self._calls(base, data["call_metrics"], organization.timezone)
+        # Buckets in the request's timezone (Weave's own parameter), levels chosen on the organization's clock.
+        usage = partial(for_organization(organization).run, start=data["start"], end=data["end"],
+                        timezone=data["timezone"], granularity=Granularity.of(granularity),
+                        departments=(department.pk,) if department else (),
+                        **self._filters(organization, data["filter"]))
+        usage_buckets = self._usage(usage, data["usage_metrics"])
+        call_buckets = self._calls(usage, data["call_metrics"])
         return Response({"start": _utc(data["start"]), "end": _utc(data["end"]), "granularity": granularity,
                          "timezone": data["timezone"], "usage_buckets": usage_buckets, "call_buckets": call_buckets})
 
@@ -210,14 +212,13 @@ class CallsStatsView(RamAPIView):
             filters["members"] = tuple(members.values())
         return filters
 
-    def _usage(self, base: dict, metrics: list[dict], org_timezone: str) -> list[dict]:
+    def _usage(self, usage: Callable[..., Result], metrics: list[dict]) -> list[dict]:
         if not metrics:
             return []
         distributions = tuple((USAGE_METRICS[m["metric"]][1], tuple(m["percentiles"])) for m in metrics
                               if m["percentiles"] or {"min", "max"} & set(m["aggregations"]))
-        result = query.run(UsageQuery(**base, group_by=("model",), distributions=_merge(distributions)),
-                           org_timezone=org_timezone)
-        codes = dict(Model.objects.values_list("pk", "code"))
+        result = usage(group_by=("model",), distributions=_merge(distributions))
+        codes = model_codes()
         buckets = []
         for row in result.rows:
             bucket = {"timestamp": row.bucket.start.isoformat(), "model": codes.get(row.group["model"]),
@@ -230,28 +231,23 @@ class CallsStatsView(RamAPIView):
             buckets.append(bucket)
         return buckets
 
-    def _calls(self, base: dict, metrics: list[dict], org_timezone: str) -> list[dict]:
+    def _calls(self, usage: Callable[..., Result], metrics: list[dict]) -> list[dict]:
         if not metrics:
             return []
         latency_percentiles = tuple(p for m in metrics if m["metric"] == "latency_ms" for p in m["percentiles"])
         distributions = tuple((CALL_METRICS[m["metric"]][1], tuple(m["percentiles"])) for m in metrics
                               if m["metric"] == "error_count"
                               and (m["percentiles"] or {"min", "max"} & set(m["aggregations"])))
-        result = query.run(UsageQuery(**base, percentiles=tuple(dict.fromkeys(latency_percentiles)),
-                                      distributions=distributions), org_timezone=org_timezone)
+        result = usage(percentiles=tuple(dict.fromkeys(latency_percentiles)), distributions=distributions)
         buckets = []
         for row in result.rows:
             bucket: dict[str, Any] = {"timestamp": row.bucket.start.isoformat()}
             for spec in metrics:
                 total_attr, value_name = CALL_METRICS[spec["metric"]]
                 if spec["metric"] == "latency_ms":
-                    from usage.query import Distribution
-
                     spread = Distribution(row.latency_min_ms, row.latency_max_ms,
                                           {q: _round(row.percentiles.get(q)) for q in spec["percentiles"]})
                 elif spec["metric"] == "call_count":
-                    from usage.query import Distribution
-
                     one = 1 if row.requests else None
                     spread = Distribution(one, one, {q: one for q in spec["percentiles"]})
                 else:
