@@ -1,11 +1,13 @@
 """AIone key API shapes (seed 000): KeyCreateRequest, KeyUpdateRequest, KeyResponse, KeyRotateResponse."""
 
 import ipaddress
+from datetime import timedelta
 
 from django.utils import timezone
 from rest_framework import serializers
 
 from keys.models import InferenceKey, KeyStatus
+from keys.services import ROTATE_GRACE_DEFAULT, ROTATE_GRACE_MAX_HOURS
 
 
 def validate_ips(values: list[str]) -> list[str]:
@@ -71,7 +73,10 @@ class KeyCreateResponse(KeyResponse):
 
 
 class RotateQuery(serializers.Serializer):
-    grace_hours = serializers.IntegerField(min_value=0, max_value=168, required=False, default=24)
+    grace_hours = serializers.IntegerField(
+        min_value=0, max_value=ROTATE_GRACE_MAX_HOURS, required=False,
+        default=ROTATE_GRACE_DEFAULT // timedelta(hours=1),
+        help_text="Hours the old secret keeps working; 0 retires it at once.")
 
 
 class VerifyRequest(serializers.Serializer):
