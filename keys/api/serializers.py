@@ -5,7 +5,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
+from billing.models import Model
 from keys.models import InferenceKey, KeyStatus
 from keys.services import ROTATE_GRACE_DEFAULT, ROTATE_GRACE_MAX_HOURS
 
@@ -19,10 +21,28 @@ def validate_ips(values: list[str]) -> list[str]:
     return values
 
 
+def validate_model_codes(values: list[str]) -> list[str]:
+    """Every code names a model in the catalog that is enabled: a typo would otherwise be stored
+    and only show up as the gateway refusing every call."""
+    if not values:
+        return values
+    enabled_by_code = dict(Model.objects.filter(code__in=set(values)).values_list("code", "enabled"))
+    problems = []
+    for value in values:
+        if value not in enabled_by_code:
+            problems.append(ErrorDetail(f"{value!r} is not a model in the catalog", code="value_error.not_found"))
+        elif not enabled_by_code[value]:
+            problems.append(ErrorDetail(f"{value!r} is disabled in the catalog", code="value_error.disabled"))
+    if problems:
+        raise serializers.ValidationError(problems)
+    return values
+
+
 class KeyCreateRequest(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     team_id = serializers.UUIDField()
-    models_allowed = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list)
+    models_allowed = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list,
+                                           validators=[validate_model_codes])
     rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
     tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
     is_sandbox = serializers.BooleanField(required=False, default=False)
@@ -38,7 +58,8 @@ class KeyCreateRequest(serializers.Serializer):
 
 class KeyUpdateRequest(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
-    models_allowed = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+    models_allowed = serializers.ListField(child=serializers.CharField(max_length=100), required=False,
+                                           validators=[validate_model_codes])
     allowed_ips = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
                                         validators=[validate_ips])
     rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)

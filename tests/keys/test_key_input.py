@@ -5,6 +5,7 @@ import pytest
 
 from keys.models import InferenceKey
 from keys.services import ROTATE_GRACE_MAX_HOURS
+from portal.models import AuditLog
 from tests import factories
 from tests.api_helpers import client_for
 
@@ -14,6 +15,15 @@ KEYS = "/api/v1/gateway/keys"
 @pytest.fixture
 def alice(ram_world):
     return client_for(ram_world.alice)
+
+
+@pytest.fixture
+def catalog(db):
+    """qwen-plus is served; old-model is still in the catalog but disabled."""
+    factories.make_model("qwen-plus")
+    old = factories.make_model("old-model")
+    old.enabled = False
+    old.save(update_fields=["enabled"])
 
 
 def _create(client, team, **fields):
@@ -28,6 +38,45 @@ def _stored(key: InferenceKey) -> tuple:
 def _problems(response) -> list[tuple[list, str]]:
     assert response.status_code == 422, response.content
     return [(item["loc"], item["msg"]) for item in response.json()["detail"]]
+
+
+# --- models_allowed ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code, says", [("no-such-model", "not a model in the catalog"),
+                                        ("old-model", "disabled in the catalog")], ids=["unknown", "disabled"])
+def test_creating_a_key_for_a_model_not_served_is_refused_by_name(ram_world, alice, catalog, code, says):
+    keys_before, audits_before = InferenceKey.objects.count(), AuditLog.objects.count()
+    response = _create(alice, ram_world.research, models_allowed=["qwen-plus", code])
+    assert _problems(response) == [(["body", "models_allowed"], f"'{code}' is {says}")]
+    assert (InferenceKey.objects.count(), AuditLog.objects.count()) == (keys_before, audits_before)
+
+
+@pytest.mark.parametrize("code", ["no-such-model", "old-model"], ids=["unknown", "disabled"])
+def test_updating_a_key_to_a_model_not_served_changes_nothing(ram_world, alice, catalog, code):
+    key, _ = factories.make_inference_key(ram_world.research, name="app", models_allowed=["qwen-plus"])
+    before, audits_before = _stored(key), AuditLog.objects.count()
+    response = alice.put(f"{KEYS}/{key.uuid}", {"name": "renamed", "models_allowed": [code]}, format="json")
+    assert [loc for loc, _ in _problems(response)] == [["body", "models_allowed"]]
+    assert code in response.json()["detail"][0]["msg"]
+    assert _stored(key) == before and AuditLog.objects.count() == audits_before
+
+
+def test_every_bad_model_code_is_named(ram_world, alice, catalog):
+    response = _create(alice, ram_world.research, models_allowed=["typo-one", "qwen-plus", "typo-two"])
+    assert _problems(response) == [(["body", "models_allowed"], "'typo-one' is not a model in the catalog"),
+                                   (["body", "models_allowed"], "'typo-two' is not a model in the catalog")]
+    assert [item["type"] for item in response.json()["detail"]] == ["value_error.not_found"] * 2
+
+
+def test_served_models_are_accepted_on_create_and_update(ram_world, alice, catalog):
+    factories.make_model("qwen-max")
+    response = _create(alice, ram_world.research, models_allowed=["qwen-plus"])
+    assert response.status_code == 201, response.json()
+    assert response.json()["models_allowed"] == ["qwen-plus"]
+    updated = alice.put(f"{KEYS}/{response.json()['id']}", {"models_allowed": ["qwen-plus", "qwen-max"]},
+                        format="json")
+    assert updated.status_code == 200, updated.json()
+    assert InferenceKey.objects.get(uuid=response.json()["id"]).models_allowed == ["qwen-plus", "qwen-max"]
 
 
 # --- rotation ------------------------------------------------------------------------------------
