@@ -13,11 +13,14 @@ from keys.services import ROTATE_GRACE_DEFAULT, ROTATE_GRACE_MAX_HOURS
 
 
 def validate_ips(values: list[str]) -> list[str]:
+    problems = []
     for value in values:
         try:
             ipaddress.ip_network(value, strict=False)
-        except ValueError as error:
-            raise serializers.ValidationError(f"{value!r} is not an IP address or CIDR") from error
+        except ValueError:
+            problems.append(f"{value!r} is not an IP address or CIDR")
+    if problems:
+        raise serializers.ValidationError(problems)
     return values
 
 

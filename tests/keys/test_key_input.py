@@ -79,6 +79,43 @@ def test_served_models_are_accepted_on_create_and_update(ram_world, alice, catal
     assert InferenceKey.objects.get(uuid=response.json()["id"]).models_allowed == ["qwen-plus", "qwen-max"]
 
 
+# --- allowed_ips ---------------------------------------------------------------------------------
+
+BAD_IPS = ["not-an-ip", "10.0.0.0/33", "300.1.2.3", "2001:db8::/129", "10.0.0.1/8/8", "10.0.0.0/255.0.255.0"]
+
+
+@pytest.mark.parametrize("entry", BAD_IPS, ids=BAD_IPS)
+def test_creating_a_key_with_a_bad_ip_or_cidr_is_refused_by_name(ram_world, alice, entry):
+    before = InferenceKey.objects.count()
+    response = _create(alice, ram_world.research, allowed_ips=["10.0.0.0/8", entry])
+    assert _problems(response) == [(["body", "allowed_ips"], f"'{entry}' is not an IP address or CIDR")]
+    assert InferenceKey.objects.count() == before
+
+
+def test_updating_a_key_with_bad_ips_names_each_and_changes_nothing(ram_world, alice):
+    key, _ = factories.make_inference_key(ram_world.research, name="app", allowed_ips=["10.0.0.0/8"])
+    before = _stored(key)
+    response = alice.put(f"{KEYS}/{key.uuid}", {"name": "renamed", "allowed_ips": ["nope", "192.0.2.7", "::g"]},
+                         format="json")
+    assert _problems(response) == [(["body", "allowed_ips"], "'nope' is not an IP address or CIDR"),
+                                   (["body", "allowed_ips"], "'::g' is not an IP address or CIDR")]
+    assert _stored(key) == before
+
+
+GOOD_IPS = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7", "2001:db8::1", "10.1.2.3/8"]
+
+
+def test_ip_addresses_and_cidr_networks_of_both_families_are_accepted(ram_world, alice):
+    response = _create(alice, ram_world.research, allowed_ips=GOOD_IPS)
+    assert response.status_code == 201, response.json()
+    key = InferenceKey.objects.get(uuid=response.json()["id"])
+    assert key.allowed_ips == GOOD_IPS  # stored as given: host bits of a network are not an error
+    updated = alice.put(f"{KEYS}/{key.uuid}", {"allowed_ips": ["2001:db8::/32", "192.0.2.7"]}, format="json")
+    assert updated.status_code == 200, updated.json()
+    key.refresh_from_db()
+    assert key.allowed_ips == ["2001:db8::/32", "192.0.2.7"]
+
+
 # --- rotation ------------------------------------------------------------------------------------
 
 def test_a_grace_period_above_the_maximum_is_refused_and_the_secret_kept(ram_world, alice):
