@@ -1,4 +1,7 @@
-"""AIone key API shapes (seed 000): KeyCreateRequest, KeyUpdateRequest, KeyResponse, KeyRotateResponse."""
+"""AIone key API shapes (seed 000): KeyCreateRequest, KeyUpdateRequest, KeyResponse, KeyRotateResponse.
+
+A list field's bad entries are reported against the field itself (`loc` `["body", "allowed_ips"]`),
+one message per entry naming it: the 422 schema allows only strings in `loc`."""
 
 import ipaddress
 from datetime import timedelta
@@ -41,16 +44,30 @@ def validate_model_codes(values: list[str]) -> list[str]:
     return values
 
 
+class EntryListField(serializers.ListField):
+    """A ListField whose entries' errors are reported against the list itself, each message saying
+    which entry: DRF would key them by index, and an integer in `loc` breaks the 422 schema."""
+
+    def run_child_validation(self, data):
+        try:
+            return super().run_child_validation(data)
+        except serializers.ValidationError as error:
+            raise serializers.ValidationError([
+                ErrorDetail(f"entry {index}: {message}", code=getattr(message, "code", None) or "invalid")
+                for index, messages in error.detail.items() for message in messages
+            ]) from error
+
+
 class KeyCreateRequest(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     team_id = serializers.UUIDField()
-    models_allowed = serializers.ListField(child=serializers.CharField(max_length=100), required=False, default=list,
-                                           validators=[validate_model_codes])
+    models_allowed = EntryListField(child=serializers.CharField(max_length=100), required=False, default=list,
+                                   validators=[validate_model_codes])
     rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
     tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
     is_sandbox = serializers.BooleanField(required=False, default=False)
-    allowed_ips = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list,
-                                        validators=[validate_ips])
+    allowed_ips = EntryListField(child=serializers.CharField(max_length=64), required=False, default=list,
+                                 validators=[validate_ips])
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
     def validate_expires_at(self, value):
@@ -61,10 +78,10 @@ class KeyCreateRequest(serializers.Serializer):
 
 class KeyUpdateRequest(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
-    models_allowed = serializers.ListField(child=serializers.CharField(max_length=100), required=False,
-                                           validators=[validate_model_codes])
-    allowed_ips = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
-                                        validators=[validate_ips])
+    models_allowed = EntryListField(child=serializers.CharField(max_length=100), required=False,
+                                   validators=[validate_model_codes])
+    allowed_ips = EntryListField(child=serializers.CharField(max_length=64), required=False,
+                                 validators=[validate_ips])
     rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
 

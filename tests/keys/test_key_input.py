@@ -1,6 +1,9 @@
 """What the key API accepts in `models_allowed`, `allowed_ips` and `grace_hours`: a bad entry is a
 422 naming it, against the field (the 422 schema's `loc` holds strings only), and nothing is stored."""
 
+import json
+
+import jsonschema
 import pytest
 
 from keys.models import InferenceKey
@@ -24,6 +27,15 @@ def catalog(db):
     old = factories.make_model("old-model")
     old.enabled = False
     old.save(update_fields=["enabled"])
+
+
+@pytest.fixture
+def validation_error_schema(openapi_schema):
+    """The documented 422 body of the key endpoints, as a JSON Schema validator."""
+    response = openapi_schema["paths"][KEYS]["post"]["responses"]["422"]
+    schema = response["content"]["application/json"]["schema"]
+    document = json.loads(json.dumps({"components": openapi_schema["components"], **schema}))
+    return jsonschema.Draft4Validator(document)
 
 
 def _create(client, team, **fields):
@@ -114,6 +126,30 @@ def test_ip_addresses_and_cidr_networks_of_both_families_are_accepted(ram_world,
     assert updated.status_code == 200, updated.json()
     key.refresh_from_db()
     assert key.allowed_ips == ["2001:db8::/32", "192.0.2.7"]
+
+
+# --- an entry the list's own field refuses -------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "field, entry, says",
+    [
+        ("models_allowed", "", "This field may not be blank."),
+        ("models_allowed", None, "This field may not be null."),
+        ("models_allowed", "m" * 101, "Ensure this field has no more than 100 characters."),
+        ("allowed_ips", None, "This field may not be null."),
+        ("allowed_ips", "1" * 65, "Ensure this field has no more than 64 characters."),
+    ],
+    ids=["blank-model", "null-model", "long-model", "null-ip", "long-ip"],
+)
+def test_a_malformed_entry_is_named_by_position_with_a_string_only_loc(
+    ram_world, alice, catalog, validation_error_schema, field, entry, says
+):
+    before = InferenceKey.objects.count()
+    response = _create(alice, ram_world.research, **{field: ["qwen-plus" if field == "models_allowed" else
+                                                             "10.0.0.0/8", entry]})
+    assert _problems(response) == [(["body", field], f"entry 1: {says}")]
+    validation_error_schema.validate(response.json())
+    assert InferenceKey.objects.count() == before
 
 
 # --- rotation ------------------------------------------------------------------------------------
