@@ -58,16 +58,21 @@ class EntryListField(serializers.ListField):
             ]) from error
 
 
+MODELS_ALLOWED_HELP = "Model codes the key may call, each an enabled model of the catalog (`GET /api/v1/models`)."
+ALLOWED_IPS_HELP = ("IPv4 or IPv6 addresses or CIDR networks the key may be used from, e.g. `10.0.0.0/8`, "
+                    "`2001:db8::/32`, `192.0.2.7`.")
+
+
 class KeyCreateRequest(serializers.Serializer):
     name = serializers.CharField(max_length=200)
-    team_id = serializers.UUIDField()
+    team_id = serializers.UUIDField(required=True, help_text="The uuid of the team (department) that owns the key.")
     models_allowed = EntryListField(child=serializers.CharField(max_length=100), required=False, default=list,
-                                   validators=[validate_model_codes])
+                                   validators=[validate_model_codes], help_text=MODELS_ALLOWED_HELP)
     rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
     tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
     is_sandbox = serializers.BooleanField(required=False, default=False)
     allowed_ips = EntryListField(child=serializers.CharField(max_length=64), required=False, default=list,
-                                 validators=[validate_ips])
+                                 validators=[validate_ips], help_text=ALLOWED_IPS_HELP)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
     def validate_expires_at(self, value):
@@ -79,9 +84,9 @@ class KeyCreateRequest(serializers.Serializer):
 class KeyUpdateRequest(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False)
     models_allowed = EntryListField(child=serializers.CharField(max_length=100), required=False,
-                                   validators=[validate_model_codes])
+                                   validators=[validate_model_codes], help_text=MODELS_ALLOWED_HELP)
     allowed_ips = EntryListField(child=serializers.CharField(max_length=64), required=False,
-                                 validators=[validate_ips])
+                                 validators=[validate_ips], help_text=ALLOWED_IPS_HELP)
     rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
 

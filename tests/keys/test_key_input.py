@@ -173,6 +173,19 @@ def test_a_bad_grace_period_is_located_in_the_query(ram_world, alice):
 
 # --- the schema ----------------------------------------------------------------------------------
 
+def _request_schema(openapi_schema, path: str, method: str) -> dict:
+    reference = openapi_schema["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    return openapi_schema["components"]["schemas"][reference.rsplit("/", 1)[-1]]
+
+
+def test_the_schema_documents_team_id_as_required_on_create(openapi_schema):
+    create = _request_schema(openapi_schema, KEYS, "post")
+    assert "team_id" in create["required"]
+    assert create["properties"]["team_id"]["description"]
+    assert "catalog" in create["properties"]["models_allowed"]["description"]
+    assert "CIDR" in create["properties"]["allowed_ips"]["description"]
+
+
 def test_the_schema_documents_the_grace_maximum(openapi_schema):
     parameters = openapi_schema["paths"][f"{KEYS}/{{key_id}}/rotate"]["put"]["parameters"]
     grace = next(parameter for parameter in parameters if parameter["name"] == "grace_hours")
