@@ -24,6 +24,7 @@ def _create(client, team, **fields):
 
 
 def test_creating_a_key_shows_its_secret_once(ram_world, alice):
+    factories.make_model("qwen-plus")
     response = _create(alice, ram_world.research, rpm_limit=60, models_allowed=["qwen-plus"],
                        allowed_ips=["10.0.0.0/8"])
     assert response.status_code == 201, response.json()
