@@ -25,6 +25,10 @@ def price_at(model: Model, currency: str, when: datetime) -> Price | None:
     )
 
 
+def model_by_code(code: str) -> Model | None:
+    return Model.objects.filter(code=code).first()
+
+
 class PriceBook:
     """Every price row of some models in one currency, held in memory for rating a batch.
 

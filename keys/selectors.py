@@ -90,3 +90,8 @@ def inference_key_for_secret(secret: str) -> InferenceKey | None:
         return None
     stored = key.secret_hash if key.secret_hash == secret_hash else key.previous_secret_hash
     return key if hashes_match(stored, secret) else None
+
+
+def key_in(organization, **lookup) -> InferenceKey | None:
+    """An inference key of `organization` (another organization's is simply not there)."""
+    return InferenceKey.objects.filter(organization=organization, **lookup).first()

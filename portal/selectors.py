@@ -1,8 +1,10 @@
 """Reads for tenancy."""
 
+from typing import Any
+
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from portal.models import Member
+from portal.models import Department, Member, Organization
 
 
 def member_of(user: AbstractBaseUser | AnonymousUser | None) -> Member | None:
@@ -14,3 +16,8 @@ def member_of(user: AbstractBaseUser | AnonymousUser | None) -> Member | None:
     except Member.DoesNotExist:
         return None
 
+
+
+def department_in(organization: Organization, **lookup: Any) -> Department | None:
+    """A department of `organization` (another organization's is simply not there)."""
+    return Department.objects.filter(organization=organization, **lookup).first()

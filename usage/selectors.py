@@ -15,24 +15,8 @@ from django.db.models.functions import TruncMinute
 
 from billing.models import Model
 from keys.models import InferenceKey
-from portal.models import Department, Member, Organization
+from portal.models import Department, Member
 from usage.models import UsageEvent, UsageFillState
-
-# --- what a request names --------------------------------------------------------------------
-
-
-def department_in(organization: Organization, **lookup: Any) -> Department | None:
-    """A department of `organization` (another organization's is simply not there)."""
-    return Department.objects.filter(organization=organization, **lookup).first()
-
-
-def key_in(organization: Organization, **lookup: Any) -> InferenceKey | None:
-    return InferenceKey.objects.filter(organization=organization, **lookup).first()
-
-
-def model_by_code(code: str) -> Model | None:
-    return Model.objects.filter(code=code).first()
-
 
 # --- names for the ids in the engine's rows --------------------------------------------------
 

@@ -2,6 +2,7 @@
 authorize, call a service, render."""
 
 from datetime import timedelta
+from functools import cached_property
 
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers, status
@@ -21,10 +22,10 @@ from keys.models import InferenceKey
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, narrowed_list, whole_collection
 from portal.api.schema import aione
-from portal.api.views import RamAPIView, RamObjectView
-from portal.api.views import parse_input as parse
+from portal.api.views import RamAPIView, RamObjectView, parse_body, parse_query
 from portal.api.views import request_actor as actor_of
 from portal.models import Department
+from portal.selectors import department_in
 
 KeyListResponse = inline_serializer("KeyListResponse", {
     "items": KeyResponse(many=True), "total": serializers.IntegerField(), "page": serializers.IntegerField(),
@@ -43,6 +44,10 @@ VerifyResponse = inline_serializer("KeyVerifyResponse", {
     "budget_exhausted": serializers.BooleanField(required=False)})
 
 
+class TeamOfNewKey(serializers.Serializer):
+    team_id = serializers.UUIDField()
+
+
 class OrganizationKeys:
     def get_queryset(self):
         return (InferenceKey.objects.filter(organization=self.request.organization, deleted_at__isnull=True)
@@ -58,21 +63,21 @@ class KeyListCreateView(OrganizationKeys, RamAPIView):
     def ram_resource(self, request):
         if request.method == "GET":
             return narrowed_list(self, request)
-        # A new key is checked against the department it is created in.
-        return (RamTarget("*", self.department_from_body(request).pk),)
+        # A new key is checked against the department it is created in, before the rest of the
+        # body is validated (a caller who may not create keys learns nothing about the catalog).
+        return (RamTarget("*", self.department.pk),)
 
-    def department_from_body(self, request) -> Department:
-        if not hasattr(self, "_department"):
-            data = parse(KeyCreateRequest, request.data)
-            department = Department.objects.filter(organization=request.organization, uuid=data["team_id"]).first()
-            if department is None:
-                raise InvalidRequest([FieldProblem(["body", "team_id"], "unknown team", "value_error.not_found")])
-            self._data, self._department = data, department
-        return self._department
+    @cached_property
+    def department(self) -> Department:
+        team_id = parse_body(TeamOfNewKey, self.request)["team_id"]
+        department = department_in(self.request.organization, uuid=team_id)
+        if department is None:
+            raise InvalidRequest([FieldProblem(["body", "team_id"], "unknown team", "value_error.not_found")])
+        return department
 
     @aione(KeyListResponse, parameters=[KeyListQuery])
     def get(self, request):
-        query = parse(KeyListQuery, request.query_params)
+        query = parse_query(KeyListQuery, request)
         keys = self.queryset.order_by("-created_at", "-id")
         if "team_id" in query:
             keys = keys.filter(department__uuid=query["team_id"])
@@ -86,9 +91,9 @@ class KeyListCreateView(OrganizationKeys, RamAPIView):
     @aione(KeyCreateResponse, request=KeyCreateRequest, status=201,
            description="Create an inference key; the response carries the secret `key`, shown this once.")
     def post(self, request):
-        department, data = self.department_from_body(request), self._data
+        data = parse_body(KeyCreateRequest, request)
         issued = services.create_inference_key(
-            actor=actor_of(request), department=department, owner=request.member, name=data["name"],
+            actor=actor_of(request), department=self.department, owner=request.member, name=data["name"],
             models_allowed=data["models_allowed"], allowed_ips=data["allowed_ips"], rpm_limit=data["rpm_limit"],
             tpm_limit=data["tpm_limit"], is_sandbox=data["is_sandbox"], expires_at=data["expires_at"],
         )
@@ -110,7 +115,7 @@ class KeyDetailView(KeyObjectView):
 
     @aione(KeyResponse, request=KeyUpdateRequest)
     def put(self, request, key_id):
-        changes = parse(KeyUpdateRequest, request.data)
+        changes = parse_body(KeyUpdateRequest, request)
         key = services.update_inference_key(actor=actor_of(request), key=self.get_object(), **changes)
         return Response(KeyResponse(key).data)
 
@@ -126,7 +131,7 @@ class KeyRotateView(KeyObjectView):
     @aione(KeyRotateResponse, parameters=[RotateQuery])
     def put(self, request, key_id):
         key = self.get_object()
-        grace = timedelta(hours=parse(RotateQuery, request.query_params)["grace_hours"])
+        grace = timedelta(hours=parse_query(RotateQuery, request)["grace_hours"])
         old_prefix = key.key_prefix
         issued = services.rotate_inference_key(actor=actor_of(request), key=key, grace=grace)
         return Response({"id": str(key.uuid), "key": issued.secret, "key_prefix": issued.key.key_prefix,
@@ -162,4 +167,4 @@ class VerifyKeyView(RamAPIView):
 
     @aione(VerifyResponse, request=VerifyRequest)
     def post(self, request):
-        return Response(services.verify_inference_key(parse(VerifyRequest, request.data)["key"]))
+        return Response(services.verify_inference_key(parse_body(VerifyRequest, request)["key"]))

@@ -153,12 +153,12 @@ class WeaveDialect(AIoneDialect):
     tag = "Weave"
 
 
-def _problems_from_drf(detail: Any, location: list[str | int]) -> list[FieldProblem]:
+def problems_from_drf(detail: Any, location: list[str | int]) -> list[FieldProblem]:
     if isinstance(detail, dict):
         problems: list[FieldProblem] = []
         for name, value in detail.items():
             inner = location if name == "non_field_errors" else [*location, name]
-            problems.extend(_problems_from_drf(value, inner))
+            problems.extend(problems_from_drf(value, inner))
         return problems
     if isinstance(detail, list):
         if all(isinstance(item, str) for item in detail):
@@ -166,7 +166,7 @@ def _problems_from_drf(detail: Any, location: list[str | int]) -> list[FieldProb
                     for item in detail]
         problems = []
         for index, item in enumerate(detail):
-            problems.extend(_problems_from_drf(item, [*location, index]))
+            problems.extend(problems_from_drf(item, [*location, index]))
         return problems
     return [FieldProblem(location, str(detail), getattr(detail, "code", "value_error") or "value_error")]
 
@@ -178,7 +178,7 @@ def to_api_error(exc: Exception, request, validation_status: int = 422) -> ApiEr
         return ApiError(code, "invalid", str(exc.detail), exc.problems)
     if isinstance(exc, exceptions.ValidationError):
         location = ["query"] if request is not None and request.method in ("GET", "DELETE") else ["body"]
-        problems = _problems_from_drf(exc.detail, location)
+        problems = problems_from_drf(exc.detail, location)
         return ApiError(validation_status, "invalid", "Invalid request.", problems)
     if isinstance(exc, exceptions.ParseError):
         return ApiError(400, "parse_error", str(exc.detail), [FieldProblem(["body"], str(exc.detail), "json_invalid")])

@@ -12,8 +12,7 @@ from keys.models import ManagementKey
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, request_context, whole_collection
 from portal.api.schema import aione
-from portal.api.views import RamAPIView, RamObjectView
-from portal.api.views import parse_input as _parse
+from portal.api.views import RamAPIView, RamObjectView, parse_body
 from portal.api.views import request_actor as _actor
 from portal.models import Group, Member, Policy
 from portal.ram import services as ram
@@ -123,7 +122,7 @@ class PolicyListCreateView(RamAPIView):
 
     @aione(PolicyShape, request=PolicyCreate, status=201)
     def post(self, request):
-        data = _parse(PolicyCreate, request.data)
+        data = parse_body(PolicyCreate, request)
         try:
             policy = ram.create_policy(actor=_actor(request), organization=request.organization,
                                        name=data["name"], document=data["document"], description=data["description"])
@@ -141,7 +140,7 @@ class PolicyDetailView(PolicyObjectView):
 
     @aione(PolicyShape, request=PolicyUpdate)
     def put(self, request, name):
-        data = _parse(PolicyUpdate, request.data)
+        data = parse_body(PolicyUpdate, request)
         try:
             policy = ram.update_policy(actor=_actor(request), policy=self.get_object(), document=data.get("document"),
                                        description=data.get("description"))
@@ -175,7 +174,7 @@ class PolicyAttachView(PolicyObjectView):
     @aione(AttachShape, request=AttachTarget)
     def post(self, request, name):
         policy = self.get_object()
-        target = _parse(AttachTarget, request.data)
+        target = parse_body(AttachTarget, request)
         member = group = None
         if "member" in target:
             member = get_object_or_404(Member, organization=request.organization, uuid=target["member"])
@@ -233,7 +232,7 @@ class ManagementKeyListCreateView(MemberObjectView):
     @aione(ManagementKeyCreated, request=ManagementKeyCreate, status=201)
     def post(self, request, member_uuid):
         member = self.get_object()
-        data = _parse(ManagementKeyCreate, request.data)
+        data = parse_body(ManagementKeyCreate, request)
         issued = key_services.create_management_key(actor=_actor(request), member=member, name=data["name"],
                                                     scopes=data["scopes"], expires_at=data["expires_at"])
         body = _management_key_body(issued.key)
@@ -263,7 +262,7 @@ class SimulateView(RamAPIView):
 
     @aione(SimulateShape, request=SimulateRequest)
     def post(self, request):
-        data = _parse(SimulateRequest, request.data)
+        data = parse_body(SimulateRequest, request)
         member = get_object_or_404(Member, organization=request.organization, uuid=data["member"])
         action = ACTIONS.get(data["action"])
         if action is None:

@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.views import APIView
 
-from portal.api.errors import AIoneDialect
+from portal.api.errors import AIoneDialect, InvalidRequest, problems_from_drf
 from portal.api.permissions import RamPermission, client_ip, resolve_tenant, the_object
 from portal.services import Actor
 
@@ -53,8 +53,18 @@ def request_actor(request) -> Actor:
     return Actor.for_member(request.member, source_ip=client_ip(request))
 
 
-def parse_input(serializer_class, data) -> dict:
-    """Validate query or body input; a failure becomes the dialect's 422 naming each field."""
+def parse_query(serializer_class, request) -> dict:
+    """Validate the query string; a failure is the dialect's 4xx naming each `query` field."""
+    return _parse(serializer_class, request.query_params, "query")
+
+
+def parse_body(serializer_class, request) -> dict:
+    """Validate the body; a failure is the dialect's 4xx naming each `body` field."""
+    return _parse(serializer_class, request.data, "body")
+
+
+def _parse(serializer_class, data, where: str) -> dict:
     serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
+    if not serializer.is_valid():
+        raise InvalidRequest(problems_from_drf(serializer.errors, [where]))
     return serializer.validated_data

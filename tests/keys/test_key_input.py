@@ -163,8 +163,13 @@ def test_a_grace_period_above_the_maximum_is_refused_and_the_secret_kept(ram_wor
     assert alice.put(f"{KEYS}/{key.uuid}/rotate?grace_hours={ROTATE_GRACE_MAX_HOURS}").status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="portal/api/errors.py to_api_error locates a DRF ValidationError by the "
-                   "HTTP method (PUT -> body), though rotate's grace_hours is a query parameter")
+def test_a_caller_who_may_not_create_keys_is_refused_before_the_body_is_judged(ram_world, catalog):
+    # bob reads usage only: a 403, not a 422 that would tell him which model codes exist.
+    response = _create(client_for(ram_world.bob), ram_world.research, models_allowed=["no-such-model"])
+    assert response.status_code == 403 and response.json()["action"] == "keys:CreateKey"
+    assert not InferenceKey.objects.exists()
+
+
 def test_a_bad_grace_period_is_located_in_the_query(ram_world, alice):
     key, _ = factories.make_inference_key(ram_world.research)
     response = alice.put(f"{KEYS}/{key.uuid}/rotate?grace_hours={ROTATE_GRACE_MAX_HOURS + 1}")

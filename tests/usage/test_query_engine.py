@@ -9,6 +9,7 @@ import pytest
 from tests import factories
 from usage import query
 from usage.query import DAILY, DEPARTMENT_DAILY, FINE, HOURLY, MODEL_DAILY, RAW, UsageQuery
+from usage.selectors import export_events
 from usage.services import ingest_events
 from usage.timebuckets import Granularity
 
@@ -356,7 +357,7 @@ def test_export_pages_walk_every_event_once_including_ties(zoned, models, descen
     start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
     seen, after = [], None
     while True:
-        page = query.export_events(organization.pk, start, end, limit=7, after=after, descending=descending)
+        page = export_events(organization.pk, start, end, limit=7, after=after, descending=descending)
         seen += [event.request_id for event in page.events]
         if page.next_after is None:
             break

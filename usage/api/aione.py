@@ -13,21 +13,16 @@ from rest_framework.response import Response
 
 from billing.models import BillingAccount
 from billing.money import round_display_amount
-from billing.selectors import current_subscription, month_to_date_cost
+from billing.selectors import current_subscription, model_by_code, month_to_date_cost
+from keys.selectors import key_in
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import aione
-from portal.api.views import RamAPIView, parse_input
+from portal.api.views import RamAPIView, parse_query
 from portal.models import Department, Organization
+from portal.selectors import department_in
 from usage.query import for_organization
-from usage.selectors import (
-    data_freshness,
-    department_in,
-    key_in,
-    model_by_code,
-    objects_named_in,
-    peak_requests_per_minute,
-)
+from usage.selectors import data_freshness, objects_named_in, peak_requests_per_minute
 from usage.timebuckets import Granularity, last_days, local_midnight_of
 
 GROUP_NAMES = {"day": None, "model": "model", "team": "department", "key": "key"}
@@ -92,7 +87,7 @@ class ObsUsageView(RamAPIView):
 
     @cached_property
     def params(self) -> dict:
-        return parse_input(UsageQueryParams, self.request.query_params)
+        return parse_query(UsageQueryParams, self.request)
 
     @cached_property
     def department(self) -> Department | None:
@@ -189,7 +184,7 @@ class ObsDashboardView(RamAPIView):
 
     @aione(DashboardResponse, parameters=[DashboardParams])
     def get(self, request):
-        params = parse_input(DashboardParams, request.query_params)
+        params = parse_query(DashboardParams, request)
         return Response(dashboard(request.organization, params["range_days"], params["view_mode"]))
 
 

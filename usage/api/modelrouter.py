@@ -25,7 +25,7 @@ from billing.selectors import account_currency
 from keys.models import InferenceKey
 from portal.api.errors import FieldProblem, InvalidRequest, ModelRouterDialect
 from portal.api.permissions import RamTarget, whole_collection
-from portal.api.views import RamAPIView, parse_input
+from portal.api.views import RamAPIView, parse_query
 from portal.models import Department, Member, Organization
 from usage.query import Result, Row, for_organization
 from usage.selectors import objects_named_in
@@ -149,7 +149,7 @@ class ModelRouterView(RamAPIView):
 
     @cached_property
     def params(self) -> dict[str, Any]:
-        return parse_input(CommonParams, self.request.query_params)
+        return parse_query(CommonParams, self.request)
 
     @cached_property
     def departments(self) -> tuple[int, ...]:

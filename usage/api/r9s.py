@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from billing.selectors import account_balance
 from portal.api.errors import R9sDialect
 from portal.api.permissions import whole_collection
-from portal.api.views import RamAPIView, parse_input
+from portal.api.views import RamAPIView, parse_query
 from usage.query import for_organization
 from usage.selectors import model_codes
 from usage.timebuckets import Granularity
@@ -55,7 +55,7 @@ class ManagementUsageView(RamAPIView):
                                                             "model": _S.CharField()}, many=True),
             "total_tokens": _S.IntegerField()})}), **R9S_ERRORS})
     def get(self, request):
-        params = parse_input(UsageParams, request.query_params)
+        params = parse_query(UsageParams, request)
         organization = request.organization
         result = for_organization(organization).run(
             datetime.fromtimestamp(params["start_time"], tz=UTC), datetime.fromtimestamp(params["end_time"], tz=UTC),

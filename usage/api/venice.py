@@ -28,7 +28,7 @@ from billing.money import Currency
 from billing.selectors import account_currency
 from portal.api.errors import VeniceDialect
 from portal.api.permissions import whole_collection
-from portal.api.views import RamAPIView, parse_input
+from portal.api.views import RamAPIView, parse_query
 from portal.models import Organization
 from usage.models import UsageEvent
 from usage.query import for_organization
@@ -185,7 +185,7 @@ class BillingUsageView(RamAPIView):
                            "totalPages": _S.IntegerField()})}), **VENICE_ERRORS},
                    description="JSON pages, or with `Accept: text/csv` every entry of the range streamed as CSV.")
     def get(self, request):
-        params = parse_input(UsageParams, request.query_params)
+        params = parse_query(UsageParams, request)
         organization = request.organization
         ledger = UsageLedger(organization, start=params.get("startDate"), end=params.get("endDate"),
                              currency=params.get("currency"), descending=params["sortOrder"] == "desc")
@@ -236,7 +236,7 @@ class UsageAnalyticsView(RamAPIView):
 
     @extend_schema(parameters=[AnalyticsParams], responses={200: ANALYTICS_RESPONSE, **VENICE_ERRORS})
     def get(self, request):
-        params = parse_input(AnalyticsParams, request.query_params)
+        params = parse_query(AnalyticsParams, request)
         organization = request.organization
         fingerprint = hashlib.sha256(json.dumps(sorted(request.query_params.items())).encode()).hexdigest()[:24]
         cache_key = f"venice:analytics:{organization.pk}:{fingerprint}"

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from portal.api.errors import FieldProblem, InvalidRequest, WeaveDialect
 from portal.api.permissions import RamTarget
 from portal.api.schema import AIONE_ERRORS
-from portal.api.views import RamAPIView, parse_input
+from portal.api.views import RamAPIView, parse_body
 from portal.models import Department, Member
 from usage.query import Distribution, Result, for_organization
 from usage.selectors import model_codes
@@ -159,7 +159,7 @@ class CallsStatsView(RamAPIView):
 
     @cached_property
     def body(self) -> dict[str, Any]:
-        return parse_input(CallsStatsRequest, self.request.data)
+        return parse_body(CallsStatsRequest, self.request)
 
     @cached_property
     def department(self) -> Department | None:
