@@ -111,6 +111,10 @@ REST_FRAMEWORK = {
     # Authentication is required everywhere; authorization is RamPermission (portal/api/views.py).
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "EXCEPTION_HANDLER": "portal.api.errors.exception_handler",
+    # No `?format=` renderer override: an endpoint that offers a format says so in its own
+    # parameters (Venice's CSV), so the parameter is validated there and never answers a body
+    # whose content type lies about it.
+    "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_SCHEMA_CLASS": "portal.api.schema.RamAutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

@@ -1,9 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.defaults import page_not_found
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.renderers import JSONRenderer
 
-from usage.api import weave
+from portal.api.errors import AIoneDialect, ApiError
+from usage.api import modelrouter, r9s, venice, weave
 
 api_v1 = [
     path("", include("portal.api.urls")),
@@ -23,3 +26,27 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),
 ]
+
+
+# Unknown paths and malformed ids under the API answer in JSON, in the dialect of the API they
+# fall under (most specific prefix first), never Django's HTML page.
+API_DIALECTS_BY_PATH = (
+    ("/api/v1/modelRouter/", modelrouter.ModelRouterDialect),
+    ("/api/v1/billing/usage", venice.VeniceDialect),
+    ("/api/v1/portal/management/", r9s.R9sDialect),
+    ("/calls/", weave.WeaveDialect),
+    ("/api/", AIoneDialect),
+)
+
+
+def not_found(request, exception=None):
+    for prefix, dialect in API_DIALECTS_BY_PATH:
+        if request.path.startswith(prefix):
+            response = dialect.render(ApiError(404, "NotFound", "Not found."), request)
+            response.accepted_renderer, response.accepted_media_type = JSONRenderer(), "application/json"
+            response.renderer_context = {}
+            return response.render()
+    return page_not_found(request, exception)
+
+
+handler404 = not_found

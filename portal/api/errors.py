@@ -1,5 +1,8 @@
-"""Error shapes. Every view names its dialect; every error, whatever raised it, is rendered in
-that dialect's vendor shape by `exception_handler` (settings.REST_FRAMEWORK)."""
+"""Errors: what can go wrong (`ApiError`, whatever raised it) and how a dialect renders it.
+
+Every view names its dialect; `exception_handler` (settings.REST_FRAMEWORK) turns any exception
+into an `ApiError` and lets the view's dialect render it in its vendor's shape. AIone's shape is
+the house default here; each other vendor's dialect sits next to its views (usage/api/*)."""
 
 import uuid
 from dataclasses import dataclass, field
@@ -77,80 +80,6 @@ def request_id(request) -> str:
     if existing is None:
         existing = request._portal_request_id = str(uuid.uuid4()).upper()
     return existing
-
-
-class R9sDialect:
-    """r9s Manager API: {"meta": {"code", "message", "request_id"}, "data": ...}."""
-
-    tag = "r9s Manager"
-    validation_status = 400
-
-    @staticmethod
-    def envelope(request, data, code: int = 200, message: str = "success") -> dict:
-        return {"meta": {"code": code, "message": message, "request_id": request_id(request)}, "data": data}
-
-    @classmethod
-    def render(cls, error: ApiError, request=None) -> Response:
-        message = error.message
-        if error.problems:
-            message = "; ".join(f"{p.location[-1]}: {p.message}" for p in error.problems)
-        return Response(cls.envelope(request, None, error.status, message), status=error.status)
-
-
-class ModelRouterDialect:
-    """Alibaba Cloud ModelRouter: every answer in the OpenApiSingleResponse envelope."""
-
-    tag = "Alibaba ModelRouter"
-    validation_status = 400
-    CODES = {
-        "NoOrganization": ("B.Permission.OrgNoExistException", "组织不存在,请主账号开通权限后再试,或联系管理员"),
-        "AccessDenied": ("B.Permission.DeniedException", "鉴权失败或权限不足"),
-        "Unauthorized": ("B.Permission.Unauthenticated", "未认证: 缺少或无效的凭证"),
-        "NotFound": ("B.Resource.NotFound", "资源不存在"),
-    }
-
-    @staticmethod
-    def envelope(request, data, *, status: int = 200, code: str | None = None, message: str | None = None,
-                 max_results: int | None = None, next_token: str | None = None) -> dict:
-        return {"requestId": request_id(request), "success": status < 400, "errCode": code, "errMessage": message,
-                "httpStatusCode": status, "data": data, "maxResults": max_results, "nextToken": next_token}
-
-    @classmethod
-    def render(cls, error: ApiError, request=None) -> Response:
-        if error.status == 400 or error.problems:
-            names = ", ".join(str(p.location[-1]) for p in error.problems) or "request"
-            details = "; ".join(f"{p.location[-1]}: {p.message}" for p in error.problems)
-            code, message = "B.Param.Invalid", f"参数错误 ({names}): {details or error.message}"
-        elif error.code in cls.CODES:
-            code, message = cls.CODES[error.code]
-            if error.code == "AccessDenied":
-                message = f"{message}: {error.extra.get('action')} on {error.extra.get('resource')}"
-        else:
-            code, message = "Server.Internal.UnknownError", error.message
-        body = cls.envelope(request, None, status=error.status, code=code, message=message)
-        return Response(body, status=error.status)
-
-
-class VeniceDialect:
-    """Venice: 400 {"error", "details": {field: {"_errors": [...]}}}; 401/403 {"error"}."""
-
-    tag = "Venice"
-    validation_status = 400
-
-    @staticmethod
-    def render(error: ApiError, request=None) -> Response:
-        if error.problems:
-            details: dict[str, dict[str, list[str]]] = {}
-            for problem in error.problems:
-                details.setdefault(str(problem.location[-1]), {"_errors": []})["_errors"].append(problem.message)
-            return Response({"error": "Invalid request parameters", "details": details}, status=error.status)
-        return Response({"error": error.message}, status=error.status)
-
-
-class WeaveDialect(AIoneDialect):
-    """Weave answers in FastAPI's shapes too."""
-
-    tag = "Weave"
 
 
 def problems_from_drf(detail: Any, location: list[str | int]) -> list[FieldProblem]:

@@ -23,13 +23,48 @@ from rest_framework.response import Response
 from billing.models import Model
 from billing.selectors import account_currency
 from keys.models import InferenceKey
-from portal.api.errors import FieldProblem, InvalidRequest, ModelRouterDialect
+from portal.api.errors import ApiError, FieldProblem, InvalidRequest, request_id
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.views import RamAPIView, parse_query
 from portal.models import Department, Member, Organization
 from usage.query import Result, Row, for_organization
 from usage.selectors import objects_named_in
 from usage.timebuckets import Bucket, Granularity, buckets
+
+
+class ModelRouterDialect:
+    """Alibaba Cloud ModelRouter: every answer in the OpenApiSingleResponse envelope."""
+
+    tag = "Alibaba ModelRouter"
+    validation_status = 400
+    CODES = {
+        "NoOrganization": ("B.Permission.OrgNoExistException", "组织不存在,请主账号开通权限后再试,或联系管理员"),
+        "AccessDenied": ("B.Permission.DeniedException", "鉴权失败或权限不足"),
+        "Unauthorized": ("B.Permission.Unauthenticated", "未认证: 缺少或无效的凭证"),
+        "NotFound": ("B.Resource.NotFound", "资源不存在"),
+    }
+
+    @staticmethod
+    def envelope(request, data, *, status: int = 200, code: str | None = None, message: str | None = None,
+                 max_results: int | None = None, next_token: str | None = None) -> dict:
+        return {"requestId": request_id(request), "success": status < 400, "errCode": code, "errMessage": message,
+                "httpStatusCode": status, "data": data, "maxResults": max_results, "nextToken": next_token}
+
+    @classmethod
+    def render(cls, error: ApiError, request=None) -> Response:
+        if error.status == 400 or error.problems:
+            names = ", ".join(str(p.location[-1]) for p in error.problems) or "request"
+            details = "; ".join(f"{p.location[-1]}: {p.message}" for p in error.problems)
+            code, message = "B.Param.Invalid", f"参数错误 ({names}): {details or error.message}"
+        elif error.code in cls.CODES:
+            code, message = cls.CODES[error.code]
+            if error.code == "AccessDenied":
+                message = f"{message}: {error.extra.get('action')} on {error.extra.get('resource')}"
+        else:
+            code, message = "Server.Internal.UnknownError", error.message
+        body = cls.envelope(request, None, status=error.status, code=code, message=message)
+        return Response(body, status=error.status)
+
 
 _S = serializers
 MAX_HOURLY = timedelta(days=31)

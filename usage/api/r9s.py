@@ -8,12 +8,31 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from billing.selectors import account_balance
-from portal.api.errors import R9sDialect
+from portal.api.errors import ApiError, request_id
 from portal.api.permissions import whole_collection
 from portal.api.views import RamAPIView, parse_query
 from usage.query import for_organization
 from usage.selectors import model_codes
 from usage.timebuckets import Granularity
+
+
+class R9sDialect:
+    """r9s Manager API: {"meta": {"code", "message", "request_id"}, "data": ...}."""
+
+    tag = "r9s Manager"
+    validation_status = 400
+
+    @staticmethod
+    def envelope(request, data, code: int = 200, message: str = "success") -> dict:
+        return {"meta": {"code": code, "message": message, "request_id": request_id(request)}, "data": data}
+
+    @classmethod
+    def render(cls, error: ApiError, request=None) -> Response:
+        message = error.message
+        if error.problems:
+            message = "; ".join(f"{p.location[-1]}: {p.message}" for p in error.problems)
+        return Response(cls.envelope(request, None, error.status, message), status=error.status)
+
 
 MAX_RANGE = timedelta(days=366)
 _S = serializers

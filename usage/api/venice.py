@@ -26,7 +26,7 @@ from billing.ledger import UsageLedger
 from billing.models import CreditGrant, Model
 from billing.money import Currency
 from billing.selectors import account_currency
-from portal.api.errors import VeniceDialect
+from portal.api.errors import ApiError
 from portal.api.permissions import whole_collection
 from portal.api.views import RamAPIView, parse_query
 from portal.models import Organization
@@ -34,6 +34,23 @@ from usage.models import UsageEvent
 from usage.query import for_organization
 from usage.selectors import model_codes, objects_named_in
 from usage.timebuckets import Granularity, last_days, local_midnight_of
+
+
+class VeniceDialect:
+    """Venice: 400 {"error", "details": {field: {"_errors": [...]}}}; 401/403 {"error"}."""
+
+    tag = "Venice"
+    validation_status = 400
+
+    @staticmethod
+    def render(error: ApiError, request=None) -> Response:
+        if error.problems:
+            details: dict[str, dict[str, list[str]]] = {}
+            for problem in error.problems:
+                details.setdefault(str(problem.location[-1]), {"_errors": []})["_errors"].append(problem.message)
+            return Response({"error": "Invalid request parameters", "details": details}, status=error.status)
+        return Response({"error": error.message}, status=error.status)
+
 
 _S = serializers
 CSV_FIELDS = ["timestamp", "sku", "pricePerUnitUsd", "units", "amount", "currency", "notes",
@@ -45,8 +62,11 @@ MTOKENS = Decimal(1_000_000)
 
 
 class UsageParams(_S.Serializer):
-    currency = _S.ChoiceField(choices=[Currency.USD, Currency.VCU, Currency.DIEM, Currency.BUNDLED_CREDITS],
-                              required=False)
+    currency = _S.ChoiceField(choices=Currency.values, required=False, help_text=(
+        "Only entries in this currency: the account's own (e.g. USD or CNY) or a credit unit (VCU, DIEM, "
+        "BUNDLED_CREDITS); every amount is kept in the account's currency, so another currency finds none."))
+    format = _S.ChoiceField(choices=["json", "csv"], required=False, help_text=(
+        "`csv` streams every entry of the range as CSV, exactly as `Accept: text/csv` does."))
     startDate = _S.DateTimeField(required=False)  # noqa: N815 - the vendor's spelling
     endDate = _S.DateTimeField(required=False)  # noqa: N815
     limit = _S.IntegerField(required=False, default=200, min_value=1, max_value=500)
@@ -119,7 +139,10 @@ def _csv_lines(entries: Iterator[dict[str, Any]]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def _wants_csv(request) -> bool:
+def _wants_csv(request, params: dict[str, Any]) -> bool:
+    """CSV by `?format=csv` or by `Accept: text/csv` (first choice): the same bytes either way."""
+    if "format" in params:
+        return params["format"] == "csv"
     accept = request.headers.get("Accept", "")
     first = accept.split(",")[0].split(";")[0].strip().lower()
     return first == "text/csv"
@@ -174,8 +197,11 @@ class BillingUsageView(RamAPIView):
 
     def handle_exception(self, exc):
         # Errors are Venice's JSON shape even when the caller asked for CSV.
-        self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), "application/json"
+        self._answer_in_json()
         return super().handle_exception(exc)
+
+    def _answer_in_json(self) -> None:
+        self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), "application/json"
 
     @extend_schema(parameters=[UsageParams, OpenApiParameter("Accept", str, OpenApiParameter.HEADER,
                                                              enum=["application/json", "text/csv"])],
@@ -189,10 +215,11 @@ class BillingUsageView(RamAPIView):
         organization = request.organization
         ledger = UsageLedger(organization, start=params.get("startDate"), end=params.get("endDate"),
                              currency=params.get("currency"), descending=params["sortOrder"] == "desc")
-        if _wants_csv(request):
+        if _wants_csv(request, params):
             response = StreamingHttpResponse(_csv_lines(map(ledger_entry, ledger.stream())), content_type="text/csv")
             response["Content-Disposition"] = "attachment; filename=billing_usage.csv"
             return response
+        self._answer_in_json()  # `?format=json` wins over `Accept: text/csv`
         total = ledger.total()
         limit, page = params["limit"], params["page"]
         pages = math.ceil(total / limit) if total else 0

@@ -15,7 +15,7 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from portal.api.errors import FieldProblem, InvalidRequest, WeaveDialect
+from portal.api.errors import AIoneDialect, FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget
 from portal.api.schema import AIONE_ERRORS
 from portal.api.views import RamAPIView, parse_body
@@ -23,6 +23,13 @@ from portal.models import Department, Member
 from usage.query import Distribution, Result, for_organization
 from usage.selectors import model_codes
 from usage.timebuckets import Granularity
+
+
+class WeaveDialect(AIoneDialect):
+    """Weave answers in FastAPI's shapes too."""
+
+    tag = "Weave"
+
 
 _S = serializers
 AGGREGATIONS = ("sum", "avg", "min", "max", "count")
@@ -99,7 +106,9 @@ class CallsFilter(StrictSerializer):
 
 
 class CallsStatsRequest(StrictSerializer):
-    project_id = StrictCharField(max_length=80)
+    project_id = StrictCharField(max_length=80, help_text=(
+        "The organization's uuid (Weave's entity), optionally followed by `/` and a department's uuid (its "
+        "project); another organization's project is not found (404)."))
     start = _S.DateTimeField()
     end = _S.DateTimeField(required=False, allow_null=True, default=None)
     granularity = _S.IntegerField(required=False, allow_null=True, min_value=1, default=None)
