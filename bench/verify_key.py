@@ -52,14 +52,15 @@ def main() -> None:
         print(summarize("verify, miss: database (server time)",
                         timed("miss", forget_memo=True, clear_cache=True)))
 
+        from billing.selectors import budget_exhausted
         from keys.services import verify_inference_key
 
         cache.clear()
-        verify_inference_key(secret)
+        verify_inference_key(secret, budget_exhausted=budget_exhausted)
         samples = []
         for _ in range(ROUNDS * 5):
             started = time.perf_counter_ns()
-            verify_inference_key(secret)
+            verify_inference_key(secret, budget_exhausted=budget_exhausted)
             samples.append(time.perf_counter_ns() - started)
         print(summarize("verify_inference_key() alone, cache hit", samples))
 

@@ -1,7 +1,6 @@
-"""Reads for the catalog and billing: price lookup, current plan."""
+"""Reads for billing: the account's currency, the current plan, month-to-date cost, budgets, the
+balance. Catalog reads (prices) are in billing.catalog, a floor below usage."""
 
-import bisect
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -9,47 +8,11 @@ from decimal import Decimal
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing.models import BillingAccount, CreditGrant, Model, Price, Subscription
+from billing.models import BillingAccount, CreditGrant, Subscription
 from billing.money import ZERO
 from portal.models import Organization
 from usage.query import for_organization, total_cost_ever
 from usage.timebuckets import local_midnight_of
-
-
-def price_at(model: Model, currency: str, when: datetime) -> Price | None:
-    """The price of `model` in `currency` in force at `when`, or None if none was yet."""
-    return (
-        Price.objects.filter(model=model, currency=currency, effective_from__lte=when)
-        .order_by("-effective_from")
-        .first()
-    )
-
-
-def model_by_code(code: str) -> Model | None:
-    return Model.objects.filter(code=code).first()
-
-
-class PriceBook:
-    """Every price row of some models in one currency, held in memory for rating a batch.
-
-    One query per batch instead of one per event; lookups by bisection on effective_from.
-    """
-
-    def __init__(self, model_ids: Iterable[int], currency: str) -> None:
-        self.currency = currency
-        self._history: dict[int, tuple[list[datetime], list[Price]]] = {}
-        rows = Price.objects.filter(model_id__in=set(model_ids), currency=currency).order_by(
-            "model_id", "effective_from"
-        )
-        for price in rows:
-            starts, prices = self._history.setdefault(price.model_id, ([], []))
-            starts.append(price.effective_from)
-            prices.append(price)
-
-    def at(self, model_id: int, when: datetime) -> Price | None:
-        starts, prices = self._history.get(model_id, ((), ()))
-        index = bisect.bisect_right(starts, when) - 1
-        return prices[index] if index >= 0 else None
 
 
 def account_currency(organization: Organization) -> str:

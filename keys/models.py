@@ -4,6 +4,7 @@ calling the management API) and service tokens (the platform's own gateway)."""
 import uuid
 
 from django.db import models
+from django.utils import timezone
 
 from portal.models import Department, Member, Organization
 
@@ -63,8 +64,6 @@ class InferenceKey(CredentialFields):
     @property
     def effective_status(self) -> str:
         """The status as the gateway applies it: a key past its expiry is expired, whatever the row says."""
-        from django.utils import timezone
-
         if self.status == KeyStatus.ACTIVE and self.expires_at and self.expires_at <= timezone.now():
             return KeyStatus.EXPIRED
         return self.status

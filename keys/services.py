@@ -1,6 +1,7 @@
 """Writes for credentials. Each returns the secret exactly once, beside the stored row."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -8,11 +9,10 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from billing.selectors import budget_exhausted
 from keys.hashing import SecretKind, display_prefix, generate_secret, hash_secret
 from keys.models import InferenceKey, KeyStatus, ManagementKey, ServiceToken
 from keys.selectors import forget_service_token_memo, inference_key_for_secret, touch_last_used
-from portal.models import Department, Member
+from portal.models import Department, Member, Organization
 from portal.services import Actor, record_audit
 
 
@@ -219,8 +219,11 @@ def _remember(secret_hash: str, answer: dict) -> dict:
     return answer
 
 
-def verify_inference_key(secret: str) -> dict:
+def verify_inference_key(secret: str, *, budget_exhausted: Callable[[Organization], bool]) -> dict:
     """What the gateway needs to know about a presented key, from cache when possible.
+
+    `budget_exhausted` answers for the key's organization: budgets are billing's, a floor above
+    keys, so the caller (the API, on top of both) says how to ask.
 
     Cached answers never outlive the key's expiry or the end of a rotation's grace period, and
     every change to a key deletes them, so a disabled or rotated-out key stops verifying at once."""

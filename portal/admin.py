@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from portal import services
 from portal.admin_scoping import FactsAdmin, OrganizationScopedAdmin, admin_organization
 from portal.models import AuditLog, Department, Group, Member, Organization, Policy, PolicyAttachment
+from portal.ram import evaluator
 
 
 @admin.register(Organization)
@@ -121,8 +122,6 @@ class PolicyForm(forms.ModelForm):
 
     def clean_document(self) -> Any:
         # The same validation as the API: a malformed document never reaches the database.
-        from portal.ram import evaluator
-
         document = self.cleaned_data["document"]
         try:
             evaluator.validate_policy_document(document)

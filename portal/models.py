@@ -13,6 +13,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from portal.ram.system_policies import system_policy_documents
+
 
 def validate_timezone(value: str) -> None:
     if value not in zoneinfo.available_timezones():
@@ -78,10 +80,25 @@ class Department(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def clean(self) -> None:
-        from portal.services import department_parent_errors
+    def parent_errors(self, parent: "Department | None") -> list[str]:
+        """Why `parent` cannot be this department's parent: another organization, or a cycle."""
+        if parent is None:
+            return []
+        if self.organization_id and parent.organization_id != self.organization_id:
+            return ["The parent department belongs to another organization."]
+        seen: set[int] = set()
+        node: Department | None = parent
+        while node is not None:
+            if self.pk is not None and node.pk == self.pk:
+                return ["A department cannot be its own ancestor."]
+            if node.pk in seen:  # a cycle already stored; refuse to extend it
+                return ["The parent chain already contains a cycle."]
+            seen.add(node.pk)
+            node = node.parent
+        return []
 
-        errors = department_parent_errors(self, self.parent)
+    def clean(self) -> None:
+        errors = self.parent_errors(self.parent)
         if errors:
             raise ValidationError({"parent": errors})
 
@@ -191,8 +208,6 @@ class Policy(models.Model):
     @property
     def effective_document(self) -> dict:
         if self.policy_type == self.Type.SYSTEM:
-            from portal.ram.system_policies import system_policy_documents
-
             return system_policy_documents().get(self.name, ("", self.document))[1]
         return self.document
 

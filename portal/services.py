@@ -49,24 +49,6 @@ def record_audit(
     )
 
 
-def department_parent_errors(department: Department, parent: Department | None) -> list[str]:
-    """Why `parent` cannot be `department`'s parent: another organization, or a cycle."""
-    if parent is None:
-        return []
-    if department.organization_id and parent.organization_id != department.organization_id:
-        return ["The parent department belongs to another organization."]
-    seen: set[int] = set()
-    node: Department | None = parent
-    while node is not None:
-        if department.pk is not None and node.pk == department.pk:
-            return ["A department cannot be its own ancestor."]
-        if node.pk in seen:  # a cycle already stored; refuse to extend it
-            return ["The parent chain already contains a cycle."]
-        seen.add(node.pk)
-        node = node.parent
-    return []
-
-
 @transaction.atomic
 def create_organization(*, actor: Actor, name: str, slug: str, timezone: str = "Asia/Shanghai") -> Organization:
     organization = Organization(name=name, slug=slug, timezone=timezone)

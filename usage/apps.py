@@ -1,11 +1,11 @@
 from django.apps import AppConfig
 from django.db.backends.signals import connection_created
 
+from usage.histogram import add_bins_json
+
 
 def _register_sqlite_functions(sender, connection, **kwargs) -> None:
     if connection.vendor == "sqlite":
-        from usage.histogram import add_bins_json
-
         # The rollup upserts merge histograms in SQL; PostgreSQL gets the same function from a migration.
         connection.connection.create_function("usage_bins_add", 2, add_bins_json, deterministic=True)
 

@@ -19,9 +19,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from billing.catalog import PriceBook
 from billing.models import BillingAccount, Model
 from billing.rating import Rates, rate
-from billing.selectors import PriceBook
 from keys.models import InferenceKey
 from portal.models import Organization
 from portal.services import Actor, record_audit

@@ -5,6 +5,7 @@ currency, rounded half-up to 2 places (prices keep their digits)."""
 from decimal import Decimal
 
 from django.http import Http404
+from django.utils import timezone
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -45,8 +46,6 @@ class ModelListView(RamAPIView):
 
     @aione(inline_serializer("ModelListResponse", {"data": ModelInfo}))
     def get(self, request):
-        from django.utils import timezone
-
         organization = request.organization
         currency = account_currency(organization)
         now = timezone.now()

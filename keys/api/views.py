@@ -8,6 +8,7 @@ from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
+from billing.selectors import budget_exhausted
 from keys import services
 from keys.api.serializers import (
     KeyCreateRequest,
@@ -167,4 +168,5 @@ class VerifyKeyView(RamAPIView):
 
     @aione(VerifyResponse, request=VerifyRequest)
     def post(self, request):
-        return Response(services.verify_inference_key(parse_body(VerifyRequest, request)["key"]))
+        secret = parse_body(VerifyRequest, request)["key"]
+        return Response(services.verify_inference_key(secret, budget_exhausted=budget_exhausted))

@@ -7,8 +7,6 @@ from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from keys import services as key_services
-from keys.models import ManagementKey
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, request_context, whole_collection
 from portal.api.schema import aione
@@ -40,16 +38,6 @@ class PolicyObjectView(RamObjectView):
         return RamTarget(policy.name)
 
 
-class MemberObjectView(RamObjectView):
-    lookup_url_kwarg = "member_uuid"
-
-    def get_queryset(self):
-        return Member.objects.filter(organization=self.request.organization)
-
-    def ram_target_of(self, member: Member) -> RamTarget:
-        return RamTarget(member.pk)
-
-
 def _policy_body(policy: Policy) -> dict:
     return {"id": policy.pk, "uuid": str(policy.uuid), "name": policy.name, "description": policy.description,
             "type": policy.policy_type, "document": policy.effective_document,
@@ -72,13 +60,6 @@ AttachShape = _shape("RamAttachment", policy=_S.CharField(), member=_S.UUIDField
                      group=_S.UUIDField(allow_null=True), attached=_S.BooleanField())
 MemberShape = _shape("RamMember", uuid=_S.UUIDField(), username=_S.CharField(), role=_S.CharField(),
                      groups=_S.ListField(child=_S.DictField()), policies=_S.ListField(child=_S.CharField()))
-ManagementKeyShape = _shape("ManagementKey", id=_S.IntegerField(), uuid=_S.UUIDField(), name=_S.CharField(),
-                            display=_S.CharField(), scopes=_S.ListField(child=_S.CharField()),
-                            status=_S.CharField(), expires_at=_S.DateTimeField(allow_null=True),
-                            created_at=_S.DateTimeField(), last_used_at=_S.DateTimeField(allow_null=True))
-ManagementKeyCreated = _shape("ManagementKeyCreated", api_key=_S.CharField(), id=_S.IntegerField(),
-                              display=_S.CharField(), scopes=_S.ListField(child=_S.CharField()),
-                              status=_S.CharField(), created_at=_S.DateTimeField())
 SimulateShape = _shape("RamSimulation", decision=_S.ChoiceField(choices=["Allow", "ImplicitDeny", "ExplicitDeny"]),
                        matched=_S.ListField(child=_S.DictField()))
 
@@ -207,46 +188,6 @@ class MemberListView(RamAPIView):
              "policies": [a.policy.name for a in m.policy_attachments.all()]}
             for m in members
         ]})
-
-
-class ManagementKeyCreate(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
-    scopes = serializers.ListField(child=serializers.RegexField(r"^[a-z]+:(read|write)$|^\*$"), required=False,
-                                   default=list)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
-
-
-def _management_key_body(key: ManagementKey) -> dict:
-    return {"id": key.pk, "uuid": str(key.uuid), "name": key.name, "display": key.key_prefix + "…",
-            "scopes": key.scopes, "status": key.status, "expires_at": key.expires_at,
-            "created_at": key.created_at, "last_used_at": key.last_used_at}
-
-
-class ManagementKeyListCreateView(MemberObjectView):
-    ram_actions = {"GET": "ram:ListManagementKeys", "POST": "ram:CreateManagementKey"}
-
-    @aione(_items("ManagementKeyList", ManagementKeyShape))
-    def get(self, request, member_uuid):
-        return Response({"items": [_management_key_body(k) for k in self.get_object().management_keys.all()]})
-
-    @aione(ManagementKeyCreated, request=ManagementKeyCreate, status=201)
-    def post(self, request, member_uuid):
-        member = self.get_object()
-        data = parse_body(ManagementKeyCreate, request)
-        issued = key_services.create_management_key(actor=_actor(request), member=member, name=data["name"],
-                                                    scopes=data["scopes"], expires_at=data["expires_at"])
-        body = _management_key_body(issued.key)
-        body["api_key"] = issued.secret  # shown this once
-        return Response(body, status=status.HTTP_201_CREATED)
-
-
-class ManagementKeyRevokeView(MemberObjectView):
-    ram_actions = {"PUT": "ram:RevokeManagementKey"}
-
-    @aione(ManagementKeyShape)
-    def put(self, request, member_uuid, key_id):
-        key = get_object_or_404(ManagementKey, member=self.get_object(), pk=key_id)
-        return Response(_management_key_body(key_services.revoke_management_key(actor=_actor(request), key=key)))
 
 
 class SimulateRequest(serializers.Serializer):

@@ -9,9 +9,5 @@ urlpatterns = [
     path("ram/policies/<str:name>/attach", views.PolicyAttachView.as_view(), name="ram-policy-attach"),
     path("ram/policies/<str:name>/detach", views.PolicyDetachView.as_view(), name="ram-policy-detach"),
     path("ram/members", views.MemberListView.as_view(), name="ram-members"),
-    path("ram/members/<uuid:member_uuid>/management-keys", views.ManagementKeyListCreateView.as_view(),
-         name="ram-management-keys"),
-    path("ram/members/<uuid:member_uuid>/management-keys/<int:key_id>/revoke",
-         views.ManagementKeyRevokeView.as_view(), name="ram-management-key-revoke"),
     path("ram/simulate", views.SimulateView.as_view(), name="ram-simulate"),
 ]

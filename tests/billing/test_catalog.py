@@ -7,10 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing import services
+from billing.catalog import PriceBook, price_at
 from billing.models import Model, Price, Subscription
 from billing.money import round_display_amount, round_event_amount
 from billing.rating import event_cost
-from billing.selectors import PriceBook, current_subscription, price_at
+from billing.selectors import current_subscription
 from portal.services import SYSTEM
 from tests import factories
 

@@ -7,13 +7,15 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
 
+from django.utils import timezone
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from billing.catalog import model_by_code
 from billing.models import BillingAccount
 from billing.money import round_display_amount
-from billing.selectors import current_subscription, model_by_code, month_to_date_cost
+from billing.selectors import current_subscription, month_to_date_cost
 from keys.selectors import key_in
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, whole_collection
@@ -189,8 +191,6 @@ class ObsDashboardView(RamAPIView):
 
 
 def dashboard(organization: Organization, range_days: int, view_mode: str) -> dict:
-    from django.utils import timezone
-
     start, end = last_days(organization.zone, range_days, timezone.now())
     usage = for_organization(organization)
     totals = usage.total(start, end, percentiles=(99,))
@@ -254,8 +254,6 @@ def _capacity(rpm_pct: str, budget_pct: str | None) -> str:
 
 
 def _service_status(organization: Organization) -> str:
-    from django.utils import timezone
-
     now = timezone.now()
     recent = for_organization(organization).total(now - timedelta(hours=1), now)
     if recent.error_rate >= OUTAGE_ERROR_RATE:

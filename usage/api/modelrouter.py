@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from django.core import signing
+from django.db.models import Q
 from django.http import Http404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -336,8 +337,6 @@ class ModelsView(ModelRouterView):
         scope = self.scope(request)
         search = scope.params.get("search", "").strip()
         if search:
-            from django.db.models import Q
-
             matching = tuple(Model.objects.filter(Q(code__icontains=search) | Q(name__icontains=search))
                              .values_list("pk", flat=True))
             scope.filters["models"] = matching or (0,)

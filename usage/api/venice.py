@@ -17,6 +17,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -275,8 +276,6 @@ class UsageAnalyticsView(RamAPIView):
 
 
 def analytics(organization: Organization, params: dict[str, Any]) -> dict[str, Any]:
-    from django.utils import timezone
-
     if "startDate" in params:
         start, end, lookback = params["startDate"], params["endDate"], None
         # Whole local days covering the dates, so that byDate rows are complete days.

@@ -4,6 +4,8 @@ Parses the request strictly (unknown fields are 422), picks the granularity as W
 the engine for per-model usage buckets and per-bucket call statistics, and renders columns named
 `<aggregation>_<metric>` and `p<N>_<metric>`."""
 
+import uuid
+import zoneinfo
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -118,8 +120,6 @@ class CallsStatsRequest(StrictSerializer):
     timezone = _S.CharField(required=False, default="UTC")
 
     def validate_timezone(self, value: str) -> str:
-        import zoneinfo
-
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
@@ -298,8 +298,6 @@ def _columns(spec: dict, total, count: int, spread) -> dict[str, Any]:
 
 
 def _is_uuid(value: str) -> bool:
-    import uuid
-
     try:
         uuid.UUID(value)
     except ValueError:

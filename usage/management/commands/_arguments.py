@@ -6,6 +6,7 @@ from django.core.management.base import CommandError
 from django.utils.dateparse import parse_date, parse_datetime
 
 from portal.models import Organization
+from usage.timebuckets import local_midnight_of
 
 
 def organization_argument(value: str) -> Organization:
@@ -24,8 +25,6 @@ def moment_argument(value: str, organization: Organization, name: str) -> dateti
     except ValueError as error:
         raise CommandError(f"--{name}: {value!r}: {error}") from error
     if day is not None:
-        from usage.timebuckets import local_midnight_of
-
         return local_midnight_of(day, organization.zone)
     if moment is not None:
         if moment.tzinfo is None:
