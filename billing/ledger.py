@@ -1,15 +1,25 @@
-"""The usage ledger of one organization: every usage event as a charge and every credit grant
-in the account's currency as a credit, merged in time order (Venice's `billing/usage`).
+"""The ledger (API.md §10): every money movement is an append-only entry, and the balance is
+their sum. Usage charges are the usage events themselves (each event's cost, negative), so
+ingestion writes no second row per event; every other movement is a `LedgerEntry`.
 
-One walk serves both a page and the whole stream: events are read by keyset (`usage.selectors`)
-and credits, which are few, are merged in as the walk passes their instant. Credits sort before
-events of the same instant (money arrives before it is spent)."""
+Writes keep each account's running balance in the same transaction as the movement
+(`append_entry`, `charge_usage`); `billing.reconciliation` proves it equal to the sum nightly.
+Reads: `UsageLedger` walks one organization's entries and charges in time order (Venice's
+`billing/usage`): events by keyset (`usage.selectors`), entries, which are few, merged in as the
+walk passes their instant; entries sort before events of the same instant (money arrives before
+it is spent)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from itertools import islice
 
-from billing.models import CreditGrant, Model
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from billing.models import BillingAccount, CreditGrant, Invoice, LedgerEntry, Model
+from billing.money import ZERO
 from billing.selectors import account_currency
 from keys.models import InferenceKey
 from portal.models import Organization
@@ -20,7 +30,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 WALK_PAGE = 2000
 
-LedgerItem = UsageEvent | CreditGrant
+LedgerItem = UsageEvent | LedgerEntry
 
 
 class UsageLedger:
@@ -33,7 +43,7 @@ class UsageLedger:
         # Asking for another currency than the account's finds nothing (nothing is kept in it).
         self.empty = currency is not None and currency != self.currency
         self.events = events_in(organization.pk, self.start, self.end, descending=descending)
-        self.credits = list(CreditGrant.objects.filter(
+        self.credits = list(LedgerEntry.objects.filter(
             organization=organization, created_at__gte=self.start, created_at__lt=self.end, currency=self.currency,
         ).order_by(*(("-created_at", "-id") if descending else ("created_at", "id"))))
 
@@ -61,17 +71,17 @@ class UsageLedger:
         if not self.empty:
             yield from self._walk(None, self.credits)
 
-    def _events_before(self, credit: CreditGrant) -> int:
+    def _events_before(self, credit: LedgerEntry) -> int:
         if self.descending:
             return self.events.filter(timestamp__gt=credit.created_at).count()
         return self.events.filter(timestamp__lt=credit.created_at).count()
 
-    def _credit_first(self, credit: CreditGrant, event: UsageEvent) -> bool:
+    def _credit_first(self, credit: LedgerEntry, event: UsageEvent) -> bool:
         if self.descending:
             return credit.created_at >= event.timestamp
         return credit.created_at <= event.timestamp
 
-    def _walk(self, after: tuple[datetime, int] | None, credits: list[CreditGrant]) -> Iterator[LedgerItem]:
+    def _walk(self, after: tuple[datetime, int] | None, credits: list[LedgerEntry]) -> Iterator[LedgerItem]:
         models = {model.pk: model for model in Model.objects.all()}
         keys: dict[int, InferenceKey] = {}
         pending = iter(credits)
@@ -93,3 +103,73 @@ class UsageLedger:
         while credit is not None:
             yield credit
             credit = next(pending, None)
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+def append_entry(*, organization, kind: str, amount: Decimal, at: datetime | None = None, note: str = "",
+                 grant: CreditGrant | None = None, invoice: Invoice | None = None, credit_note=None) -> LedgerEntry:
+    """One money movement and the account's running balance, inside the caller's transaction."""
+    account = BillingAccount.objects.only("pk", "currency").get(organization=organization)
+    entry = LedgerEntry.objects.create(organization=organization, kind=kind, amount=amount, currency=account.currency,
+                                       grant=grant, invoice=invoice, credit_note=credit_note, note=note,
+                                       created_at=at or timezone.now())
+    BillingAccount.objects.filter(pk=account.pk).update(balance=F("balance") + amount)
+    return entry
+
+
+def charge_usage(charges: Mapping[int, Decimal], *, now: datetime | None = None) -> None:
+    """The usage charges of one ingested batch, inside its transaction: per organization, the sum
+    of its new events' costs lowers the running balance and draws its grants down.
+
+    Organizations are taken in id order, so two batches lock accounts in one order (no deadlock)."""
+    now = now or timezone.now()
+    for organization_id in sorted(charges):
+        amount = charges[organization_id]
+        if amount:
+            BillingAccount.objects.filter(organization_id=organization_id).update(balance=F("balance") - amount)
+            draw_grants(organization_id, amount, now=now)
+
+
+def drawable_grants(organization_id: int, now: datetime):
+    """Unexpired grants with credit left, in the order charges draw them: lowest priority number,
+    then earliest expiry (never-expiring last), then oldest."""
+    return (CreditGrant.objects.filter(organization_id=organization_id, status=CreditGrant.Status.ACTIVE,
+                                       remaining__gt=0)
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+            .order_by("priority", F("expires_at").asc(nulls_last=True), "created_at", "id"))
+
+
+def draw_grants(organization_id: int, amount: Decimal, *, now: datetime) -> Decimal:
+    """Draw `amount` from the organization's grants in order; what they cannot cover is left to
+    the cash balance and the credit limit. Returns the part the grants covered."""
+    left = amount
+    for grant in drawable_grants(organization_id, now).select_for_update():
+        if left <= ZERO:
+            break
+        drawn = min(grant.remaining, left)
+        left -= drawn
+        remaining = grant.remaining - drawn
+        CreditGrant.objects.filter(pk=grant.pk).update(
+            remaining=remaining, status=CreditGrant.Status.USED if remaining == ZERO else CreditGrant.Status.ACTIVE)
+    return amount - left
+
+
+def expire_grants(*, now: datetime | None = None) -> int:
+    """Grants past their expiry: the unused remainder leaves through a `grant_expiry` entry and the
+    grant shows expired with nothing remaining. A rerun finds nothing more to do."""
+    now = now or timezone.now()
+    expired = 0
+    due = CreditGrant.objects.filter(status=CreditGrant.Status.ACTIVE, expires_at__lte=now).values_list("pk", flat=True)
+    for pk in due:
+        with transaction.atomic():
+            grant = CreditGrant.objects.select_for_update().select_related("organization").get(pk=pk)
+            if grant.status != CreditGrant.Status.ACTIVE:
+                continue  # another job got there first
+            if grant.remaining > ZERO:
+                append_entry(organization=grant.organization, kind=LedgerEntry.Kind.GRANT_EXPIRY,
+                             amount=-grant.remaining, at=grant.expires_at, grant=grant,
+                             note=f"Expired {grant.get_kind_display().lower()}: unused remainder")
+            CreditGrant.objects.filter(pk=pk).update(remaining=ZERO, status=CreditGrant.Status.EXPIRED)
+            expired += 1
+    return expired

@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.db.models import Sum
 from django.utils import timezone
 
-from billing.models import BillingAccount, CreditGrant, Subscription
+from billing.models import BillingAccount, LedgerEntry, Subscription
 from billing.money import ZERO
 from portal.models import Organization
 from usage.query import for_organization, total_cost_ever
@@ -63,8 +63,10 @@ class Balance:
 
 
 def account_balance(organization: Organization) -> Balance:
-    """Credits granted minus everything ever used, in the account's currency."""
+    """Credits in (top-ups, grants, credit notes, payments, adjustments) and usage out, from the
+    ledger itself: the sum the running balance is checked against."""
     account = BillingAccount.objects.get(organization=organization)
-    recharge = CreditGrant.objects.filter(organization=organization, currency=account.currency).aggregate(
-        total=Sum("amount"))["total"] or ZERO
-    return Balance(account.currency, recharge, total_cost_ever(organization))
+    entries = LedgerEntry.objects.filter(organization=organization, currency=account.currency)
+    recharge = entries.filter(amount__gt=0).aggregate(total=Sum("amount"))["total"] or ZERO
+    other = entries.filter(amount__lt=0).aggregate(total=Sum("amount"))["total"] or ZERO
+    return Balance(account.currency, recharge, total_cost_ever(organization) - other)

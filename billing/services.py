@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from billing.ledger import append_entry
 from billing.models import BillingAccount, CreditGrant, Model, Plan, Price, Subscription
 from billing.money import ZERO
 from portal.models import Organization
@@ -96,13 +97,24 @@ def expire_subscriptions(*, now: datetime | None = None) -> int:
 
 @transaction.atomic
 def grant_credit(*, actor: Actor, organization: Organization, amount: Decimal, kind: str = CreditGrant.Kind.GRANT,
-                 note: str = "", at: datetime | None = None) -> CreditGrant:
-    """Add credit to an organization's account, in the account's currency."""
+                 note: str = "", at: datetime | None = None, priority: int = 10,
+                 expires_at: datetime | None = None) -> CreditGrant:
+    """Add credit to an organization's account, in the account's currency: the grant and its
+    `top_up`/`grant` ledger entry, together."""
     if amount <= 0:
         raise ValueError("a credit must be positive")
+    if priority < 0:
+        raise ValueError("priority must be 0 or more")
+    at = at or timezone.now()
+    if expires_at is not None and expires_at <= at:
+        raise ValueError("a grant must expire after it is made")
     account = BillingAccount.objects.get(organization=organization)
-    grant = CreditGrant.objects.create(organization=organization, kind=kind, amount=amount,
-                                       currency=account.currency, note=note, created_at=at or timezone.now())
+    grant = CreditGrant.objects.create(organization=organization, kind=kind, amount=amount, remaining=amount,
+                                       currency=account.currency, priority=priority, expires_at=expires_at,
+                                       note=note, created_at=at)
+    append_entry(organization=organization, kind=kind, amount=amount, at=at, grant=grant,
+                 note=note or grant.get_kind_display())
     record_audit(actor=actor, organization=organization, action="credit.grant", target=grant,
-                 detail={"amount": str(amount), "currency": account.currency, "kind": kind})
+                 detail={"amount": str(amount), "currency": account.currency, "kind": kind, "priority": priority,
+                         "expires_at": expires_at.isoformat() if expires_at else None})
     return grant

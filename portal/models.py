@@ -29,7 +29,15 @@ class Organization(models.Model):
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
+    class Language(models.TextChoices):
+        # The portal's languages (API.md §11); invoices and emails are written in the organization's.
+        ENGLISH = "en", "English"
+        CHINESE = "zh-hans", "简体中文"
+        KOREAN = "ko", "한국어"
+        ARABIC = "ar", "العربية"
+
     timezone = models.CharField(max_length=64, default="Asia/Shanghai", validators=[validate_timezone])
+    language = models.CharField(max_length=16, choices=Language.choices, default=Language.ENGLISH)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
 

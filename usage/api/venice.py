@@ -24,7 +24,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from billing.ledger import UsageLedger
-from billing.models import CreditGrant, Model
+from billing.models import LedgerEntry, Model
 from billing.money import Currency
 from billing.selectors import account_currency
 from portal.api.errors import ApiError
@@ -109,14 +109,15 @@ def charge_entry(event: UsageEvent) -> dict[str, Any]:
     }
 
 
-def credit_entry(grant: CreditGrant) -> dict[str, Any]:
-    return {"timestamp": _iso(grant.created_at), "sku": f"credit-{grant.kind}", "pricePerUnitUsd": None,
-            "units": Decimal(1), "amount": grant.amount, "currency": grant.currency,
-            "notes": grant.note or grant.get_kind_display(), "inferenceDetails": None}
+def credit_entry(entry: LedgerEntry) -> dict[str, Any]:
+    """Any movement but usage: top-ups and grants (positive), expiries, credit notes, payments."""
+    return {"timestamp": _iso(entry.created_at), "sku": f"credit-{entry.kind}", "pricePerUnitUsd": None,
+            "units": Decimal(1), "amount": entry.amount, "currency": entry.currency,
+            "notes": entry.note or entry.get_kind_display(), "inferenceDetails": None}
 
 
-def ledger_entry(item: UsageEvent | CreditGrant) -> dict[str, Any]:
-    return credit_entry(item) if isinstance(item, CreditGrant) else charge_entry(item)
+def ledger_entry(item: UsageEvent | LedgerEntry) -> dict[str, Any]:
+    return credit_entry(item) if isinstance(item, LedgerEntry) else charge_entry(item)
 
 
 def _flatten(entry: dict[str, Any]) -> list[Any]:
@@ -149,7 +150,7 @@ def _wants_csv(request, params: dict[str, Any]) -> bool:
     return first == "text/csv"
 
 
-LedgerEntry = inline_serializer("BillingUsageEntry", {
+LedgerEntryShape = inline_serializer("BillingUsageEntry", {
     "timestamp": _S.DateTimeField(), "sku": _S.CharField(), "pricePerUnitUsd": _S.FloatField(allow_null=True),
     "units": _S.FloatField(), "amount": _S.FloatField(), "currency": _S.CharField(), "notes": _S.CharField(),
     "inferenceDetails": inline_serializer("InferenceDetails", {
@@ -207,7 +208,7 @@ class BillingUsageView(RamAPIView):
     @extend_schema(parameters=[UsageParams, OpenApiParameter("Accept", str, OpenApiParameter.HEADER,
                                                              enum=["application/json", "text/csv"])],
                    responses={200: inline_serializer("BillingUsageResponse", {
-                       "data": LedgerEntry, "pagination": inline_serializer("Pagination", {
+                       "data": LedgerEntryShape, "pagination": inline_serializer("Pagination", {
                            "limit": _S.IntegerField(), "page": _S.IntegerField(), "total": _S.IntegerField(),
                            "totalPages": _S.IntegerField()})}), **VENICE_ERRORS},
                    description="JSON pages, or with `Accept: text/csv` every entry of the range streamed as CSV.")

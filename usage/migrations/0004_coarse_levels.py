@@ -61,7 +61,8 @@ def refold_existing_events(apps, schema_editor):
     from portal.models import Organization
     from usage.services import rebuild_rollups
 
-    for organization in Organization.objects.all():
+    # Only the columns this needs: the live model may have columns a later migration adds.
+    for organization in Organization.objects.only("id", "timezone"):
         rebuild_rollups(organization=organization)
 
 
