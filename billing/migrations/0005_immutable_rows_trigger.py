@@ -63,7 +63,7 @@ DROP FUNCTION IF EXISTS billing_refuse_change();
 def _on_postgresql(sql):
     def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(sql)
+            schema_editor.execute(sql, params=None)  # the SQL holds % signs: no placeholders
     return run
 
 
