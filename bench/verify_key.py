@@ -52,7 +52,7 @@ def main() -> None:
         print(summarize("verify, miss: database (server time)",
                         timed("miss", forget_memo=True, clear_cache=True)))
 
-        from billing.selectors import budget_exhausted
+        from billing.budgets import budget_exhausted
         from keys.services import verify_inference_key
 
         cache.clear()

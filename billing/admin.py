@@ -3,8 +3,23 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from billing.models import BillingAccount, CreditGrant, Invoice, InvoiceLine, Model, Plan, Price, Subscription
-from portal.admin_scoping import OrganizationScopedAdmin
+from billing import budgets
+from billing.models import (
+    BillingAccount,
+    Budget,
+    BudgetAlert,
+    CreditGrant,
+    Invoice,
+    InvoiceLine,
+    LedgerEntry,
+    Model,
+    Plan,
+    Price,
+    Subscription,
+)
+from billing.services import grant_credit
+from portal.admin_scoping import OrganizationScopedAdmin, admin_organization
+from portal.services import Actor
 
 
 class CatalogAdmin(OrganizationScopedAdmin):
@@ -110,16 +125,101 @@ class InvoiceAdmin(OrganizationScopedAdmin):
 
 @admin.register(CreditGrant)
 class CreditGrantAdmin(OrganizationScopedAdmin):
-    """Ledger credits: added by the platform; customers read them."""
+    """Operators grant credit here (platform superusers); customers read their grants. A grant is
+    made through the same service as the API, so it writes its ledger entry and an audit row."""
 
     read_only_for_org_admins = True
-    list_display = ["organization", "kind", "amount", "currency", "note", "created_at"]
-    list_filter = ["organization", "kind", "currency"]
+    list_display = ["organization", "kind", "amount", "remaining", "currency", "priority", "expires_at", "status",
+                    "created_at"]
+    list_filter = ["organization", "kind", "status", "currency"]
     search_fields = ["organization__name", "note"]
     date_hierarchy = "created_at"
+    fields = ["organization", "kind", "amount", "priority", "expires_at", "note"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["organization", "kind", "amount", "remaining", "currency", "priority", "expires_at", "status",
+                "note", "created_at"] if obj is not None else []
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return self.get_readonly_fields(request, obj) if obj is not None else self.fields
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    def save_model(self, request: HttpRequest, obj: CreditGrant, form: Any, change: bool) -> None:
+        granted = grant_credit(actor=Actor(label=request.user.get_username()), organization=obj.organization,
+                               amount=obj.amount, kind=obj.kind, note=obj.note, priority=obj.priority,
+                               expires_at=obj.expires_at)
+        obj.pk, obj._state.adding = granted.pk, False
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(OrganizationScopedAdmin):
+    """The ledger, read-only for everyone: corrections are new entries (credit notes, adjustments)."""
+
+    list_display = ["created_at", "organization", "kind", "amount", "currency", "note"]
+    list_filter = ["organization", "kind", "currency"]
+    search_fields = ["organization__name", "note", "uuid"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class BudgetAlertInline(admin.TabularInline):
+    model = BudgetAlert
+    extra = 0
+    can_delete = False
+    readonly_fields = ["period_start", "threshold", "spent", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Budget)
+class BudgetAdmin(OrganizationScopedAdmin):
+    """Org admins keep their budgets here; writes go through the budget services (audited,
+    hard limits enforced and verify caches dropped as in the API)."""
+
+    list_display = ["organization", "scope", "department", "key", "amount", "currency", "hard_limit",
+                    "exhausted_period"]
+    list_filter = ["organization", "scope", "hard_limit"]
+    fields = ["organization", "scope", "department", "key", "amount", "thresholds", "hard_limit"]
+    readonly_fields = ["currency", "exhausted_period"]
+    inlines = [BudgetAlertInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fixed = ["organization", "scope", "department", "key"] if obj is not None else []
+        return [*fixed, *self.readonly_fields]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        # Only the admin's own organization, departments and keys are offered.
+        organization = None if request.user.is_superuser else admin_organization(request)
+        if organization is not None and db_field.name in ("organization", "department", "key"):
+            related = db_field.related_model.objects
+            kwargs["queryset"] = (related.filter(pk=organization.pk) if db_field.name == "organization"
+                                  else related.filter(organization=organization))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: Budget, form: Any, change: bool) -> None:
+        actor = Actor(member=getattr(request.user, "member", None), label=request.user.get_username())
+        if change:
+            budgets.update_budget(actor=actor, budget=obj, amount=obj.amount, thresholds=obj.thresholds,
+                                  hard_limit=obj.hard_limit)
+            return
+        created = budgets.create_budget(actor=actor, organization=obj.organization, scope=obj.scope,
+                                        amount=obj.amount, department=obj.department, key=obj.key,
+                                        thresholds=obj.thresholds, hard_limit=obj.hard_limit)
+        obj.pk, obj._state.adding = created.pk, False
+
+    def delete_model(self, request: HttpRequest, obj: Budget) -> None:
+        budgets.delete_budget(actor=Actor(label=request.user.get_username()), budget=obj)

@@ -44,13 +44,6 @@ def month_to_date_cost(organization: Organization, now: datetime | None = None) 
     return for_organization(organization).total(month_start(organization, now), tomorrow).cost
 
 
-def budget_exhausted(organization: Organization) -> bool:
-    account = BillingAccount.objects.filter(organization=organization).only("monthly_budget").first()
-    if account is None or account.monthly_budget is None:
-        return False
-    return month_to_date_cost(organization) >= account.monthly_budget
-
-
 @dataclass(frozen=True)
 class Balance:
     currency: str

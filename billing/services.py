@@ -2,17 +2,23 @@
 billing accounts."""
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
-from billing.ledger import append_entry
+from billing.budgets import enforce_hard_limits
+from billing.ledger import append_entry, charge_usage
 from billing.models import BillingAccount, CreditGrant, Model, Plan, Price, Subscription
 from billing.money import ZERO
 from portal.models import Organization
 from portal.services import Actor, record_audit
+from usage.models import UsageEvent
+from usage.services import IngestResult, ingest_events
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +124,19 @@ def grant_credit(*, actor: Actor, organization: Organization, amount: Decimal, k
                  detail={"amount": str(amount), "currency": account.currency, "kind": kind, "priority": priority,
                          "expires_at": expires_at.isoformat() if expires_at else None})
     return grant
+
+
+@transaction.atomic
+def record_usage(events: Sequence[Any]) -> IngestResult:
+    """Ingest a batch of usage events and charge them, in one transaction: the events and their
+    rollups (usage), the running balances and the grants they draw (the ledger), and any hard
+    budget the batch takes to its amount (so the keys under it stop when this commits).
+
+    Everything that reports usage goes through here: the gateway's ingestion endpoint, the demo."""
+    result = ingest_events(events)
+    if result.inserted_ids:
+        charges = dict(UsageEvent.objects.filter(pk__in=result.inserted_ids).values_list("organization_id")
+                       .annotate(total=Sum("cost")).values_list("organization_id", "total"))
+        charge_usage(charges)
+        enforce_hard_limits(charges)
+    return result

@@ -12,7 +12,7 @@ from django.utils import timezone
 from keys.hashing import SecretKind, display_prefix, generate_secret, hash_secret
 from keys.models import InferenceKey, KeyStatus, ManagementKey, ServiceToken
 from keys.selectors import forget_service_token_memo, inference_key_for_secret, touch_last_used
-from portal.models import Department, Member, Organization
+from portal.models import Department, Member
 from portal.services import Actor, record_audit
 
 
@@ -219,11 +219,11 @@ def _remember(secret_hash: str, answer: dict) -> dict:
     return answer
 
 
-def verify_inference_key(secret: str, *, budget_exhausted: Callable[[Organization], bool]) -> dict:
+def verify_inference_key(secret: str, *, budget_exhausted: Callable[[InferenceKey], bool]) -> dict:
     """What the gateway needs to know about a presented key, from cache when possible.
 
-    `budget_exhausted` answers for the key's organization: budgets are billing's, a floor above
-    keys, so the caller (the API, on top of both) says how to ask.
+    `budget_exhausted` answers for the key: budgets are billing's, a floor above keys, so the
+    caller (the API, on top of both) says how to ask.
 
     Cached answers never outlive the key's expiry or the end of a rotation's grace period, and
     every change to a key deletes them, so a disabled or rotated-out key stops verifying at once."""
@@ -250,7 +250,7 @@ def verify_inference_key(secret: str, *, budget_exhausted: Callable[[Organizatio
         "allowed_ips": key.allowed_ips,
         "rpm_limit": key.rpm_limit,
         "tpm_limit": key.tpm_limit,
-        "budget_exhausted": budget_exhausted(key.organization),
+        "budget_exhausted": budget_exhausted(key),
     }
     # Expire the cached answer no later than the key itself (or its old secret) stops working.
     horizons = [VERIFY_CACHE_SECONDS]

@@ -159,6 +159,15 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Budget alerts and other mail: the console in the demo, SMTP in production (EMAIL_URL, e.g.
+# smtp://user:password@mail.example.com:587/?tls=True).
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST, EMAIL_PORT = _email.get("EMAIL_HOST", ""), _email.get("EMAIL_PORT", 25)
+EMAIL_HOST_USER, EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_USER", ""), _email.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@portal.localhost")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

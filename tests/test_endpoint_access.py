@@ -1,10 +1,13 @@
 """One walk over every API endpoint: each declares its RAM action, and anonymous, foreign and
 unprivileged callers are refused (NetBox's generic API test, in our terms)."""
 
+from decimal import Decimal
+
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
+from billing.budgets import create_budget
 from keys import services as key_services
 from portal.ram.actions import ACTIONS
 from portal.services import SYSTEM
@@ -81,12 +84,15 @@ def test_a_view_without_a_declared_resource_is_refused(ram_world, rf):
 def acme(ram_world):
     key, _ = factories.make_inference_key(ram_world.research, name="acme-walk-key")
     management_key = key_services.create_management_key(actor=SYSTEM, member=ram_world.bob, name="walk").key
+    ram_world.budget = create_budget(actor=SYSTEM, organization=ram_world.acme, scope="organization",
+                                     amount=Decimal("10"))
     return ram_world, key, management_key
 
 
 def _url_and_body(route, world, key, management_key):
     values = {"<uuid:key_id>": str(key.uuid), "<str:name>": "ResearchKeys",
-              "<uuid:member_uuid>": str(world.bob.uuid), "<int:key_id>": str(management_key.pk)}
+              "<uuid:member_uuid>": str(world.bob.uuid), "<int:key_id>": str(management_key.pk),
+              "<uuid:budget_id>": str(world.budget.uuid)}
     url = "/" + route
     for placeholder, value in values.items():
         url = url.replace(placeholder, value)
@@ -102,6 +108,9 @@ def _url_and_body(route, world, key, management_key):
         "ram-policy-detach": {"member": str(world.bob.uuid)},
         "ram-management-keys": {"name": "walk"},
         "ram-simulate": {"member": str(world.bob.uuid), "action": "keys:ListKeys", "resource": "*"},
+        "billing-budgets": {"scope": "organization", "amount": "5"},
+        "billing-budget": {"amount": "20"},
+        "billing-credit-grants": {"org_id": str(world.acme.uuid), "kind": "grant", "amount": "1"},
         # Valid queries, so that views whose resource is named in the query reach the decision.
         "weave-calls-stats": {"project_id": str(world.acme.uuid), "start": "2026-11-01T00:00:00Z"},
         **{name: {"startTime": 1761955200, "endTime": 1762041600} for name in (
@@ -122,8 +131,8 @@ def _calls(acme):
 
 
 def _secrets_of_acme(world, key):
-    return [str(world.acme.uuid), str(world.research.uuid), str(key.uuid), "acme-walk-key", "ResearchKeys",
-            str(world.alice.uuid), str(world.bob.uuid), "alice"]
+    return [str(world.acme.uuid), str(world.budget.uuid), str(world.research.uuid), str(key.uuid), "acme-walk-key",
+            "ResearchKeys", str(world.alice.uuid), str(world.bob.uuid), "alice"]
 
 
 def test_anonymous_callers_get_401_everywhere(acme):

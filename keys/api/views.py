@@ -8,7 +8,7 @@ from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from billing.selectors import budget_exhausted
+from billing.budgets import budget_exhausted
 from keys import services
 from keys.api.serializers import (
     KeyCreateRequest,

@@ -49,7 +49,10 @@ class RamObjectView(RamAPIView):
 
 
 def request_actor(request) -> Actor:
-    """The member behind a request, as services record them in the audit trail."""
+    """Who is behind a request, as services record them in the audit trail: a member, or the
+    platform's service token (operators' tooling)."""
+    if request.member is None:
+        return Actor(label=request.user.get_username(), source_ip=client_ip(request))
     return Actor.for_member(request.member, source_ip=client_ip(request))
 
 

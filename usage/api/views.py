@@ -2,11 +2,12 @@ from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
+from billing.services import record_usage
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView
-from usage.services import IngestValidationError, ingest_events
+from usage.services import IngestValidationError
 
 
 def _location(error) -> list[str | int]:
@@ -46,7 +47,7 @@ class IngestEventsView(RamAPIView):
         if not isinstance(body, dict) or set(body) != {"events"}:
             raise InvalidRequest([FieldProblem(["body"], 'expected exactly {"events": [...]}')])
         try:
-            result = ingest_events(body["events"])
+            result = record_usage(body["events"])
         except IngestValidationError as error:
             raise InvalidRequest([FieldProblem(_location(e), e.message) for e in error.errors]) from error
         return Response({"accepted": result.accepted, "duplicates": result.duplicates})
