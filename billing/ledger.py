@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -114,8 +114,20 @@ def append_entry(*, organization, kind: str, amount: Decimal, at: datetime | Non
     entry = LedgerEntry.objects.create(organization=organization, kind=kind, amount=amount, currency=account.currency,
                                        grant=grant, invoice=invoice, credit_note=credit_note, note=note,
                                        created_at=at or timezone.now())
-    BillingAccount.objects.filter(pk=account.pk).update(balance=F("balance") + amount)
+    _add_to_balance(organization.pk, amount)
     return entry
+
+
+def _add_to_balance(organization_id: int, amount: Decimal) -> None:
+    """Add to the running balance exactly. PostgreSQL adds NUMERICs in place (and the row lock
+    serializes writers); SQLite would add them as binary floats, so there the sum is made in
+    Python (SQLite writers are serialized by its database lock anyway)."""
+    accounts = BillingAccount.objects.filter(organization_id=organization_id)
+    if connection.vendor == "postgresql":
+        accounts.update(balance=F("balance") + amount)
+        return
+    balance = accounts.values_list("balance", flat=True).get()
+    accounts.update(balance=balance + amount)
 
 
 def charge_usage(charges: Mapping[int, Decimal], *, now: datetime | None = None) -> None:
@@ -127,7 +139,7 @@ def charge_usage(charges: Mapping[int, Decimal], *, now: datetime | None = None)
     for organization_id in sorted(charges):
         amount = charges[organization_id]
         if amount:
-            BillingAccount.objects.filter(organization_id=organization_id).update(balance=F("balance") - amount)
+            _add_to_balance(organization_id, -amount)
             draw_grants(organization_id, amount, now=now)
 
 

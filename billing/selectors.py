@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Sum
 from django.utils import timezone
 
 from billing.models import BillingAccount, LedgerEntry, Subscription
@@ -59,7 +58,9 @@ def account_balance(organization: Organization) -> Balance:
     """Credits in (top-ups, grants, credit notes, payments, adjustments) and usage out, from the
     ledger itself: the sum the running balance is checked against."""
     account = BillingAccount.objects.get(organization=organization)
-    entries = LedgerEntry.objects.filter(organization=organization, currency=account.currency)
-    recharge = entries.filter(amount__gt=0).aggregate(total=Sum("amount"))["total"] or ZERO
-    other = entries.filter(amount__lt=0).aggregate(total=Sum("amount"))["total"] or ZERO
+    # Summed in Python, exactly (SQLite would sum decimals as floats); an account has few entries.
+    amounts = list(LedgerEntry.objects.filter(organization=organization, currency=account.currency)
+                   .values_list("amount", flat=True))
+    recharge = sum((amount for amount in amounts if amount > 0), ZERO)
+    other = sum((amount for amount in amounts if amount < 0), ZERO)
     return Balance(account.currency, recharge, total_cost_ever(organization) - other)

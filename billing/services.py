@@ -2,13 +2,13 @@
 billing accounts."""
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from billing.budgets import enforce_hard_limits
@@ -135,8 +135,11 @@ def record_usage(events: Sequence[Any]) -> IngestResult:
     Everything that reports usage goes through here: the gateway's ingestion endpoint, the demo."""
     result = ingest_events(events)
     if result.inserted_ids:
-        charges = dict(UsageEvent.objects.filter(pk__in=result.inserted_ids).values_list("organization_id")
-                       .annotate(total=Sum("cost")).values_list("organization_id", "total"))
+        # Summed in Python, exactly (SQLite would sum decimals as floats).
+        charges: dict[int, Decimal] = defaultdict(Decimal)
+        for organization_id, cost in UsageEvent.objects.filter(pk__in=result.inserted_ids).values_list(
+                "organization_id", "cost"):
+            charges[organization_id] += cost
         charge_usage(charges)
         enforce_hard_limits(charges)
     return result

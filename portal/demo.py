@@ -6,7 +6,6 @@ duplicate. Secrets cannot be read back, so each run issues fresh secrets for the
 (replacing the previous ones) and prints them.
 """
 
-import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from billing import budgets as billing_budgets
 from billing import services as billing_services
-from billing.models import Model, Plan
+from billing.models import Budget, CreditGrant, Model, Plan
 from billing.money import Currency
 from keys import services as key_services
 from keys.hashing import SecretKind, display_prefix, generate_secret, hash_secret
@@ -28,7 +28,7 @@ from portal import services
 from portal.models import Department, Member, Organization
 from portal.ram import services as ram
 from portal.ram.system_policies import ADMINISTRATOR_ACCESS, READ_ONLY_ACCESS
-from usage.services import MAX_BATCH, ingest_events
+from usage.services import MAX_BATCH
 
 D = Decimal
 DEMO_PASSWORD = "portal-demo-pass"
@@ -329,7 +329,8 @@ def generate_usage(days: int, on_unit_done: Callable[[int, int], None] | None = 
         batch = list(_day_events(spec, organization, day, keys, models, now))
         for start in range(0, len(batch), MAX_BATCH):
             if batch[start : start + MAX_BATCH]:
-                result = ingest_events(batch[start : start + MAX_BATCH])
+                # The gateway's path: events, rollups, charges and hard limits in one transaction.
+                result = billing_services.record_usage(batch[start : start + MAX_BATCH])
                 accepted += result.accepted
                 duplicates += result.duplicates
         if on_unit_done:
@@ -337,5 +338,41 @@ def generate_usage(days: int, on_unit_done: Callable[[int, int], None] | None = 
     return accepted, duplicates
 
 
-def rough_daily_events() -> int:
-    return math.ceil(sum(spec.daily_requests for spec in ORGS))
+# --- billing ------------------------------------------------------------------------------
+
+WELCOME_CREDIT = {Currency.CNY: D("200"), Currency.USD: D("30")}
+# The department budget is set to this share above what the department has spent this month,
+# so a newcomer sees one budget just short of its 80 % threshold.
+NEAR_THRESHOLD_PROGRESS = D("0.76")
+
+
+def seed_grants() -> None:
+    """A welcome grant that expires in five days (drawn before the top-up: priority 5)."""
+    actor = services.SYSTEM
+    for spec in ORGS:
+        organization = Organization.objects.get(slug=spec.slug)
+        if not CreditGrant.objects.filter(organization=organization, note="Welcome credit").exists():
+            billing_services.grant_credit(actor=actor, organization=organization, amount=WELCOME_CREDIT[spec.currency],
+                                          note="Welcome credit", priority=5,
+                                          expires_at=timezone.now() + timedelta(days=5))
+
+
+def seed_budgets() -> None:
+    """Per organization: a monthly budget for the whole organization (alerts only) and a hard
+    budget on its first department, sized so that it stands just under its 80 % threshold."""
+    actor = services.SYSTEM
+    for spec in ORGS:
+        organization = Organization.objects.get(slug=spec.slug)
+        if not Budget.objects.filter(organization=organization, scope=Budget.Scope.ORGANIZATION).exists():
+            billing_budgets.create_budget(actor=actor, organization=organization, scope=Budget.Scope.ORGANIZATION,
+                                          amount=spec.monthly_budget)
+        department = Department.objects.get(organization=organization, name=spec.departments[0])
+        budget = Budget.objects.filter(organization=organization, department=department).first()
+        if budget is None:
+            budget = billing_budgets.create_budget(actor=actor, organization=organization,
+                                                   scope=Budget.Scope.DEPARTMENT, department=department,
+                                                   amount=spec.monthly_budget, hard_limit=True)
+        spent = billing_budgets.budget_state(budget).spent
+        if spent > 0:
+            amount = (spent / NEAR_THRESHOLD_PROGRESS).quantize(D("0.01"))
+            billing_budgets.update_budget(actor=actor, budget=budget, amount=amount)

@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import pytest
 import time_machine
-from django.db.models import Sum
 from rest_framework.test import APIClient
 
 from billing.budgets import run_budget_job
@@ -145,8 +144,9 @@ def test_grants_drain_by_priority_then_expiry_and_expire_with_an_entry(world, mo
 
 
 def _assert_balance_is_the_ledger(organization) -> None:
-    entries = LedgerEntry.objects.filter(organization=organization).aggregate(total=Sum("amount"))["total"] or 0
-    used = UsageEvent.objects.filter(organization=organization).aggregate(total=Sum("cost"))["total"] or 0
+    # Summed in Python: SQLite would sum decimals as floats.
+    entries = sum(LedgerEntry.objects.filter(organization=organization).values_list("amount", flat=True))
+    used = sum(UsageEvent.objects.filter(organization=organization).values_list("cost", flat=True))
     assert BillingAccount.objects.get(organization=organization).balance == entries - used
 
 

@@ -77,3 +77,27 @@ def test_seed_demo_usage_has_rhythm_and_errors():
     assert events.values("model").distinct().count() >= 4
     top_model_share = max(events.filter(model=m).count() for m in Model.objects.all()) / events.count()
     assert 0.2 < top_model_share < 0.8  # skewed, not uniform, not a single model
+
+
+@pytest.mark.django_db
+def test_the_demo_shows_budgets_a_grant_about_to_expire_and_a_charged_ledger():
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from billing.budgets import budget_state
+    from billing.models import BillingAccount, Budget, CreditGrant, LedgerEntry
+
+    _seed("--days", "2")
+    for organization in Organization.objects.filter(slug__in=["acme", "globex"]):
+        budgets = Budget.objects.filter(organization=organization)
+        assert sorted(budgets.values_list("scope", flat=True)) == ["department", "organization"]
+        near = budget_state(budgets.get(scope="department"))
+        assert near.budget.hard_limit and Decimal(70) <= near.progress_pct < Decimal(80)
+        welcome = CreditGrant.objects.get(organization=organization, note="Welcome credit")
+        assert timezone.now() < welcome.expires_at <= timezone.now() + timedelta(days=5)
+        # Summed in Python: SQLite would sum decimals as floats.
+        entries = sum(LedgerEntry.objects.filter(organization=organization).values_list("amount", flat=True))
+        used = sum(UsageEvent.objects.filter(organization=organization).values_list("cost", flat=True))
+        assert used > 0 and BillingAccount.objects.get(organization=organization).balance == entries - used

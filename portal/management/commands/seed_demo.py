@@ -20,6 +20,7 @@ class Command(BaseCommand):
             self.stderr.write("--days must be 0 or more")
             sys.exit(2)
         document = demo.seed_world()
+        demo.seed_grants()
         accepted = duplicates = 0
         if days:
             units = len(demo.plan_usage(days))
@@ -31,6 +32,7 @@ class Command(BaseCommand):
                     bar.update(1)
 
                 accepted, duplicates = demo.generate_usage(days, on_unit_done=advance)
+        demo.seed_budgets()
         if json:
             self.stdout.write(_json_dumps(document))
             return
