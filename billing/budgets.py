@@ -212,7 +212,12 @@ def enforce_hard_limits(organization_ids: Iterable[int], *, now: datetime | None
     """Inside an ingestion transaction: the hard budgets of these organizations that the batch
     just took to their amount are marked exhausted, in the same transaction. Returns how many."""
     now = now or timezone.now()
-    hard = (Budget.objects.filter(organization_id__in=set(organization_ids), hard_limit=True)
+    # Locked, in id order: a concurrent batch of the same organization waits here until this one
+    # commits, and then reads a spending that includes it, so the batch that crosses the amount
+    # is the one that marks it (without the lock two batches could each see the other's spending
+    # missing and neither mark it).
+    hard = (Budget.objects.select_for_update(of=("self",)).filter(organization_id__in=set(organization_ids),
+                                                                   hard_limit=True)
             .select_related("organization").order_by("pk"))
     return sum(_enforce(budget, now) for budget in hard)
 
