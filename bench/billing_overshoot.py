@@ -100,7 +100,7 @@ def _one_run(run: int, args) -> None:
     budget.refresh_from_db()
     batches = sorted(batch for writer in writers for batch in writer.batches)
     spent, crossing = Decimal(0), None
-    for index, (moment, _events, cost) in enumerate(batches):
+    for index, (_moment, _events, cost) in enumerate(batches):
         spent += cost
         if crossing is None and spent >= args.amount:
             crossing = index
