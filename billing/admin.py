@@ -18,7 +18,7 @@ from billing.models import (
     Subscription,
 )
 from billing.services import grant_credit
-from portal.admin_scoping import OrganizationScopedAdmin, admin_organization
+from portal.admin_scoping import FactsAdmin, OrganizationScopedAdmin, admin_organization
 from portal.services import Actor
 
 
@@ -157,22 +157,13 @@ class CreditGrantAdmin(OrganizationScopedAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(OrganizationScopedAdmin):
+class LedgerEntryAdmin(FactsAdmin):
     """The ledger, read-only for everyone: corrections are new entries (credit notes, adjustments)."""
 
     list_display = ["created_at", "organization", "kind", "amount", "currency", "note"]
     list_filter = ["organization", "kind", "currency"]
     search_fields = ["organization__name", "note", "uuid"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class BudgetAlertInline(admin.TabularInline):
@@ -201,17 +192,10 @@ class BudgetAdmin(OrganizationScopedAdmin):
         fixed = ["organization", "scope", "department", "key"] if obj is not None else []
         return [*fixed, *self.readonly_fields]
 
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        # Only the admin's own organization, departments and keys are offered.
-        organization = None if request.user.is_superuser else admin_organization(request)
-        if organization is not None and db_field.name in ("organization", "department", "key"):
-            related = db_field.related_model.objects
-            kwargs["queryset"] = (related.filter(pk=organization.pk) if db_field.name == "organization"
-                                  else related.filter(organization=organization))
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
-
     def save_model(self, request: HttpRequest, obj: Budget, form: Any, change: bool) -> None:
         actor = Actor(member=getattr(request.user, "member", None), label=request.user.get_username())
+        if not request.user.is_superuser and not change:
+            obj.organization = admin_organization(request)  # the field is not in an org admin's form
         if change:
             budgets.update_budget(actor=actor, budget=obj, amount=obj.amount, thresholds=obj.thresholds,
                                   hard_limit=obj.hard_limit)
