@@ -42,13 +42,9 @@ GROUPS = ("model", "department", "key", "member", "status_class")
 SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "image_count",
               "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms", "input_cost_units",
               "cache_read_cost_units", "output_cost_units")
-TRACE_FILTERS = ("op_names", "trace_ids", "parent_ids", "thread_ids", "turn_ids", "conversation_ids")
 RAW, FINE, HOURLY, DAILY = "raw", "fine", "hourly", "daily"
 DEPARTMENT_DAILY, MODEL_DAILY = "department_daily", "model_daily"
 DAY_LEVELS = (DAILY, DEPARTMENT_DAILY, MODEL_DAILY)
-# The dimensions each level keeps besides time; RAW and FINE keep all of them.
-LEVEL_DIMENSIONS = {HOURLY: frozenset(), DAILY: frozenset({"model", "department"}),
-                    DEPARTMENT_DAILY: frozenset({"department"}), MODEL_DAILY: frozenset({"model"})}
 # Per-event values a distribution can be asked of, as SQL over usage_usageevent.
 VALUES = {
     "prompt_tokens": "prompt_tokens",

@@ -17,7 +17,6 @@ import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection
@@ -77,11 +76,6 @@ def aggregate_over_events(column: str) -> str:
         # SQLite keeps decimals as binary floats: round each event back to whole 1e-8 units first.
         return f"SUM(CAST(ROUND({amount} * 100000000) AS INTEGER))"
     return _EVENT_AGGREGATES[column]
-
-
-def bucket_of(moment: datetime) -> int:
-    epoch = int(moment.timestamp())
-    return epoch - epoch % BUCKET_SECONDS
 
 
 def local_hour_of(epoch: int, utc_offset: int) -> int:
@@ -341,6 +335,3 @@ def organization_zones(organization_ids: Iterable[int]) -> dict[int, zoneinfo.Zo
     return {pk: zoneinfo.ZoneInfo(tz) for pk, tz in
             Organization.objects.filter(pk__in=set(organization_ids)).values_list("pk", "timezone")}
 
-
-def epoch_to_datetime(epoch: int) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=UTC)

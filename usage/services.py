@@ -319,16 +319,13 @@ _INSERT_COLUMNS = [field.column for field in _INSERT_FIELDS]
 
 
 def _insert_new(rows: list["RatedEvent"]) -> list["RatedEvent"]:
-    """Insert rows whose request_id is new, in one statement; return exactly those rows, with
-    their ids set (from RETURNING, so a replay inserts and reports nothing)."""
+    """SQLite ingestion (PostgreSQL stores and folds in one statement: store_and_fold): insert
+    the rows whose request_id is new, in one statement; return exactly those rows, with their
+    ids set (from RETURNING, so a replay inserts and reports nothing)."""
     if not rows:
         return []
-    if connection.vendor == "postgresql":
-        # psycopg adapts the attribute values themselves (Decimal, aware datetime, str, int, None).
-        values = [[getattr(row, field.attname) for field in _INSERT_FIELDS] for row in rows]
-    else:
-        values = [[field.get_db_prep_save(getattr(row, field.attname), connection) for field in _INSERT_FIELDS]
-                  for row in rows]
+    values = [[field.get_db_prep_save(getattr(row, field.attname), connection) for field in _INSERT_FIELDS]
+              for row in rows]
     returned = write_rows(UsageEvent._meta.db_table, _INSERT_COLUMNS, column_types(UsageEvent, _INSERT_COLUMNS),
                           values, conflict="(request_id) DO NOTHING", returning="id, request_id")
     by_request_id = {row.request_id: row for row in rows}
