@@ -23,9 +23,10 @@ Contract
 import enum
 import functools
 import operator
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from django.db import models
@@ -41,6 +42,7 @@ from usage.models import (
     UsageHourly,
     UsageModelDaily,
 )
+from usage.timebuckets import epoch
 
 __all__ = [
     "DAILY",
@@ -125,6 +127,14 @@ class TimeKey:
             assert self.seconds is not None
             return epoch - (epoch + (utc_offset if self.organization_clock else 0)) % self.seconds
         raise ValueError("raw events keep their own instant")
+
+    def bounds(self, start: datetime, end: datetime, zone: zoneinfo.ZoneInfo) -> tuple[Any, Any]:
+        """[start, end) as values of this time column (exact when both fall on its grid)."""
+        if self.kind is TimeKind.INSTANT:
+            return start, end
+        if self.kind is TimeKind.LOCAL_DAY:
+            return start.astimezone(zone).date(), end.astimezone(zone).date()
+        return epoch(start), epoch(end)
 
 
 INSTANT = TimeKey("timestamp", TimeKind.INSTANT, "timestamp with time zone")

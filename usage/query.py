@@ -334,14 +334,9 @@ def _where(query: UsageQuery, level: Level, params: list[Any]) -> str:
     params.append(query.organization_id)
     time_column = _quote(level.time.column)
     clauses.append(f"{time_column} >= %s AND {time_column} < %s")
-    if level.time.kind is TimeKind.INSTANT:
-        params.extend([connection.ops.adapt_datetimefield_value(query.start),
-                       connection.ops.adapt_datetimefield_value(query.end)])
-    elif level.time.kind is TimeKind.LOCAL_DAY:
-        params.extend([connection.ops.adapt_datefield_value(query.start.astimezone(query.zone).date()),
-                       connection.ops.adapt_datefield_value(query.end.astimezone(query.zone).date())])
-    else:
-        params.extend([epoch(query.start), epoch(query.end)])
+    time_field = level.model._meta.get_field(level.time.column)
+    params.extend(time_field.get_db_prep_value(bound, connection)
+                  for bound in level.time.bounds(query.start, query.end, query.zone))
     # None: not filtered on (model types may resolve to no model at all, which matches nothing).
     filters = {"department": query.departments or None, "key": query.keys or None, "member": query.members or None,
                "model": _model_ids(query)}

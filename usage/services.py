@@ -26,8 +26,8 @@ from keys.models import InferenceKey
 from portal.models import Organization
 from portal.services import Actor, record_audit
 from usage.bulk import column_types, write_rows
-from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFine15
-from usage.rollups import fold_events, organization_zones, store_and_fold
+from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFillState
+from usage.rollups import LEVELS, fold_events, organization_zones, store_and_fold
 from usage.timebuckets import local_midnight, local_midnight_of
 
 logger = logging.getLogger(__name__)
@@ -368,28 +368,18 @@ def rebuild_rollups(*, organization: Organization, start: datetime | None = None
                     progress: Callable[[int], None] | None = None) -> int:
     """Recompute every rollup level of `organization` from its raw events (whole local days
     around [start, end); everything when no range is given). Returns the events folded."""
-    from usage.models import UsageFillState, UsageHourly
-    from usage.rollups import LEVELS
-
     events = UsageEvent.objects.filter(organization=organization)
-    tables = [level.model for level in LEVELS]
     if start is not None and end is not None:
         start, end = _whole_local_days(organization, start, end)
         events = events.filter(timestamp__gte=start, timestamp__lt=end)
-        zone = organization.zone
-        first_day, last_day = start.astimezone(zone).date(), end.astimezone(zone).date()
-        for table in tables:
-            rows = table.objects.filter(organization=organization)
-            if table is UsageFine15:
-                rows = rows.filter(bucket__gte=int(start.timestamp()), bucket__lt=int(end.timestamp()))
-            elif table is UsageHourly:
-                rows = rows.filter(hour__gte=int(start.timestamp()), hour__lt=int(end.timestamp()))
-            else:
-                rows = rows.filter(day__gte=first_day, day__lt=last_day)
-            rows.delete()
+        for level in LEVELS:
+            first, last = level.time.bounds(start, end, organization.zone)
+            column = level.time.column
+            level.model.objects.filter(organization=organization, **{f"{column}__gte": first,
+                                                                     f"{column}__lt": last}).delete()
     else:
-        for table in tables:
-            table.objects.filter(organization=organization).delete()
+        for level in LEVELS:
+            level.model.objects.filter(organization=organization).delete()
         UsageFillState.objects.filter(organization=organization).delete()
     zones = organization_zones([organization.pk])
     folded = 0
