@@ -6,7 +6,7 @@ a query with thousands of placeholders nor sends thousands of parameters. SQLite
 multi-row VALUES list, chunked under its bound-parameter limit.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import connection
@@ -70,3 +70,15 @@ def column_types(model, columns: Sequence[str]) -> list[str]:
     by_column = {field.column: field for field in model._meta.concrete_fields}
     return [by_column[column].db_type(connection) or by_column[column].rel_db_type(connection)
             for column in columns]
+
+
+def stored_rows[Event](rows: Sequence[Event], returned: Iterable[tuple[int, str]]) -> list[Event]:
+    """The rows that `INSERT ... ON CONFLICT (request_id) DO NOTHING RETURNING id, request_id`
+    really stored, matched by request_id, each with its new id set as `pk`."""
+    by_request_id = {row.request_id: row for row in rows}
+    stored = []
+    for row_id, request_id in returned:
+        row = by_request_id[request_id]
+        row.pk = row_id
+        stored.append(row)
+    return stored

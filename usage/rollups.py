@@ -24,7 +24,7 @@ from psycopg import sql
 
 from portal.models import Organization
 from usage import histogram
-from usage.bulk import column_types, write_rows
+from usage.bulk import column_types, stored_rows, write_rows
 from usage.levels import ROLLUPS, Level, TimeKey
 from usage.measures import MEASURE_NAMED, MEASURES, Measure, Merge
 from usage.models import UsageEvent, UsageFillState
@@ -277,13 +277,7 @@ def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> 
         # Inside a longer transaction the staging rows would outlive this batch; ON COMMIT
         # DELETE ROWS clears them otherwise.
         cursor.execute(sql.SQL("DELETE FROM {}").format(staging).as_string())
-    by_request_id = {row.request_id: row for row in rows}
-    inserted = []
-    for row_id, request_id in returned:
-        row = by_request_id[request_id]
-        row.pk = row_id
-        inserted.append(row)
-    return inserted
+    return stored_rows(rows, returned)
 
 
 def _attnames(columns: Sequence[str]) -> list[str]:
