@@ -28,6 +28,7 @@ from django.db import connection
 from billing.models import Model
 from billing.money import from_units, round_event_amount
 from usage import histogram, levels
+from usage.db import psycopg_cursor
 from usage.levels import DIMENSION_NAMED, DIMENSIONS, LEVEL_NAMED, Level, TimeKind
 from usage.measures import MEASURE_NAMED, ROW_MEASURES, SUMMED, Measure, Merge
 from usage.rollups import aggregate_over_events
@@ -486,12 +487,7 @@ def _fetch_all(sql: str, params: list[Any], *, binary: bool = False) -> list[tup
     parameters on the client and cannot, so that one takes a server-binding psycopg cursor on the
     same connection (and transaction)."""
     if binary and connection.vendor == "postgresql":
-        import psycopg
-
-        connection.ensure_connection()
-        # As Django's own cursors do: database errors become django.db errors, and a broken
-        # connection is marked so that it is not reused.
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        with psycopg_cursor() as cursor:
             cursor.execute(sql, params, binary=True)
             return cursor.fetchall()
     with connection.cursor() as cursor:

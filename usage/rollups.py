@@ -25,6 +25,7 @@ from psycopg import sql
 from portal.models import Organization
 from usage import histogram
 from usage.bulk import column_types, stored_rows, write_rows
+from usage.db import psycopg_cursor
 from usage.levels import ROLLUPS, Level, TimeKey
 from usage.measures import MEASURE_NAMED, MEASURES, Measure, Merge
 from usage.models import UsageEvent, UsageFillState
@@ -262,21 +263,23 @@ def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> 
     columns = _event_columns()
     values_of = operator.attrgetter(*_attnames(columns))
     staging = sql.Identifier(_staging_table())
-    with connection.cursor() as cursor:
+    # Never prepared: the statements' text is the same every batch, but the staging table holds
+    # a different batch each time, and a plan cached for one batch's size would serve them all.
+    with psycopg_cursor() as cursor:
         cursor.execute(_CREATE_STAGING.format(
             staging=staging, events=sql.Identifier(UsageEvent._meta.db_table), event_columns=_identifiers(columns),
             extra_columns=sql.SQL(", ").join(sql.SQL("NULL::{} AS {}").format(sql.SQL(kind), sql.Identifier(name))
-                                             for name, kind in _STAGING_EXTRA)).as_string())
+                                             for name, kind in _STAGING_EXTRA)), prepare=False)
         # COPY's rows are encoded in C; the same arrays through unnest() were dumped in Python.
-        with cursor.cursor.copy(sql.SQL("COPY {} FROM STDIN").format(staging)) as copy:
+        with cursor.copy(sql.SQL("COPY {} FROM STDIN").format(staging)) as copy:
             for row in rows:
                 slots = _time_slots(row.timestamp, zones[row.organization_id])
                 copy.write_row((*values_of(row), *slots.values(), *(measure.of_event(row) for measure in _BINNED)))
-        cursor.execute(_fold_statement())
+        cursor.execute(_fold_statement(), prepare=False)
         returned = cursor.fetchall()
         # Inside a longer transaction the staging rows would outlive this batch; ON COMMIT
         # DELETE ROWS clears them otherwise.
-        cursor.execute(sql.SQL("DELETE FROM {}").format(staging).as_string())
+        cursor.execute(sql.SQL("DELETE FROM {}").format(staging), prepare=False)
     return stored_rows(rows, returned)
 
 
