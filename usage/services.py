@@ -41,6 +41,9 @@ COUNT_FIELDS = (
 TRACE_FIELDS = ("op_name", "trace_id", "parent_id", "thread_id", "turn_id", "conversation_id")
 REQUIRED_FIELDS = ("request_id", "timestamp", "key_id", "model", "latency_ms", "status_code")
 KNOWN_FIELDS = frozenset(REQUIRED_FIELDS + COUNT_FIELDS + TRACE_FIELDS + ("error_type",))
+# What an event stores as the gateway sent it (once validated).
+_STORED_AS_VALIDATED = ("request_id", "timestamp", "latency_ms", "status_code", "error_type", *COUNT_FIELDS,
+                        *TRACE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -326,24 +329,12 @@ def _rated(event: dict[str, Any], resolved: _Resolved, rates: dict[tuple[int, De
         video_seconds=event["video_seconds"],
     )
     return RatedEvent(
-        request_id=event["request_id"],
-        timestamp=event["timestamp"],
-        organization_id=key.organization_id,
-        department_id=key.department_id,
-        key_id=key.pk,
-        member_id=key.owner_id,
-        model_id=resolved.model.pk,
-        price_id=price.pk,
-        status_code=event["status_code"],
-        error_type=event["error_type"],
-        cost=cost.total,
-        input_cost=cost.input,
-        cache_read_cost=cost.cache_read,
-        output_cost=cost.output,
-        currency=resolved.currency,
-        received_at=received_at,
-        latency_ms=event["latency_ms"],
-        **{name: event[name] for name in COUNT_FIELDS + TRACE_FIELDS},
+        # Who sent it, resolved from its key; what it cost; and its own fields as validated.
+        organization_id=key.organization_id, department_id=key.department_id, key_id=key.pk,
+        member_id=key.owner_id, model_id=resolved.model.pk, price_id=price.pk,
+        cost=cost.total, input_cost=cost.input, cache_read_cost=cost.cache_read, output_cost=cost.output,
+        currency=resolved.currency, received_at=received_at,
+        **{name: event[name] for name in _STORED_AS_VALIDATED},
     )
 
 
