@@ -118,14 +118,14 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
         return
     if zones is None:
         zones = organization_zones({e.organization_id for e in events})
-    folds = {level: _event_folds(level) for level in LEVELS}
-    totals_by_level: dict[Level, dict[tuple, dict[str, Any]]] = {level: {} for level in LEVELS}
+    # Each level with how its measures fold and its rows' running totals, by key.
+    levels: list[tuple[Level, tuple, dict[tuple, dict[str, Any]]]] = [
+        (level, _event_folds(level), {}) for level in LEVELS]
     fresh: dict[int, list] = {}
     for event in events:
         values = {measure.name: measure.of_event(event) for measure in MEASURES}
         slots = _time_slots(event.timestamp, zones[event.organization_id])
-        for level, level_folds in folds.items():
-            rows = totals_by_level[level]
+        for level, level_folds, rows in levels:
             key = level.key_of(event, slots[level.time.column])
             totals = rows.get(key)
             if totals is None:
@@ -136,7 +136,7 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
         state = fresh.setdefault(event.organization_id, [event.timestamp, 0])
         state[0] = max(state[0], event.timestamp)
         state[1] += 1
-    for level, rows in totals_by_level.items():
+    for level, _folds, rows in levels:
         stored = [(measure.name, _stored_value(measure)) for measure in level.measures]
         # Sorted, so that concurrent batches take row locks in the same order.
         _upsert(level, [[*key, *(store(totals[name]) for name, store in stored)]
@@ -150,7 +150,8 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
 # Session-local, so a pooled server session can outlive a deploy that changes its columns: the
 # name carries its shape (_staging_table), and an old-shaped table is simply never used again.
 STAGING_TABLE = "usage_ingest_staging"
-# Histograms are binned in Python (usage/histogram.py), as their percentiles are read.
+# Histogram bins are worked out in Python (histogram.bin_of) and staged beside each event: SQL's
+# floating point would put a latency at an exact power of γ one bin off.
 _BINNED: tuple[Measure, ...] = tuple(measure for measure in MEASURES if measure.merge is Merge.HISTOGRAM)
 
 
