@@ -118,14 +118,14 @@ class TimeKey:
     # Slots follow the organization's clock (its zone), rather than UTC.
     organization_clock: bool = False
 
-    def of(self, epoch: int, utc_offset: int, local_day: date) -> int | date:
-        """The slot of an event at `epoch`, whose organization's clock is `utc_offset` seconds
-        ahead of UTC then and reads `local_day`."""
+    def of(self, epoch_second: int, utc_offset: int, local_day: date) -> int | date:
+        """The slot of an event at `epoch_second`, when its organization's clock is `utc_offset`
+        seconds ahead of UTC and reads `local_day`."""
         if self.kind is TimeKind.LOCAL_DAY:
             return local_day
         if self.kind is TimeKind.EPOCH_SLOT:
             assert self.seconds is not None
-            return epoch - (epoch + (utc_offset if self.organization_clock else 0)) % self.seconds
+            return epoch_second - (epoch_second + (utc_offset if self.organization_clock else 0)) % self.seconds
         raise ValueError("raw events keep their own instant")
 
     def bounds(self, start: datetime, end: datetime, zone: zoneinfo.ZoneInfo) -> tuple[Any, Any]:
