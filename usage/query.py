@@ -8,6 +8,9 @@ needs only integer arithmetic on UTC epoch seconds (so SQLite and PostgreSQL agr
 fixed-width buckets use date_bin on PostgreSQL), and returns typed rows with every empty bucket
 filled. Dialects parse requests into a UsageQuery and render the rows; nothing else in
 the code base aggregates usage.
+
+What the levels are, what they keep and what each measure is, in SQL and on a Row, come from the
+registries (usage/levels.py, usage/measures.py); this module only decides and assembles.
 """
 
 import json
@@ -15,40 +18,45 @@ import math
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, make_dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db import connection
+from django.db.models import Max, Min
 
 from billing.models import Model
 from billing.money import from_units, round_event_amount
-from usage import histogram
-from usage.models import BUCKET_SECONDS, HOUR_SECONDS
+from portal.models import Organization
+from usage import histogram, levels
+from usage.db import psycopg_cursor
+from usage.levels import DIMENSION_NAMED, DIMENSIONS, LEVEL_NAMED, Level, TimeKind
+from usage.measures import MEASURE_NAMED, ROW_MEASURES, SUMMED, Measure, Merge
+from usage.models import UsageDaily
 from usage.rollups import aggregate_over_events
 from usage.timebuckets import (
     DAY,
     Bucket,
     Granularity,
+    bucket_day,
     buckets,
     day_from_number,
     epoch,
     local_midnight,
     local_midnight_of,
+    offset_transitions,
 )
 
-GROUPS = ("model", "department", "key", "member", "status_class")
-SUM_FIELDS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "image_count",
-              "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms", "input_cost_units",
-              "cache_read_cost_units", "output_cost_units")
-TRACE_FILTERS = ("op_names", "trace_ids", "parent_ids", "thread_ids", "turn_ids", "conversation_ids")
-RAW, FINE, HOURLY, DAILY = "raw", "fine", "hourly", "daily"
-DEPARTMENT_DAILY, MODEL_DAILY = "department_daily", "model_daily"
-DAY_LEVELS = (DAILY, DEPARTMENT_DAILY, MODEL_DAILY)
-# The dimensions each level keeps besides time; RAW and FINE keep all of them.
-LEVEL_DIMENSIONS = {HOURLY: frozenset(), DAILY: frozenset({"model", "department"}),
-                    DEPARTMENT_DAILY: frozenset({"department"}), MODEL_DAILY: frozenset({"model"})}
+# The names of the engine's API, from the registries (usage/measures.py, usage/levels.py).
+GROUPS = tuple(dimension.name for dimension in DIMENSIONS)
+SUM_FIELDS = tuple(measure.name for measure in SUMMED)
+RAW, FINE, HOURLY, DAILY = levels.RAW.name, levels.FINE.name, levels.HOURLY.name, levels.DAILY.name
+DEPARTMENT_DAILY, MODEL_DAILY = levels.DEPARTMENT_DAILY.name, levels.MODEL_DAILY.name
+# The smallest and the largest latency, which a query may leave out (latency_range=False).
+_LATENCY_RANGE: tuple[Measure, ...] = tuple(measure for measure in ROW_MEASURES
+                                            if measure.merge in (Merge.MIN, Merge.MAX))
+_HISTOGRAM_LEVEL = next(level for level in levels.ROLLUPS if level.histograms)
 # Per-event values a distribution can be asked of, as SQL over usage_usageevent.
 VALUES = {
     "prompt_tokens": "prompt_tokens",
@@ -59,7 +67,7 @@ VALUES = {
     "output_cost": "output_cost",
     "cost": "cost",
     "latency_ms": "latency_ms",
-    "errors": "CASE WHEN status_code >= 400 THEN 1 ELSE 0 END",
+    "errors": MEASURE_NAMED["errors"].event_sql,
 }
 COST_VALUES = {"input_cost", "output_cost", "cost"}
 
@@ -118,29 +126,10 @@ class UsageQuery:
         return zoneinfo.ZoneInfo(self.timezone)
 
 
-@dataclass(slots=True)
-class Row:
-    bucket: Bucket
-    group: dict[str, int | None]
-    requests: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    image_count: int = 0
-    video_seconds: int = 0
-    input_chars: int = 0
-    output_chars: int = 0
-    cost_units: int = 0
-    latency_sum_ms: int = 0
-    input_cost_units: int = 0
-    cache_read_cost_units: int = 0
-    output_cost_units: int = 0
-    latency_min_ms: int | None = None
-    latency_max_ms: int | None = None
-    conversations: int = 0
-    percentiles: dict[float, float | None] = field(default_factory=dict)
-    distributions: dict[str, Distribution] = field(default_factory=dict)
+class _RowReadings:
+    """What a row reads off its measures; the measures themselves are its fields (Row below)."""
+
+    __slots__ = ()
 
     @property
     def total_tokens(self) -> int:
@@ -151,29 +140,36 @@ class Row:
         return self.input_chars + self.output_chars
 
     @property
-    def cost(self) -> Decimal:
-        return from_units(self.cost_units)
-
-    @property
-    def input_cost(self) -> Decimal:
-        """Uncached prompt tokens' cost."""
-        return from_units(self.input_cost_units)
-
-    @property
-    def cache_read_cost(self) -> Decimal:
-        return from_units(self.cache_read_cost_units)
-
-    @property
-    def output_cost(self) -> Decimal:
-        return from_units(self.output_cost_units)
-
-    @property
     def error_rate(self) -> Decimal:
         return Decimal(self.errors) / Decimal(self.requests) if self.requests else Decimal(0)
 
     @property
     def latency_avg_ms(self) -> Decimal | None:
         return Decimal(self.latency_sum_ms) / Decimal(self.requests) if self.requests else None
+
+
+def _amount(measure: Measure) -> property:
+    """A money measure read as a Decimal (`row.cost` from `row.cost_units`)."""
+    return property(lambda row: from_units(getattr(row, measure.name)), doc=measure.description or None)
+
+
+# One row of a result: its bucket, its group ({dimension: id}), a field per measure of the
+# registry (named as the measure; a sum is 0 and a smallest or largest value None over no
+# events), the conversations and the percentiles and distributions asked for, and the readings
+# above, with each money measure as a Decimal.
+Row = make_dataclass(
+    "Row",
+    [("bucket", Bucket),
+     ("group", dict[str, int | None]),
+     *((measure.name, int if measure.merge is Merge.SUM else int | None, measure.empty) for measure in ROW_MEASURES),
+     ("conversations", int, 0),
+     ("percentiles", dict[float, float | None], field(default_factory=dict)),
+     ("distributions", dict[str, Distribution], field(default_factory=dict))],
+    bases=(_RowReadings,),
+    namespace={measure.amount_name: _amount(measure) for measure in ROW_MEASURES if measure.money},
+    slots=True,
+    module=__name__,
+)
 
 
 @dataclass
@@ -186,8 +182,8 @@ class Result:
 
 # --- level choice -------------------------------------------------------------------------
 
-def _aligned(moment: datetime) -> bool:
-    return epoch(moment) % BUCKET_SECONDS == 0 and moment.microsecond == 0
+def _aligned(moment: datetime, seconds: int) -> bool:
+    return epoch(moment) % seconds == 0 and moment.microsecond == 0
 
 
 def _dimensions(query: UsageQuery) -> set[str]:
@@ -200,55 +196,65 @@ def _dimensions(query: UsageQuery) -> set[str]:
     return needed
 
 
-def _on_hour_grid(query: UsageQuery, org_zone: zoneinfo.ZoneInfo, all_buckets: Sequence[Bucket]) -> bool:
-    """Whether every edge of the query falls on an hour of the organization's clock, so that each
-    stored hour lies in exactly one bucket."""
+def _on_local_grid(query: UsageQuery, org_zone: zoneinfo.ZoneInfo, seconds: int,
+                   all_buckets: Sequence[Bucket]) -> bool:
+    """Whether every edge of the query falls on a slot of `seconds` (a divisor of a day) on the
+    organization's clock, so that each stored slot lies in exactly one bucket."""
     for moment in (query.start, query.end, *(b.start for b in all_buckets[1:])):
-        # An instant starts an hour of the organization's clock when, read on that clock, it is
-        # a whole hour (the buckets are already in the query's zone, usually the organization's).
+        # An instant starts a slot of the organization's clock when, read on that clock, it is
+        # a whole number of slots past midnight (the buckets are already in the query's zone,
+        # usually the organization's).
         local = moment if moment.tzinfo is org_zone else moment.astimezone(org_zone)
-        if local.minute or local.second or local.microsecond:
+        if local.microsecond or (local.hour * 3600 + local.minute * 60 + local.second) % seconds:
             return False
     return True
 
 
+def _fits(level: Level, query: UsageQuery, org_timezone: str, all_buckets: Sequence[Bucket] | None) -> bool:
+    """Whether each of the query's buckets is a union of whole time slots of `level`."""
+    time, granularity = level.time, query.granularity
+    if time.kind is TimeKind.LOCAL_DAY:
+        # Whole days of the organization's own calendar, in buckets of whole days.
+        return (query.timezone == org_timezone and (granularity is None or granularity.unit is not None)
+                and local_midnight(query.start, query.zone) == query.start
+                and local_midnight(query.end, query.zone) == query.end)
+    assert time.seconds is not None
+    if time.organization_clock:
+        if all_buckets is None:
+            all_buckets = buckets(query.start, query.end, query.zone, granularity)
+        return _on_local_grid(query, zoneinfo.ZoneInfo(org_timezone), time.seconds, all_buckets)
+    # Fixed widths are aligned to the local midnight of the start, which is on a UTC grid of 15
+    # minutes, so any multiple of the slot's width is exact.
+    return (_aligned(query.start, time.seconds) and _aligned(query.end, time.seconds)
+            and (granularity is None or granularity.unit is not None or granularity.seconds % time.seconds == 0))
+
+
 def choose_level(query: UsageQuery, org_timezone: str, all_buckets: Sequence[Bucket] | None = None) -> str:
-    """The coarsest level whose rows are exact for this query."""
+    """The name of the coarsest level whose rows are exact for this query."""
+    return _choose_level(query, org_timezone, all_buckets).name
+
+
+def _choose_level(query: UsageQuery, org_timezone: str, all_buckets: Sequence[Bucket] | None = None) -> Level:
     if query.trace or query.trace_roots_only or query.conversations:
-        return RAW
-    if not (_aligned(query.start) and _aligned(query.end)):
-        return RAW
-    granularity = query.granularity
-    # Fixed widths are aligned to the local midnight of the start, which is on the 15-minute grid,
-    # so any multiple of 15 minutes is exact from the fine level.
-    if granularity is not None and granularity.unit is None and granularity.seconds % BUCKET_SECONDS:
-        return RAW
+        return levels.RAW  # only raw events keep tracing attributes and conversation ids
+    # Every zone's offset is a multiple of 15 minutes, so the coarser levels' slots are unions
+    # of the fine level's: a query off the fine grid is off every grid.
+    if not _fits(levels.FINE, query, org_timezone, all_buckets):
+        return levels.RAW
     needed = _dimensions(query)
-    if not needed <= {"model", "department"}:
-        return FINE
-    whole_local_days = (query.timezone == org_timezone
-                        and local_midnight(query.start, query.zone) == query.start
-                        and local_midnight(query.end, query.zone) == query.end)
-    if whole_local_days and (granularity is None or granularity.unit is not None):
-        # The smallest day level that keeps what is needed (they have a row per day and per
-        # model, department, or both).
-        return {frozenset(): MODEL_DAILY, frozenset({"model"}): MODEL_DAILY,
-                frozenset({"department"}): DEPARTMENT_DAILY}.get(frozenset(needed), DAILY)
-    if all_buckets is None:
-        all_buckets = buckets(query.start, query.end, query.zone, granularity)
-    if not needed and _on_hour_grid(query, zoneinfo.ZoneInfo(org_timezone), all_buckets):
-        return HOURLY
-    return FINE
+    # The fine level keeps every dimension, so one is always found.
+    return next(level for level in reversed(levels.ROLLUPS)
+                if level.keeps(needed) and _fits(level, query, org_timezone, all_buckets))
 
 
-def _pieces(query: UsageQuery, org_timezone: str, all_buckets: Sequence[Bucket]) -> list[tuple[UsageQuery, str]]:
+def _pieces(query: UsageQuery, org_timezone: str, all_buckets: Sequence[Bucket]) -> list[tuple[UsageQuery, Level]]:
     """The query's range, split where that lets most of it come from a day level: a range that
     starts or ends inside a local day (Unix-second ranges, "the last 30 days" up to now) takes its
     whole days from a day level and only the partial days at either end from finer rows. Only
     for sums that add up across pieces, into buckets of whole local days."""
-    level = choose_level(query, org_timezone, all_buckets)
+    level = _choose_level(query, org_timezone, all_buckets)
     granularity = query.granularity
-    splittable = (level in (FINE, RAW) and query.timezone == org_timezone
+    splittable = (level in (levels.FINE, levels.RAW) and query.timezone == org_timezone
                   and not (query.conversations or query.trace or query.trace_roots_only)
                   and (granularity is None or granularity.unit is not None))
     if not splittable:
@@ -264,7 +270,7 @@ def _pieces(query: UsageQuery, org_timezone: str, all_buckets: Sequence[Bucket])
     for start, end in ((query.start, first_midnight), (first_midnight, last_midnight), (last_midnight, query.end)):
         if start < end:
             piece = replace(query, start=start, end=end)
-            pieces.append((piece, choose_level(piece, org_timezone)))
+            pieces.append((piece, _choose_level(piece, org_timezone)))
     return pieces
 
 
@@ -284,8 +290,6 @@ def _raw_epoch() -> str:
 
 
 def _offset_case(query: UsageQuery, epoch_sql: str) -> str:
-    from usage.timebuckets import offset_transitions
-
     spans = offset_transitions(query.zone, query.start, query.end)
     if len(spans) == 1:
         return str(spans[0][1])
@@ -293,17 +297,17 @@ def _offset_case(query: UsageQuery, epoch_sql: str) -> str:
     return f"(CASE {whens} ELSE {spans[-1][1]} END)"
 
 
-def _bucket_sql(query: UsageQuery, level: str, epoch_sql: str) -> tuple[str, str]:
+def _bucket_sql(query: UsageQuery, level: Level, epoch_sql: str) -> tuple[str, str]:
     """SQL for the bucket a row falls in, and how to read it back: "index", "instant", "localday", "date"
     or "none"."""
     granularity = query.granularity
     if granularity is None:
         return "0", "none"
-    if level in DAY_LEVELS:
-        return _quote("day"), "date"
+    if level.time.kind is TimeKind.LOCAL_DAY:
+        return _quote(level.time.column), "date"
     if granularity.unit is None:
         origin = local_midnight(query.start, query.zone)
-        if level == RAW and connection.vendor == "postgresql":
+        if level.is_raw and connection.vendor == "postgresql":
             # Grouping on date_bin's timestamp is cheaper per row than any arithmetic on epochs;
             # the bucket index is worked out once per group.
             return (f"date_bin('{granularity.seconds} seconds', \"timestamp\", "
@@ -311,16 +315,6 @@ def _bucket_sql(query: UsageQuery, level: str, epoch_sql: str) -> tuple[str, str
         return f"(({epoch_sql} - {epoch(origin)}) / {granularity.seconds})", "index"
     # Calendar units: the local day number; days are then folded into weeks or months.
     return f"(({epoch_sql} + {_offset_case(query, epoch_sql)}) / {DAY})", "localday"
-
-
-_RAW_GROUPS = {"model": "model_id", "department": "department_id", "key": "key_id", "member": "member_id",
-               "status_class": "(status_code / 100)"}
-_ROLLUP_GROUPS = {"model": "model_id", "department": "department_id", "key": "key_id",
-                  "member": "member_id_or_zero", "status_class": "status_class"}
-_TABLES = {FINE: "usage_usagefine15", HOURLY: "usage_usagehourly", DAILY: "usage_usagedaily",
-           DEPARTMENT_DAILY: "usage_usagedepartmentdaily", MODEL_DAILY: "usage_usagemodeldaily",
-           RAW: "usage_usageevent"}
-_TIME_COLUMNS = {FINE: "bucket", HOURLY: "hour"}
 
 
 def _model_ids(query: UsageQuery) -> tuple[int, ...] | None:
@@ -339,29 +333,20 @@ def _in(column: str, values: Sequence[Any], params: list[Any]) -> str:
     return f"{column} IN ({', '.join(['%s'] * len(values))})"
 
 
-def _where(query: UsageQuery, level: str, params: list[Any]) -> str:
+def _where(query: UsageQuery, level: Level, params: list[Any]) -> str:
     clauses = ["organization_id = %s"]
     params.append(query.organization_id)
-    if level == RAW:
-        clauses.append('"timestamp" >= %s AND "timestamp" < %s')
-        params.extend([connection.ops.adapt_datetimefield_value(query.start),
-                       connection.ops.adapt_datetimefield_value(query.end)])
-    elif level in DAY_LEVELS:
-        clauses.append('"day" >= %s AND "day" < %s')
-        params.extend([connection.ops.adapt_datefield_value(query.start.astimezone(query.zone).date()),
-                       connection.ops.adapt_datefield_value(query.end.astimezone(query.zone).date())])
-    else:
-        clauses.append(f"{_TIME_COLUMNS[level]} >= %s AND {_TIME_COLUMNS[level]} < %s")
-        params.extend([epoch(query.start), epoch(query.end)])
-    if query.departments:
-        clauses.append(_in("department_id", query.departments, params))
-    if query.keys:
-        clauses.append(_in("key_id", query.keys, params))
-    if query.members:
-        clauses.append(_in("member_id" if level == RAW else "member_id_or_zero", query.members, params))
-    model_ids = _model_ids(query)
-    if model_ids is not None:
-        clauses.append(_in("model_id", model_ids, params))
+    time_column = _quote(level.time.column)
+    clauses.append(f"{time_column} >= %s AND {time_column} < %s")
+    time_field = level.model._meta.get_field(level.time.column)
+    params.extend(time_field.get_db_prep_value(bound, connection)
+                  for bound in level.time.bounds(query.start, query.end, query.zone))
+    # None: not filtered on (model types may resolve to no model at all, which matches nothing).
+    filters = {"department": query.departments or None, "key": query.keys or None, "member": query.members or None,
+               "model": _model_ids(query)}
+    for name, ids in filters.items():
+        if ids is not None:
+            clauses.append(_in(level.dimension_sql(name), ids, params))
     for name, values in query.trace:
         clauses.append(_in(name.removesuffix("s"), values, params))
     if query.trace_roots_only:
@@ -374,23 +359,21 @@ def _where(query: UsageQuery, level: str, params: list[Any]) -> str:
 def run(query: UsageQuery, *, org_timezone: str | None = None, level: str | None = None) -> Result:
     """Answer `query`. `level` forces a level (tests and the benchmark compare levels)."""
     if org_timezone is None:
-        from portal.models import Organization
-
         org_timezone = Organization.objects.values_list("timezone", flat=True).get(pk=query.organization_id)
     all_buckets = buckets(query.start, query.end, query.zone, query.granularity)
-    pieces = [(query, level)] if level else _pieces(query, org_timezone, all_buckets)
+    pieces = [(query, LEVEL_NAMED[level])] if level else _pieces(query, org_timezone, all_buckets)
     rows: dict[tuple, Row] = {}
     # Sums from the hourly level mean the query is known to fit its histograms: read each hour's
     # histogram in the same statement as its sums.
     histograms: dict[Any, tuple[int, list[int]]] | None = (
-        {} if query.percentiles and all(piece_level == HOURLY for _, piece_level in pieces) else None)
+        {} if query.percentiles and all(piece_level.histograms for _, piece_level in pieces) else None)
     for piece, piece_level in pieces:
         _sums(query, piece_level, all_buckets, rows, span=piece, histograms=histograms)
-    level = "+".join(dict.fromkeys(piece_level for _, piece_level in pieces))
+    level = "+".join(dict.fromkeys(piece_level.name for _, piece_level in pieces))
     percentile_level = None
     if histograms is not None:
         _percentiles_from(histograms, rows, query.percentiles)
-        percentile_level = HOURLY
+        percentile_level = _HISTOGRAM_LEVEL.name
     elif query.percentiles:
         from_histograms = _histogram_usable(query, org_timezone, all_buckets)
         percentile_level = _add_percentiles(query, rows, all_buckets, from_histograms)
@@ -419,8 +402,6 @@ def _bucket_mapper(query: UsageQuery, kind: str, all_buckets: list[Bucket]):
         # equals one in another zone (PEP 495), so UTC instants from the database would miss them.
         by_start = {epoch(b.start): b for b in all_buckets}
         return lambda raw: by_start.get(epoch(raw))
-    from usage.timebuckets import bucket_day
-
     by_day = {b.key: b for b in all_buckets}
     start, zone, granularity = query.start, query.zone, query.granularity
     single_days = granularity.unit == "day" and granularity.days == 1
@@ -433,57 +414,50 @@ def _bucket_mapper(query: UsageQuery, kind: str, all_buckets: list[Bucket]):
     return from_day
 
 
-def _group_columns(query: UsageQuery, level: str) -> list[str]:
-    mapping = _RAW_GROUPS if level == RAW else _ROLLUP_GROUPS
-    return [mapping[name] for name in query.group_by]
+def _group_columns(query: UsageQuery, level: Level) -> list[str]:
+    return [level.dimension_sql(name) for name in query.group_by]
 
 
-def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket], rows: dict[tuple, Row],
+def _sums(query: UsageQuery, level: Level, all_buckets: list[Bucket], rows: dict[tuple, Row],
           span: UsageQuery, histograms: dict[Any, tuple[int, list[int]]] | None = None) -> None:
     """Add the sums of `span` (the query itself, or a piece of its range) read from `level` into
     `rows`, keyed by the query's bucket and group; from the hourly level, with `histograms`, merge
     each hour's latency histogram into its bucket's there too."""
     params: list[Any] = []
-    epoch_sql = _raw_epoch() if level == RAW else _TIME_COLUMNS.get(level)
+    epoch_sql = _raw_epoch() if level.is_raw else level.time.column
     bucket_sql, kind = _bucket_sql(query, level, epoch_sql)
     groups = _group_columns(query, level)
-    wanted = [name for name in SUM_FIELDS if not query.sums or name in query.sums or name == "requests"]
-    if level == RAW:
-        measures = [aggregate_over_events(name) for name in wanted]
-        if query.latency_range:
-            measures += ["MIN(latency_ms)", "MAX(latency_ms)"]
+    wanted = [measure for measure in SUMMED
+              if not query.sums or measure.name in query.sums or measure.name == "requests"]
+    read = [*wanted, *(_LATENCY_RANGE if query.latency_range else ())]
+    if level.is_raw:
+        aggregates = [aggregate_over_events(measure.name) for measure in read]
         if query.conversations:
             # An event without a conversation id is a conversation of its own (API.md §1): count
             # those, and sort only the ids that can repeat.
-            measures.append("COUNT(DISTINCT conversation_id) + COUNT(*) - COUNT(conversation_id)")
+            aggregates.append("COUNT(DISTINCT conversation_id) + COUNT(*) - COUNT(conversation_id)")
     else:
-        # SUM of a bigint is a numeric on PostgreSQL, slow to add and to hand to Python as Decimal.
-        measures = [f"CAST(SUM({name}) AS BIGINT)" for name in wanted]
-        if query.latency_range:
-            measures += ["MIN(latency_min_ms)", "MAX(latency_max_ms)"]
+        aggregates = [measure.over_rollups() for measure in read]
     where = _where(span, level, params)
-    with_histograms = histograms is not None and level == HOURLY
+    with_histograms = histograms is not None and level.histograms
     if with_histograms:
         # One row per stored hour, whose histogram SQL cannot add up: no GROUP BY; the hours of
         # a bucket are added up below, as several SQL groups of one bucket are.
-        columns = [*wanted, *(["latency_min_ms", "latency_max_ms"] if query.latency_range else [])]
+        columns = [measure.name for measure in read]
         sql = (f"SELECT {', '.join([f'{bucket_sql} AS b', *columns, _histogram_columns()])} "
-               f"FROM {_TABLES[level]} WHERE {where}")
+               f"FROM {level.table} WHERE {where}")
     else:
-        sql = (f"SELECT {', '.join([f'{bucket_sql} AS b', *groups, *measures])} FROM {_TABLES[level]} "
+        sql = (f"SELECT {', '.join([f'{bucket_sql} AS b', *groups, *aggregates])} FROM {level.table} "
                f"WHERE {where} GROUP BY {', '.join(['b', *groups])}")
     to_bucket = _bucket_mapper(query, kind, all_buckets)
-    with_conversations = level == RAW and query.conversations
-    latency_range = query.latency_range
+    with_conversations = level.is_raw and query.conversations
     # The per-row work below is most of a rollup query's time: keep it to slicing and one Row.
     group_names, width = query.group_by, len(groups)
-    convert_groups = "member" in group_names  # a rollup's member 0 means no member
+    # A rollup stores "no member" as 0.
+    convert_groups = any(DIMENSION_NAMED[name].none_stored_as is not None for name in group_names)
     # SUM of a bigint column is a numeric on PostgreSQL (a Decimal here); the rollup levels cast.
-    convert_values = level == RAW and connection.vendor == "postgresql"
-    extra = ["latency_min_ms", "latency_max_ms"] if latency_range else []
-    if with_conversations:
-        extra.append("conversations")
-    names = [*wanted, *extra]
+    convert_values = level.is_raw and connection.vendor == "postgresql"
+    names = [measure.name for measure in read] + (["conversations"] if with_conversations else [])
     for record in _fetch_all(sql, params, binary=with_histograms):
         bucket = to_bucket(record[0])
         if bucket is None:
@@ -503,7 +477,7 @@ def _sums(query: UsageQuery, level: str, all_buckets: list[Bucket], rows: dict[t
             rows[key] = Row(bucket, dict(zip(group_names, group_values, strict=True)),
                             **dict(zip(names, values, strict=True)))
         else:
-            _accumulate(row, wanted, values, latency_range, with_conversations=with_conversations)
+            _accumulate(row, read, values, with_conversations=with_conversations)
 
 
 def _fetch_all(sql: str, params: list[Any], *, binary: bool = False) -> list[tuple]:
@@ -512,12 +486,7 @@ def _fetch_all(sql: str, params: list[Any], *, binary: bool = False) -> list[tup
     parameters on the client and cannot, so that one takes a server-binding psycopg cursor on the
     same connection (and transaction)."""
     if binary and connection.vendor == "postgresql":
-        import psycopg
-
-        connection.ensure_connection()
-        # As Django's own cursors do: database errors become django.db errors, and a broken
-        # connection is marked so that it is not reused.
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        with psycopg_cursor() as cursor:
             cursor.execute(sql, params, binary=True)
             return cursor.fetchall()
     with connection.cursor() as cursor:
@@ -529,24 +498,16 @@ def _group_value(name: str, value: Any) -> int | None:
     if value is None:
         return None
     value = int(value)
-    return None if name == "member" and value == 0 else value
+    return None if value == DIMENSION_NAMED[name].none_stored_as else value
 
 
-def _accumulate(row: Row, names: Sequence[str], values: Sequence[Any], latency_range: bool,
-                with_conversations: bool) -> None:
+def _accumulate(row: Row, measures: Sequence[Measure], values: Sequence[Any], with_conversations: bool) -> None:
     # Several SQL groups can land in one bucket (local days folded into weeks or months).
-    for index, name in enumerate(names):
-        setattr(row, name, getattr(row, name) + int(values[index] or 0))
-    position = len(names)
-    if latency_range:
-        low, high = values[position], values[position + 1]
-        position += 2
-        if low is not None:
-            row.latency_min_ms = int(low) if row.latency_min_ms is None else min(row.latency_min_ms, int(low))
-        if high is not None:
-            row.latency_max_ms = int(high) if row.latency_max_ms is None else max(row.latency_max_ms, int(high))
+    for measure, value in zip(measures, values, strict=False):
+        setattr(row, measure.name,
+                measure.merge.combine(getattr(row, measure.name), None if value is None else int(value)))
     if with_conversations:
-        row.conversations += int(values[position] or 0)
+        row.conversations += int(values[len(measures)] or 0)
 
 
 def _filled(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]) -> list[Row]:
@@ -571,19 +532,23 @@ def _filled(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]
 def _histogram_usable(query: UsageQuery, org_timezone: str, all_buckets: Sequence[Bucket]) -> bool:
     """The hourly level keeps one latency histogram per organization and hour: usable for
     unfiltered, ungrouped queries whose buckets are whole hours of the organization's clock."""
-    return (not query.group_by and not _dimensions(query) and not query.trace and not query.trace_roots_only
+    slot = _HISTOGRAM_LEVEL.time.seconds
+    assert slot is not None
+    return (not query.group_by and _HISTOGRAM_LEVEL.keeps(_dimensions(query))
+            and not query.trace and not query.trace_roots_only
             and (query.granularity is None or query.granularity.unit is not None
-                 or query.granularity.seconds % HOUR_SECONDS == 0)
-            and _on_hour_grid(query, zoneinfo.ZoneInfo(org_timezone), all_buckets))
+                 or query.granularity.seconds % slot == 0)
+            and _on_local_grid(query, zoneinfo.ZoneInfo(org_timezone), slot, all_buckets))
 
 
 def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket],
                      from_histograms: bool) -> str:
     params: list[Any] = []
     if from_histograms:
-        bucket_sql, kind = _bucket_sql(query, HOURLY, "hour")
-        sql = (f"SELECT {bucket_sql} AS b, {_histogram_columns()} FROM usage_usagehourly "
-               f"WHERE {_where(query, HOURLY, params)}")
+        level = _HISTOGRAM_LEVEL
+        bucket_sql, kind = _bucket_sql(query, level, level.time.column)
+        sql = (f"SELECT {bucket_sql} AS b, {_histogram_columns()} FROM {level.table} "
+               f"WHERE {_where(query, level, params)}")
         to_bucket = _bucket_mapper(query, kind, all_buckets)
         merged: dict[Any, tuple[int, list[int]]] = {}
         for raw_bucket, first_bin, bins in _fetch_all(sql, params, binary=True):
@@ -591,12 +556,12 @@ def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: lis
             if bucket is not None:
                 _merge_histogram(merged, bucket.key, first_bin, bins)
         _percentiles_from(merged, rows, query.percentiles)
-        return HOURLY
+        return level.name
     # Exact percentiles from raw latencies, grouped like the sums.
-    bucket_sql, kind = _bucket_sql(query, RAW, _raw_epoch())
-    groups = _group_columns(query, RAW)
-    where = _where(query, RAW, params)
-    sql = (f"SELECT {bucket_sql} AS b, {', '.join(groups + ['latency_ms'])} FROM usage_usageevent "
+    bucket_sql, kind = _bucket_sql(query, levels.RAW, _raw_epoch())
+    groups = _group_columns(query, levels.RAW)
+    where = _where(query, levels.RAW, params)
+    sql = (f"SELECT {bucket_sql} AS b, {', '.join(groups + ['latency_ms'])} FROM {levels.RAW.table} "
            f"WHERE {where}")
     to_bucket = _bucket_mapper(query, kind, all_buckets)
     latencies: dict[tuple, list[int]] = defaultdict(list)
@@ -611,7 +576,7 @@ def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: lis
     for key, row in rows.items():
         values = sorted(latencies.get(key, ()))
         row.percentiles = {q: _percentile(values, q) for q in query.percentiles}
-    return RAW
+    return levels.RAW.name
 
 
 def _histogram_columns() -> str:
@@ -645,11 +610,11 @@ def _percentiles_from(merged: dict[Any, tuple[int, list[int]]], rows: dict[tuple
 def _add_distributions(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]) -> None:
     """Min, max and percentiles of per-event values, per row, from raw events."""
     params: list[Any] = []
-    bucket_sql, kind = _bucket_sql(query, RAW, _raw_epoch())
-    groups = _group_columns(query, RAW)
+    bucket_sql, kind = _bucket_sql(query, levels.RAW, _raw_epoch())
+    groups = _group_columns(query, levels.RAW)
     names = [name for name, _ in query.distributions]
     sql = (f"SELECT {', '.join([bucket_sql + ' AS b', *groups, *(VALUES[n] for n in names)])} "
-           f"FROM usage_usageevent WHERE {_where(query, RAW, params)}")
+           f"FROM {levels.RAW.table} WHERE {_where(query, levels.RAW, params)}")
     to_bucket = _bucket_mapper(query, kind, all_buckets)
     values: dict[tuple, list[list[Any]]] = defaultdict(lambda: [[] for _ in names])
     with connection.cursor() as cursor:
@@ -699,10 +664,6 @@ def _percentile(ordered: Sequence[Any], q: float) -> Any:
 
 def total_cost_ever(organization) -> Decimal:
     """Everything an organization has used, from its first local day with usage to its last."""
-    from django.db.models import Max, Min
-
-    from usage.models import UsageDaily
-
     span = UsageDaily.objects.filter(organization=organization).aggregate(first=Min("day"), last=Max("day"))
     if span["first"] is None:
         return Decimal(0).quantize(Decimal("0.00000001"))

@@ -7,165 +7,105 @@ the same order and cannot deadlock each other.
 
 Two ways in, checked against each other by tests/usage/test_rollup_properties.py: on PostgreSQL
 ingestion stores and folds a batch in one SQL statement (store_and_fold); SQLite ingestion and
-every rebuild aggregate in Python (fold_events).
+every rebuild aggregate in Python (fold_events). Both are derived from the registries: what a
+level is keyed by from usage/levels.py, what it adds up and how from usage/measures.py.
 """
 
 import functools
 import operator
 import zlib
 import zoneinfo
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import date, datetime
 from typing import Any
 
 from django.db import connection
+from psycopg import sql
 
-from billing.money import to_units
 from portal.models import Organization
 from usage import histogram
-from usage.bulk import column_types, write_rows
-from usage.models import (
-    BUCKET_SECONDS,
-    HOUR_SECONDS,
-    UsageDaily,
-    UsageDepartmentDaily,
-    UsageFillState,
-    UsageFine15,
-    UsageHourly,
-    UsageModelDaily,
-)
+from usage.bulk import column_types, stored_rows, write_rows
+from usage.db import psycopg_cursor
+from usage.levels import ROLLUPS, Level, TimeKey
+from usage.measures import MEASURE_NAMED, MEASURES, Measure, Merge
+from usage.models import UsageEvent, UsageFillState
 
-COUNT_COLUMNS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "image_count",
-                 "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms", "input_cost_units",
-                 "cache_read_cost_units", "output_cost_units")
-MIN_COLUMNS = ("latency_min_ms",)
-MAX_COLUMNS = ("latency_max_ms",)
-BINS_COLUMNS = ("latency_bins",)  # at most one, written last
-
-
-# Each rollup column as an aggregate over raw event columns: the raw level of the query engine
-# reads these, and on PostgreSQL ingestion folds new events into every level with them.
-_EVENT_AGGREGATES = {
-    "requests": "COUNT(*)",
-    "errors": "SUM(CASE WHEN status_code >= 400 THEN 1 ELSE 0 END)",
-    "prompt_tokens": "SUM(prompt_tokens)",
-    "completion_tokens": "SUM(completion_tokens)",
-    "cached_tokens": "SUM(cached_tokens)",
-    "image_count": "SUM(image_count)",
-    "video_seconds": "SUM(video_seconds)",
-    "input_chars": "SUM(input_chars)",
-    "output_chars": "SUM(output_chars)",
-    "latency_sum_ms": "SUM(latency_ms)",
-    "latency_min_ms": "MIN(latency_ms)",
-    "latency_max_ms": "MAX(latency_ms)",
-}
-_COST_COLUMNS = {"cost_units": "cost", "input_cost_units": "input_cost", "cache_read_cost_units": "cache_read_cost",
-                 "output_cost_units": "output_cost"}
-# Each key column of a level as an expression over raw event columns (plus the staging table's
-# precomputed bucket, hour and day).
-_EVENT_KEYS = {"member_id_or_zero": "COALESCE(member_id, 0)", "status_class": "(status_code / 100)"}
+# What ingestion folds events into (the rollup levels of usage/levels.py), finest first.
+LEVELS = ROLLUPS
+# The time slots the rollups are keyed by, one per time column (the day levels share theirs).
+_ROLLUP_TIMES: tuple[TimeKey, ...] = tuple({level.time.column: level.time for level in ROLLUPS}.values())
+_FILL_STATE_MERGES = (("newest_event_at", Merge.MAX), ("events", Merge.SUM))
 
 
 def aggregate_over_events(column: str) -> str:
     """SQL aggregating raw events into a rollup column (cost columns in whole 1e-8 units)."""
-    if column in _COST_COLUMNS:
-        amount = _COST_COLUMNS[column]
-        if connection.vendor == "postgresql":
-            return f"CAST(SUM({amount}) * 100000000 AS BIGINT)"
-        # SQLite keeps decimals as binary floats: round each event back to whole 1e-8 units first.
-        return f"SUM(CAST(ROUND({amount} * 100000000) AS INTEGER))"
-    return _EVENT_AGGREGATES[column]
+    return MEASURE_NAMED[column].over_events(connection.vendor)
 
 
-def bucket_of(moment: datetime) -> int:
+def _time_slots(moment: datetime, zone: zoneinfo.ZoneInfo) -> dict[str, int | date]:
+    """An event's slot in each rollup time column, by column name. Worked out with Python's
+    zoneinfo, as the query engine's buckets are, so that both agree on every zone."""
     epoch = int(moment.timestamp())
-    return epoch - epoch % BUCKET_SECONDS
+    local = moment.astimezone(zone)
+    utc_offset = int(local.utcoffset().total_seconds())
+    local_day = local.date()
+    return {time.column: time.of(epoch, utc_offset, local_day) for time in _ROLLUP_TIMES}
 
 
-def local_hour_of(epoch: int, utc_offset: int) -> int:
-    """The first UTC epoch second of the local hour (at that UTC offset) that contains `epoch`."""
-    return epoch - (epoch + utc_offset) % HOUR_SECONDS
-
-
-def status_class(status_code: int) -> int:
-    return status_code // 100
-
-
-class _Sums:
-    __slots__ = ("values", "latency_min", "latency_max", "bins")
-
-    def __init__(self) -> None:
-        self.values: list[int] = [0] * len(COUNT_COLUMNS)
-        self.latency_min: int | None = None
-        self.latency_max = 0
-        self.bins: dict[int, int] | None = None
-
-    def add(self, values: Sequence[int], latency: int) -> None:
-        self.values = list(map(int.__add__, self.values, values))
-        if self.latency_min is None or latency < self.latency_min:
-            self.latency_min = latency
-        if latency > self.latency_max:
-            self.latency_max = latency
-
-    def add_bin(self, bin_index: int) -> None:
-        if self.bins is None:
-            self.bins = defaultdict(int)
-        self.bins[bin_index] += 1
-
-    def row(self) -> list[Any]:
-        return [*self.values, self.latency_min or 0, self.latency_max]
-
-    def row_with_bins(self) -> list[Any]:
-        return [*self.row(), histogram.dense(self.bins or {})]
-
-
-@dataclass
-class _Level:
-    model: Any
-    key_columns: tuple[str, ...]
-    metric_columns: tuple[str, ...] = COUNT_COLUMNS
-    min_columns: tuple[str, ...] = MIN_COLUMNS
-    max_columns: tuple[str, ...] = MAX_COLUMNS
-    bins_columns: tuple[str, ...] = ()
-
-
-FINE = _Level(UsageFine15, ("organization_id", "bucket", "department_id", "key_id", "model_id", "member_id_or_zero",
-                            "status_class", "currency"))
-HOURLY = _Level(UsageHourly, ("organization_id", "hour", "currency"), bins_columns=BINS_COLUMNS)
-DAILY = _Level(UsageDaily, ("organization_id", "day", "department_id", "model_id", "currency"))
-DEPARTMENT_DAILY = _Level(UsageDepartmentDaily, ("organization_id", "day", "department_id", "currency"))
-MODEL_DAILY = _Level(UsageModelDaily, ("organization_id", "day", "model_id", "currency"))
-LEVELS = (FINE, HOURLY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY)
-
-
-def _conflict_clause(level: _Level) -> str:
-    """ON CONFLICT (key) DO UPDATE: add the sums, keep the smaller minimum and the larger maximum."""
+def _on_conflict(table: str, key_columns: Sequence[str], merges: Iterable[tuple[str, Merge]]) -> str:
+    """ON CONFLICT (key) DO UPDATE: each stored value merged with the new one."""
     quote = connection.ops.quote_name
-    table = quote(level.model._meta.db_table)
-    least, greatest = ("MIN", "MAX") if connection.vendor == "sqlite" else ("LEAST", "GREATEST")
-    updates = [f"{quote(c)} = {table}.{quote(c)} + EXCLUDED.{quote(c)}" for c in level.metric_columns]
-    updates += [f"{quote(c)} = {least}({table}.{quote(c)}, EXCLUDED.{quote(c)})" for c in level.min_columns]
-    updates += [f"{quote(c)} = {greatest}({table}.{quote(c)}, EXCLUDED.{quote(c)})" for c in level.max_columns]
-    updates += [f"{quote(c)} = usage_bins_add({table}.{quote(c)}, EXCLUDED.{quote(c)})" for c in level.bins_columns]
-    return f"({', '.join(quote(c) for c in level.key_columns)}) DO UPDATE SET " + ", ".join(updates)
+    updates = [f"{quote(column)} = "
+               + merge.on_conflict(f"{quote(table)}.{quote(column)}", f"EXCLUDED.{quote(column)}", connection.vendor)
+               for column, merge in merges]
+    return f"({', '.join(quote(column) for column in key_columns)}) DO UPDATE SET " + ", ".join(updates)
 
 
-def _upsert(level: _Level, rows: Sequence[Sequence[Any]]) -> None:
+def _conflict_clause(level: Level) -> str:
+    return _on_conflict(level.table, level.key_columns, ((measure.name, measure.merge) for measure in level.measures))
+
+
+def _fill_state_conflict() -> str:
+    return _on_conflict(UsageFillState._meta.db_table, ("organization_id",), _FILL_STATE_MERGES)
+
+
+def _upsert(level: Level, rows: Sequence[Sequence[Any]]) -> None:
     if not rows:
         return
-    columns = [*level.key_columns, *level.metric_columns, *level.min_columns, *level.max_columns,
-               *level.bins_columns]
-    conflict = _conflict_clause(level)
-    if level.bins_columns and connection.vendor == "sqlite":
-        bins_field = level.model._meta.get_field(level.bins_columns[0])  # always the last column
-        rows = [[*row[:-1], bins_field.get_db_prep_value(row[-1], connection)] for row in rows]
-    write_rows(level.model._meta.db_table, columns, column_types(level.model, columns), rows, conflict=conflict)
+    columns = [*level.key_columns, *level.metric_columns]
+    if connection.vendor == "sqlite":
+        # Python's sqlite3 binds neither dates nor lists: each value as its model field stores it.
+        fields = [level.model._meta.get_field(column) for column in columns]
+        rows = [[field.get_db_prep_value(value, connection) for field, value in zip(fields, row, strict=True)]
+                for row in rows]
+    write_rows(level.table, columns, column_types(level.model, columns), rows, conflict=_conflict_clause(level))
 
 
-def _sorted_rows(groups: dict[tuple, _Sums], render) -> list[list[Any]]:
-    return [[*key, *render(value)] for key, value in sorted(groups.items(), key=lambda item: item[0])]
+# --- Python: fold stored or rated events -------------------------------------------------------
+
+def _count_in_bin(counts: dict[int, int], bin_index: int) -> dict[int, int]:
+    counts[bin_index] = counts.get(bin_index, 0) + 1
+    return counts
+
+
+def _first_in_bin(bin_index: int) -> dict[int, int]:
+    return {bin_index: 1}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _event_folds(level: Level) -> tuple[tuple[str, Callable[[Any], Any], Callable[[Any, Any], Any]], ...]:
+    """For each measure of `level`: its name, how the first event's value starts a row's total,
+    and how each later event's joins it. A histogram is folded as counts per bin (sparse) and
+    made dense when written."""
+    return tuple((measure.name, _first_in_bin, _count_in_bin) if measure.merge is Merge.HISTOGRAM
+                 else (measure.name, _same, measure.merge.add) for measure in level.measures)
+
+
+def _stored_value(measure: Measure) -> Callable[[Any], Any]:
+    return histogram.dense if measure.merge is Merge.HISTOGRAM else _same
 
 
 def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | None = None, *,
@@ -178,36 +118,29 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
         return
     if zones is None:
         zones = organization_zones({e.organization_id for e in events})
-    levels: dict[str, dict[tuple, _Sums]] = {name: defaultdict(_Sums) for name in
-                                              ("fine", "hourly", "daily", "department", "model")}
-    fine, hourly, daily = levels["fine"], levels["hourly"], levels["daily"]
-    department_daily, model_daily = levels["department"], levels["model"]
+    # Each level with how its measures fold and its rows' running totals, by key.
+    levels: list[tuple[Level, tuple, dict[tuple, dict[str, Any]]]] = [
+        (level, _event_folds(level), {}) for level in LEVELS]
     fresh: dict[int, list] = {}
-    sqlite = connection.vendor == "sqlite"
-    for e in events:
-        org, dept, model, currency, latency = e.organization_id, e.department_id, e.model_id, e.currency, e.latency_ms
-        values = (1, 1 if e.status_code >= 400 else 0, e.prompt_tokens, e.completion_tokens, e.cached_tokens,
-                  e.image_count, e.video_seconds, e.input_chars, e.output_chars, to_units(e.cost), latency,
-                  to_units(e.input_cost), to_units(e.cache_read_cost), to_units(e.output_cost))
-        epoch = int(e.timestamp.timestamp())
-        local = e.timestamp.astimezone(zones[org])
-        day = local.date()
-        if sqlite:
-            day = connection.ops.adapt_datefield_value(day)
-        fine[(org, epoch - epoch % BUCKET_SECONDS, dept, e.key_id, model, e.member_id or 0,
-              status_class(e.status_code), currency)].add(values, latency)
-        hour = hourly[(org, local_hour_of(epoch, int(local.utcoffset().total_seconds())), currency)]
-        hour.add(values, latency)
-        hour.add_bin(histogram.bin_of(latency))
-        daily[(org, day, dept, model, currency)].add(values, latency)
-        department_daily[(org, day, dept, currency)].add(values, latency)
-        model_daily[(org, day, model, currency)].add(values, latency)
-        state = fresh.setdefault(org, [e.timestamp, 0])
-        state[0] = max(state[0], e.timestamp)
+    for event in events:
+        values = {measure.name: measure.of_event(event) for measure in MEASURES}
+        slots = _time_slots(event.timestamp, zones[event.organization_id])
+        for level, level_folds, rows in levels:
+            key = level.key_of(event, slots[level.time.column])
+            totals = rows.get(key)
+            if totals is None:
+                rows[key] = {name: first(values[name]) for name, first, _add in level_folds}
+            else:
+                for name, _first, add in level_folds:
+                    totals[name] = add(totals[name], values[name])
+        state = fresh.setdefault(event.organization_id, [event.timestamp, 0])
+        state[0] = max(state[0], event.timestamp)
         state[1] += 1
-    for level, groups in ((FINE, fine), (HOURLY, hourly), (DAILY, daily), (DEPARTMENT_DAILY, department_daily),
-                          (MODEL_DAILY, model_daily)):
-        _upsert(level, _sorted_rows(groups, _Sums.row_with_bins if level.bins_columns else _Sums.row))
+    for level, _folds, rows in levels:
+        stored = [(measure.name, _stored_value(measure)) for measure in level.measures]
+        # Sorted, so that concurrent batches take row locks in the same order.
+        _upsert(level, [[*key, *(store(totals[name]) for name, store in stored)]
+                        for key, totals in sorted(rows.items(), key=operator.itemgetter(0))])
     if freshness:
         _upsert_freshness(fresh)
 
@@ -217,16 +150,67 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
 # Session-local, so a pooled server session can outlive a deploy that changes its columns: the
 # name carries its shape (_staging_table), and an old-shaped table is simply never used again.
 STAGING_TABLE = "usage_ingest_staging"
-# What the staging table holds besides the event's own columns: its 15-minute bucket, the first
-# second of its hour and its day on the organization's clock (worked out with Python's zoneinfo,
-# as the query engine does, so both sides agree on every zone), and its latency histogram bin.
-_STAGING_EXTRA = (("bucket", "bigint"), ("hour", "bigint"), ("day", "date"), ("bin", "integer"))
+# Histogram bins are worked out in Python (histogram.bin_of) and staged beside each event: SQL's
+# floating point would put a latency at an exact power of γ one bin off.
+_BINNED: tuple[Measure, ...] = tuple(measure for measure in MEASURES if measure.merge is Merge.HISTOGRAM)
+
+
+def _staged_bin(measure: Measure) -> str:
+    return f"bin_of_{measure.event_sql}"
+
+
+# What the staging table holds besides the event's own columns: the event's slot in each rollup
+# time column, and its bin of each histogram.
+_STAGING_EXTRA: tuple[tuple[str, str], ...] = (
+    *((time.column, time.sql_type) for time in _ROLLUP_TIMES),
+    *((_staged_bin(measure), "integer") for measure in _BINNED),
+)
+
+_CREATE_STAGING = sql.SQL("""
+    CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS
+    SELECT {event_columns}, {extra_columns} FROM {events} WITH NO DATA""")
+
+# One statement: insert the staged events whose request_id is new, add exactly those into every
+# level and the fill state, and return their (id, request_id).
+_FOLD = sql.SQL("""
+    WITH inserted AS (
+        INSERT INTO {events} ({event_columns})
+        SELECT {event_columns} FROM {staging}
+        ON CONFLICT (request_id) DO NOTHING
+        RETURNING id, request_id
+    ),
+    new AS (SELECT staged.* FROM {staging} AS staged JOIN inserted USING (request_id)),
+    {levels},
+    fill_state AS (
+        INSERT INTO {fill_state} (organization_id, newest_event_at, events)
+        SELECT organization_id, MAX("timestamp"), COUNT(*) FROM new GROUP BY 1 ORDER BY 1
+        ON CONFLICT {fill_state_conflict}
+    )
+    SELECT id, request_id FROM inserted""")
+
+# GROUP BY makes each key appear once (ON CONFLICT may touch a row only once per statement);
+# ORDER BY takes row locks in key order, so concurrent batches cannot deadlock.
+_FOLD_LEVEL = sql.SQL("""{name} AS (
+        INSERT INTO {table} ({columns})
+        SELECT * FROM ({batch}) AS batch ORDER BY {key_positions}
+        ON CONFLICT {conflict}
+    )""")
+_BATCH_AGGREGATES = sql.SQL("SELECT {keys}, {aggregates} FROM new GROUP BY {key_positions}")
+# The batch's histogram of each key: counts per bin, made dense, beside the aggregates.
+_BATCH_AGGREGATES_AND_HISTOGRAM = sql.SQL("""
+        SELECT * FROM ({aggregates}) AS aggregates JOIN (
+            SELECT {key_columns}, usage_bins_dense(array_agg({bin}), array_agg(n)) FROM (
+                SELECT {keys}, {bin}, CAST(COUNT(*) AS integer) AS n FROM new GROUP BY {key_positions}, {bin}
+            ) AS per_bin GROUP BY {key_positions}
+        ) AS histograms USING ({key_columns})""")
+
+
+def _identifiers(names: Iterable[str]) -> sql.Composed:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
 
 
 @functools.cache
 def _event_columns() -> tuple[str, ...]:
-    from usage.models import UsageEvent
-
     return tuple(field.column for field in UsageEvent._meta.concrete_fields if not field.primary_key)
 
 
@@ -236,42 +220,38 @@ def _staging_table() -> str:
     return f"{STAGING_TABLE}_{zlib.crc32(shape.encode()):08x}"
 
 
+def _fold_level(number: int, level: Level) -> sql.Composed:
+    """One level's part of the fold statement: the batch's new events grouped by the level's key,
+    aggregated and added into it."""
+    key_positions = sql.SQL(", ").join(sql.SQL(str(position)) for position in range(1, len(level.key_columns) + 1))
+    keys = sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.SQL(expression), sql.Identifier(column))
+                              for expression, column in zip(level.key_sql, level.key_columns, strict=True))
+    aggregated = [measure for measure in level.measures if measure.merge is not Merge.HISTOGRAM]
+    batch = _BATCH_AGGREGATES.format(
+        keys=keys, key_positions=key_positions,
+        aggregates=sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.SQL(measure.over_events("postgresql")),
+                                                                 sql.Identifier(measure.name))
+                                      for measure in aggregated))
+    binned = [measure for measure in level.measures if measure.merge is Merge.HISTOGRAM]
+    if binned:
+        (histogram_measure,) = binned  # the statement joins one histogram per key
+        batch = _BATCH_AGGREGATES_AND_HISTOGRAM.format(
+            aggregates=batch, keys=keys, key_positions=key_positions, key_columns=_identifiers(level.key_columns),
+            bin=sql.Identifier(_staged_bin(histogram_measure)))
+    return _FOLD_LEVEL.format(
+        name=sql.Identifier(f"level{number}"), table=sql.Identifier(level.table),
+        columns=_identifiers([*level.key_columns, *(measure.name for measure in aggregated + binned)]),
+        batch=batch, key_positions=key_positions, conflict=sql.SQL(_conflict_clause(level)))
+
+
 @functools.cache  # PostgreSQL only, so the text never changes within a process
 def _fold_statement() -> str:
-    """One statement: insert the staged events whose request_id is new, add exactly those into
-    the sums and histograms of every level and the fill state, and return their (id, request_id)."""
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(c) for c in _event_columns())
-    staging = _staging_table()
-    parts = [f"ins AS (INSERT INTO usage_usageevent ({columns}) SELECT {columns} FROM {staging} "
-             "ON CONFLICT (request_id) DO NOTHING RETURNING id, request_id)",
-             f"new AS (SELECT s.* FROM {staging} s JOIN ins USING (request_id))"]
-    for number, level in enumerate(LEVELS):
-        metrics = (*level.metric_columns, *level.min_columns, *level.max_columns)
-        keys = ", ".join(quote(c) for c in level.key_columns)
-        positions = ", ".join(str(position) for position in range(1, len(level.key_columns) + 1))
-        key_selects = [f"{_EVENT_KEYS.get(c, c)} AS {quote(c)}" for c in level.key_columns]
-        # GROUP BY makes each key appear once (ON CONFLICT may touch a row only once per
-        # statement); ORDER BY takes row locks in key order, so concurrent batches cannot deadlock.
-        aggregates = [f"{aggregate_over_events(c)} AS {quote(c)}" for c in metrics]
-        source = (f"SELECT {', '.join(key_selects + aggregates)} "
-                  f"FROM new GROUP BY {positions}")
-        if level.bins_columns:
-            # The batch's histogram of each key: counts per bin, made dense, beside the sums.
-            metrics += level.bins_columns
-            source = (f"SELECT * FROM ({source}) AS sums JOIN (SELECT {keys}, usage_bins_dense(array_agg(bin), "
-                      f"array_agg(n)) FROM (SELECT {', '.join(key_selects)}, bin, CAST(COUNT(*) AS integer) AS n "
-                      f"FROM new GROUP BY {positions}, bin) AS per_bin GROUP BY {positions}) AS bins USING ({keys})")
-        parts.append(f"level{number} AS (INSERT INTO {quote(level.model._meta.db_table)} "
-                     f"({', '.join(quote(c) for c in (*level.key_columns, *metrics))}) "
-                     f"SELECT * FROM ({source}) AS batch ORDER BY {positions} "
-                     f"ON CONFLICT {_conflict_clause(level)})")
-    parts.append('fill AS (INSERT INTO usage_usagefillstate (organization_id, newest_event_at, events) '
-                 'SELECT organization_id, MAX("timestamp"), COUNT(*) FROM new GROUP BY 1 ORDER BY 1 '
-                 "ON CONFLICT (organization_id) DO UPDATE SET newest_event_at = GREATEST("
-                 "usage_usagefillstate.newest_event_at, EXCLUDED.newest_event_at), "
-                 "events = usage_usagefillstate.events + EXCLUDED.events)")
-    return "WITH " + ",\n".join(parts) + "\nSELECT id, request_id FROM ins"
+    staging = sql.Identifier(_staging_table())
+    return _FOLD.format(
+        events=sql.Identifier(UsageEvent._meta.db_table), event_columns=_identifiers(_event_columns()),
+        staging=staging, levels=sql.SQL(",\n    ").join(_fold_level(n, level) for n, level in enumerate(LEVELS)),
+        fill_state=sql.Identifier(UsageFillState._meta.db_table),
+        fill_state_conflict=sql.SQL(_fill_state_conflict())).as_string()
 
 
 def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> list[Any]:
@@ -283,55 +263,39 @@ def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> 
         return []
     columns = _event_columns()
     values_of = operator.attrgetter(*_attnames(columns))
-    bin_of = histogram.bin_of
-    staging = _staging_table()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS SELECT "
-            + ", ".join(connection.ops.quote_name(c) for c in columns) + ", "
-            + ", ".join(f"NULL::{kind} AS {name}" for name, kind in _STAGING_EXTRA)
-            + " FROM usage_usageevent WITH NO DATA")
+    staging = sql.Identifier(_staging_table())
+    # Never prepared: the statements' text is the same every batch, but the staging table holds
+    # a different batch each time, and a plan cached for one batch's size would serve them all.
+    with psycopg_cursor() as cursor:
+        cursor.execute(_CREATE_STAGING.format(
+            staging=staging, events=sql.Identifier(UsageEvent._meta.db_table), event_columns=_identifiers(columns),
+            extra_columns=sql.SQL(", ").join(sql.SQL("NULL::{} AS {}").format(sql.SQL(kind), sql.Identifier(name))
+                                             for name, kind in _STAGING_EXTRA)), prepare=False)
         # COPY's rows are encoded in C; the same arrays through unnest() were dumped in Python.
-        with cursor.cursor.copy(f"COPY {staging} FROM STDIN") as copy:
+        with cursor.copy(sql.SQL("COPY {} FROM STDIN").format(staging)) as copy:
             for row in rows:
-                moment = row.timestamp
-                epoch = int(moment.timestamp())
-                local = moment.astimezone(zones[row.organization_id])
-                copy.write_row((*values_of(row), epoch - epoch % BUCKET_SECONDS,
-                                local_hour_of(epoch, int(local.utcoffset().total_seconds())), local.date(),
-                                bin_of(row.latency_ms)))
-        cursor.execute(_fold_statement())
+                slots = _time_slots(row.timestamp, zones[row.organization_id])
+                copy.write_row((*values_of(row), *slots.values(), *(measure.of_event(row) for measure in _BINNED)))
+        cursor.execute(_fold_statement(), prepare=False)
         returned = cursor.fetchall()
         # Inside a longer transaction the staging rows would outlive this batch; ON COMMIT
         # DELETE ROWS clears them otherwise.
-        cursor.execute(f"DELETE FROM {staging}")
-    by_request_id = {row.request_id: row for row in rows}
-    inserted = []
-    for row_id, request_id in returned:
-        row = by_request_id[request_id]
-        row.pk = row_id
-        inserted.append(row)
-    return inserted
+        cursor.execute(sql.SQL("DELETE FROM {}").format(staging), prepare=False)
+    return stored_rows(rows, returned)
 
 
 def _attnames(columns: Sequence[str]) -> list[str]:
-    from usage.models import UsageEvent
-
     by_column = {field.column: field.attname for field in UsageEvent._meta.concrete_fields}
     return [by_column[column] for column in columns]
 
 
 def _upsert_freshness(freshness: dict[int, list]) -> None:
-    quote = connection.ops.quote_name
-    table = quote(UsageFillState._meta.db_table)
-    greatest = "MAX" if connection.vendor == "sqlite" else "GREATEST"
     rows = sorted(freshness.items())
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (organization_id, newest_event_at, events) VALUES "
-            + ", ".join(["(%s, %s, %s)"] * len(rows))
-            + f" ON CONFLICT (organization_id) DO UPDATE SET newest_event_at = {greatest}({table}.newest_event_at, "
-            f"EXCLUDED.newest_event_at), events = {table}.events + EXCLUDED.events",
+            f"INSERT INTO {connection.ops.quote_name(UsageFillState._meta.db_table)} "
+            "(organization_id, newest_event_at, events) VALUES " + ", ".join(["(%s, %s, %s)"] * len(rows))
+            + f" ON CONFLICT {_fill_state_conflict()}",
             [value for org, (newest, count) in rows
              for value in (org, connection.ops.adapt_datetimefield_value(newest), count)],
         )
@@ -341,6 +305,3 @@ def organization_zones(organization_ids: Iterable[int]) -> dict[int, zoneinfo.Zo
     return {pk: zoneinfo.ZoneInfo(tz) for pk, tz in
             Organization.objects.filter(pk__in=set(organization_ids)).values_list("pk", "timezone")}
 
-
-def epoch_to_datetime(epoch: int) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=UTC)

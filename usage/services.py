@@ -20,14 +20,14 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from billing.catalog import PriceBook
-from billing.models import BillingAccount, Model
+from billing.models import BillingAccount, Model, Price
 from billing.rating import Rates, rate
 from keys.models import InferenceKey
 from portal.models import Organization
 from portal.services import Actor, record_audit
-from usage.bulk import column_types, write_rows
-from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFine15
-from usage.rollups import fold_events, organization_zones, store_and_fold
+from usage.bulk import column_types, stored_rows, write_rows
+from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFillState
+from usage.rollups import LEVELS, fold_events, organization_zones, store_and_fold
 from usage.timebuckets import local_midnight, local_midnight_of
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ COUNT_FIELDS = (
 TRACE_FIELDS = ("op_name", "trace_id", "parent_id", "thread_id", "turn_id", "conversation_id")
 REQUIRED_FIELDS = ("request_id", "timestamp", "key_id", "model", "latency_ms", "status_code")
 KNOWN_FIELDS = frozenset(REQUIRED_FIELDS + COUNT_FIELDS + TRACE_FIELDS + ("error_type",))
+# What an event stores as the gateway sent it (once validated).
+_STORED_AS_VALIDATED = ("request_id", "timestamp", "latency_ms", "status_code", "error_type", *COUNT_FIELDS,
+                        *TRACE_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,39 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
     if not isinstance(events, Sequence) or isinstance(events, str | bytes) or not 1 <= len(events) <= MAX_BATCH:
         raise IngestValidationError([FieldError(None, "events", f"must be a list of 1 to {MAX_BATCH} events")])
     clean, errors = _validate_shapes(events)
+    rows = _rate_events(clean, _look_up_references(clean), errors)
+    if errors:
+        raise IngestValidationError(errors)
+    inserted_ids = [row.pk for row in _store_new(rows)]
+    # Replays (already stored) and repeats within this batch both count as duplicates.
+    return IngestResult(
+        accepted=len(inserted_ids),
+        duplicates=len(events) - len(inserted_ids),
+        inserted_ids=tuple(inserted_ids),
+    )
 
+
+@dataclass(frozen=True)
+class _References:
+    """What a batch's events name, looked up once for the whole batch."""
+
+    keys: dict[uuid.UUID, _KeyFacts]
+    models_by_code: dict[str, Model]
+    currencies: dict[int, str]  # the billing account's currency, by organization id
+    price_books: dict[str, PriceBook]  # by currency
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """What one event turned out to name, and the price it is rated at."""
+
+    key: _KeyFacts
+    model: Model
+    currency: str
+    price: Price
+
+
+def _look_up_references(clean: Sequence[dict[str, Any]]) -> _References:
     key_uuids = {event["key_uuid"] for event in clean if "key_uuid" in event}
     # Plain tuples, not model instances: a batch names up to a thousand keys, and building their
     # models (and decoding each department's JSON fields) cost more than the insert.
@@ -237,107 +272,100 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
         currency: PriceBook((model.pk for model in models_by_code.values()), currency)
         for currency in set(currencies.values())
     }
+    return _References(keys, models_by_code, currencies, price_books)
 
+
+def _resolve(index: int, event: dict[str, Any], references: _References,
+             errors: list[FieldError]) -> _Resolved | None:
+    """The key, model, currency and price one event names; None, with the reasons added to
+    `errors`, when any of them is missing."""
+    key = references.keys.get(event.get("key_uuid"))
+    model = references.models_by_code.get(event.get("model"))
+    if "key_uuid" in event and key is None:
+        errors.append(FieldError(index, "key_id", "unknown inference key"))
+    if isinstance(event.get("model"), str) and model is None:
+        errors.append(FieldError(index, "model", "unknown model code"))
+    if key is None or model is None or event.get("timestamp") is None:
+        return None
+    currency = references.currencies.get(key.organization_id)
+    if currency is None:
+        errors.append(FieldError(index, "key_id", "the key's organization has no billing account"))
+        return None
+    price = references.price_books[currency].at(model.pk, event["timestamp"])
+    if price is None:
+        errors.append(FieldError(index, "model", f"no {currency} price for {model.code} at that time"))
+        return None
+    return _Resolved(key, model, currency, price)
+
+
+def _rate_events(clean: Sequence[dict[str, Any]], references: _References,
+                 errors: list[FieldError]) -> list[RatedEvent]:
+    """Each event resolved and rated, once per request_id; every problem found is added to
+    `errors`, and once there is one the batch is rejected anyway, so rating stops."""
     received_at = timezone.now()
     rates: dict[tuple[int, Decimal], Rates] = {}  # a batch uses a handful of (price, discount) pairs
     rows: list[RatedEvent] = []
     seen_request_ids: set[str] = set()
     for index, event in enumerate(clean):
-        key = keys.get(event.get("key_uuid"))
-        model = models_by_code.get(event.get("model"))
-        if "key_uuid" in event and key is None:
-            errors.append(FieldError(index, "key_id", "unknown inference key"))
-        if isinstance(event.get("model"), str) and model is None:
-            errors.append(FieldError(index, "model", "unknown model code"))
-        if key is None or model is None or event.get("timestamp") is None:
-            continue
-        currency = currencies.get(key.organization_id)
-        if currency is None:
-            errors.append(FieldError(index, "key_id", "the key's organization has no billing account"))
-            continue
-        price = price_books[currency].at(model.pk, event["timestamp"])
-        if price is None:
-            errors.append(FieldError(index, "model", f"no {currency} price for {model.code} at that time"))
-            continue
-        if errors:
-            continue  # the batch is rejected anyway; skip rating work
-        if event["request_id"] in seen_request_ids:
+        resolved = _resolve(index, event, references, errors)
+        if resolved is None or errors or event["request_id"] in seen_request_ids:
             continue
         seen_request_ids.add(event["request_id"])
-        price_rates = rates.get((price.pk, key.discount))
-        if price_rates is None:
-            price_rates = rates[(price.pk, key.discount)] = Rates(price, key.discount)
-        cost = price_rates.cost(
-            prompt_tokens=event["prompt_tokens"],
-            cached_tokens=event["cached_tokens"],
-            completion_tokens=event["completion_tokens"],
-            image_count=event["image_count"],
-            video_seconds=event["video_seconds"],
-        )
-        rows.append(RatedEvent(
-            request_id=event["request_id"],
-            timestamp=event["timestamp"],
-            organization_id=key.organization_id,
-            department_id=key.department_id,
-            key_id=key.pk,
-            member_id=key.owner_id,
-            model_id=model.pk,
-            price_id=price.pk,
-            status_code=event["status_code"],
-            error_type=event["error_type"],
-            cost=cost.total,
-            input_cost=cost.input,
-            cache_read_cost=cost.cache_read,
-            output_cost=cost.output,
-            currency=currency,
-            received_at=received_at,
-            latency_ms=event["latency_ms"],
-            **{name: event[name] for name in COUNT_FIELDS + TRACE_FIELDS},
-        ))
-    if errors:
-        raise IngestValidationError(errors)
+        rows.append(_rated(event, resolved, rates, received_at))
+    return rows
 
+
+def _rated(event: dict[str, Any], resolved: _Resolved, rates: dict[tuple[int, Decimal], Rates],
+           received_at: datetime) -> RatedEvent:
+    key, price = resolved.key, resolved.price
+    price_rates = rates.get((price.pk, key.discount))
+    if price_rates is None:
+        price_rates = rates[(price.pk, key.discount)] = Rates(price, key.discount)
+    cost = price_rates.cost(
+        prompt_tokens=event["prompt_tokens"],
+        cached_tokens=event["cached_tokens"],
+        completion_tokens=event["completion_tokens"],
+        image_count=event["image_count"],
+        video_seconds=event["video_seconds"],
+    )
+    return RatedEvent(
+        # Who sent it, resolved from its key; what it cost; and its own fields as validated.
+        organization_id=key.organization_id, department_id=key.department_id, key_id=key.pk,
+        member_id=key.owner_id, model_id=resolved.model.pk, price_id=price.pk,
+        cost=cost.total, input_cost=cost.input, cache_read_cost=cost.cache_read, output_cost=cost.output,
+        currency=resolved.currency, received_at=received_at,
+        **{name: event[name] for name in _STORED_AS_VALIDATED},
+    )
+
+
+def _store_new(rows: list[RatedEvent]) -> list[RatedEvent]:
+    """Store the rows whose request_id is new and fold exactly those into the rollups; return
+    them, with their ids set."""
     zones = organization_zones({row.organization_id for row in rows})
     with transaction.atomic():
         # Rollups move in the same transaction: a dashboard is never behind the events.
         if connection.vendor == "postgresql":
-            inserted = store_and_fold(rows, zones)
-        else:
-            inserted = _insert_new(rows)
-            fold_events(inserted, zones)
-    inserted_ids = [row.pk for row in inserted]
-    # Replays (already stored) and repeats within this batch both count as duplicates.
-    return IngestResult(
-        accepted=len(inserted_ids),
-        duplicates=len(events) - len(inserted_ids),
-        inserted_ids=tuple(inserted_ids),
-    )
+            return store_and_fold(rows, zones)
+        inserted = _insert_new(rows)
+        fold_events(inserted, zones)
+        return inserted
 
 
 _INSERT_FIELDS = [field for field in UsageEvent._meta.concrete_fields if not field.primary_key]
 _INSERT_COLUMNS = [field.column for field in _INSERT_FIELDS]
 
 
-def _insert_new(rows: list["RatedEvent"]) -> list["RatedEvent"]:
-    """Insert rows whose request_id is new, in one statement; return exactly those rows, with
-    their ids set (from RETURNING, so a replay inserts and reports nothing)."""
+def _insert_new(rows: list[RatedEvent]) -> list[RatedEvent]:
+    """SQLite ingestion (PostgreSQL stores and folds in one statement: store_and_fold): insert
+    the rows whose request_id is new, in one statement; return exactly those rows, with their
+    ids set (from RETURNING, so a replay inserts and reports nothing)."""
     if not rows:
         return []
-    if connection.vendor == "postgresql":
-        # psycopg adapts the attribute values themselves (Decimal, aware datetime, str, int, None).
-        values = [[getattr(row, field.attname) for field in _INSERT_FIELDS] for row in rows]
-    else:
-        values = [[field.get_db_prep_save(getattr(row, field.attname), connection) for field in _INSERT_FIELDS]
-                  for row in rows]
+    values = [[field.get_db_prep_save(getattr(row, field.attname), connection) for field in _INSERT_FIELDS]
+              for row in rows]
     returned = write_rows(UsageEvent._meta.db_table, _INSERT_COLUMNS, column_types(UsageEvent, _INSERT_COLUMNS),
                           values, conflict="(request_id) DO NOTHING", returning="id, request_id")
-    by_request_id = {row.request_id: row for row in rows}
-    inserted = []
-    for row_id, request_id in returned:
-        row = by_request_id[request_id]
-        row.pk = row_id
-        inserted.append(row)
-    return inserted
+    return stored_rows(rows, returned)
 
 
 # --- re-rating and rebuilding --------------------------------------------------------------
@@ -371,28 +399,18 @@ def rebuild_rollups(*, organization: Organization, start: datetime | None = None
                     progress: Callable[[int], None] | None = None) -> int:
     """Recompute every rollup level of `organization` from its raw events (whole local days
     around [start, end); everything when no range is given). Returns the events folded."""
-    from usage.models import UsageFillState, UsageHourly
-    from usage.rollups import LEVELS
-
     events = UsageEvent.objects.filter(organization=organization)
-    tables = [level.model for level in LEVELS]
     if start is not None and end is not None:
         start, end = _whole_local_days(organization, start, end)
         events = events.filter(timestamp__gte=start, timestamp__lt=end)
-        zone = organization.zone
-        first_day, last_day = start.astimezone(zone).date(), end.astimezone(zone).date()
-        for table in tables:
-            rows = table.objects.filter(organization=organization)
-            if table is UsageFine15:
-                rows = rows.filter(bucket__gte=int(start.timestamp()), bucket__lt=int(end.timestamp()))
-            elif table is UsageHourly:
-                rows = rows.filter(hour__gte=int(start.timestamp()), hour__lt=int(end.timestamp()))
-            else:
-                rows = rows.filter(day__gte=first_day, day__lt=last_day)
-            rows.delete()
+        for level in LEVELS:
+            first, last = level.time.bounds(start, end, organization.zone)
+            column = level.time.column
+            level.model.objects.filter(organization=organization, **{f"{column}__gte": first,
+                                                                     f"{column}__lt": last}).delete()
     else:
-        for table in tables:
-            table.objects.filter(organization=organization).delete()
+        for level in LEVELS:
+            level.model.objects.filter(organization=organization).delete()
         UsageFillState.objects.filter(organization=organization).delete()
     zones = organization_zones([organization.pk])
     folded = 0

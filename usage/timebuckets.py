@@ -129,10 +129,6 @@ def next_bucket_day(day: date, granularity: Granularity) -> date:
     return day + timedelta(days=granularity.days)
 
 
-def _from_epoch(value: int, zone: zoneinfo.ZoneInfo) -> datetime:
-    return datetime.fromtimestamp(value, tz=UTC).astimezone(zone)
-
-
 def day_from_number(number: int) -> date:
     """Local day number (days since 1970-01-01 on the local calendar) to a date."""
     return date(1970, 1, 1) + timedelta(days=number)

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing.money import to_units
 from tests import factories
 from usage import histogram
+from usage.measures import ROW_MEASURES
 from usage.models import (
     UsageDaily,
     UsageDepartmentDaily,
@@ -25,9 +25,8 @@ from usage.rollups import LEVELS
 from usage.services import ingest_events, rebuild_rollups
 
 START = datetime(2026, 3, 6, tzinfo=UTC)  # spans New York's spring DST change
-METRICS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cached_tokens", "image_count",
-           "video_seconds", "input_chars", "output_chars", "cost_units", "latency_sum_ms", "latency_min_ms",
-           "latency_max_ms", "input_cost_units", "cache_read_cost_units", "output_cost_units")
+# Every measure a rollup row keeps, but the latency histogram (checked on its own below).
+METRICS = tuple(measure.name for measure in ROW_MEASURES)
 
 
 @pytest.fixture(scope="module")
@@ -85,22 +84,11 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
     zones = {org.pk: zoneinfo.ZoneInfo(org.timezone) for org, _ in built}
 
     def expected(key_of):
-        groups = defaultdict(lambda: {name: 0 for name in METRICS} | {"latency_min_ms": None})
+        groups = defaultdict(lambda: {measure.name: measure.empty for measure in ROW_MEASURES})
         for e in raw:
             g = groups[key_of(e)]
-            g["requests"] += 1
-            g["errors"] += e.status_code >= 400
-            for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "image_count", "video_seconds",
-                         "input_chars", "output_chars"):
-                g[name] += getattr(e, name)
-            g["cost_units"] += to_units(e.cost)
-            g["input_cost_units"] += to_units(e.input_cost)
-            g["cache_read_cost_units"] += to_units(e.cache_read_cost)
-            g["output_cost_units"] += to_units(e.output_cost)
-            g["latency_sum_ms"] += e.latency_ms
-            g["latency_min_ms"] = e.latency_ms if g["latency_min_ms"] is None else min(g["latency_min_ms"],
-                                                                                       e.latency_ms)
-            g["latency_max_ms"] = max(g["latency_max_ms"], e.latency_ms)
+            for measure in ROW_MEASURES:
+                g[measure.name] = measure.merge.combine(g[measure.name], measure.of_event(e))
         return dict(groups)
 
     def stored(model, key_fields):
@@ -152,7 +140,7 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
     # Python. Both must leave every level exactly as it was.
     def snapshot():
         return {level.model.__name__: sorted(
-            tuple(getattr(row, f) for f in (*level.key_columns, *METRICS, *level.bins_columns))
+            tuple(getattr(row, f) for f in (*level.key_columns, *level.metric_columns))
             for row in level.model.objects.all()) for level in LEVELS}
 
     ingested = snapshot()
