@@ -3,8 +3,22 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from billing.models import BillingAccount, CreditGrant, Invoice, InvoiceLine, Model, Plan, Price, Subscription
-from portal.admin_scoping import OrganizationScopedAdmin
+from billing.models import (
+    BillingAccount,
+    CreditGrant,
+    Invoice,
+    InvoiceLine,
+    Model,
+    Plan,
+    Price,
+    Subscription,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
+)
+from billing.webhooks import delete_webhook
+from portal.admin_scoping import FactsAdmin, OrganizationScopedAdmin
+from portal.services import Actor
 
 
 class CatalogAdmin(OrganizationScopedAdmin):
@@ -123,3 +137,69 @@ class CreditGrantAdmin(OrganizationScopedAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class WebhookDeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ["event", "status_code", "attempts", "last_error", "delivered_at", "next_attempt_at"]
+    ordering = ["-created_at"]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the webhook around it was found in the admin's own organization
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Webhook)
+class WebhookAdmin(OrganizationScopedAdmin):
+    """Endpoints are created through the API, which shows the signing secret once; here they are
+    read, and deleted softly (their delivery log stays). The secret is never shown, not even
+    encrypted."""
+
+    list_display = ["url", "organization", "events", "created_at", "deleted_at"]
+    list_filter = ["organization", "deleted_at"]
+    search_fields = ["url", "uuid", "organization__name"]
+    fields = readonly_fields = ["uuid", "url", "events", "created_at", "deleted_at"]
+    exclude = ["secret_encrypted"]
+    inlines = [WebhookDeliveryInline]
+    actions = ["delete_softly"]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a hard delete would take the delivery log with it
+
+    @admin.action(description="Delete the selected webhooks (their delivery log stays)")
+    def delete_softly(self, request: HttpRequest, queryset: Any) -> None:
+        actor = Actor(member=getattr(request.user, "member", None), label=request.user.get_username(),
+                      source_ip=request.META.get("REMOTE_ADDR"))
+        for webhook in queryset.filter(deleted_at__isnull=True):
+            delete_webhook(actor=actor, webhook=webhook)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(FactsAdmin):
+    list_display = ["type", "uuid", "organization", "created_at"]
+    list_filter = ["organization", "type"]
+    search_fields = ["uuid"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["uuid", "type", "data", "created_at"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(FactsAdmin):
+    organization_path = "webhook__organization"
+    list_display = ["event", "webhook", "status_code", "attempts", "last_error", "delivered_at", "next_attempt_at"]
+    list_filter = ["status_code"]  # not by organization: the filter would list every organization's name
+    search_fields = ["uuid", "event__uuid", "webhook__url"]
+    date_hierarchy = "created_at"
+    list_select_related = ["event", "webhook"]
+    readonly_fields = ["uuid", "webhook", "event", "status_code", "attempts", "last_error", "delivered_at",
+                       "next_attempt_at", "created_at"]
