@@ -143,7 +143,7 @@ def emit_and_commit(django_capture_on_commit_callbacks, organization, type="budg
 
 # --- creating, listing, deleting through the API -----------------------------------------------
 
-def test_alice_subscribes_an_endpoint_and_sees_its_secret_once(ram_world, private_ok):
+def test_alice_subscribes_an_endpoint_and_sees_its_secret_once(ram_world, private_ok, schema_validator):
     alice = client_for(ram_world.alice)
     created = alice.post("/api/v1/billing/webhooks", {"url": "http://127.0.0.1:9/hook",
                                                       "events": ["budget.threshold", "invoice.issued"]},
@@ -153,10 +153,12 @@ def test_alice_subscribes_an_endpoint_and_sees_its_secret_once(ram_world, privat
     assert set(body) == {"id", "url", "events", "secret", "created_at"}
     assert body["secret"].startswith("whsec_") and len(body["secret"]) == len("whsec_") + 43  # 32 bytes
     assert body["url"] == "http://127.0.0.1:9/hook" and body["events"] == ["budget.threshold", "invoice.issued"]
+    schema_validator("/api/v1/billing/webhooks", "post", body)
 
     listed = alice.get("/api/v1/billing/webhooks")
     assert listed.status_code == 200
     assert listed.json() == {"items": [{k: v for k, v in body.items() if k != "secret"}], "total": 1}
+    schema_validator("/api/v1/billing/webhooks", "get", listed.json())
     assert body["secret"] not in listed.content.decode()
     webhook = Webhook.objects.get(uuid=body["id"])
     assert AuditLog.objects.filter(action="webhook.create", target_id=str(webhook.pk),
@@ -428,7 +430,7 @@ def test_an_event_of_a_rolled_back_change_is_never_sent(private_ok, eager, recei
 # --- the delivery log ----------------------------------------------------------------------------
 
 def test_alice_reads_the_delivery_log_of_her_endpoint(
-        ram_world, private_ok, eager, receiver, django_capture_on_commit_callbacks):
+        ram_world, private_ok, eager, receiver, django_capture_on_commit_callbacks, schema_validator):
     alice = client_for(ram_world.alice)
     created = alice.post("/api/v1/billing/webhooks", {"url": receiver.url, "events": ALL_EVENTS},
                          format="json").json()
@@ -442,6 +444,7 @@ def test_alice_reads_the_delivery_log_of_her_endpoint(
     assert item["type"] == "budget.threshold" and item["status_code"] == 200 and item["attempts"] == 2
     assert item["delivered_at"] is not None and item["next_attempt_at"] is None
     assert set(item) == {"id", "event_id", "type", "status_code", "attempts", "delivered_at", "next_attempt_at"}
+    schema_validator("/api/v1/billing/webhooks/{webhook_id}/deliveries", "get", response.json())
 
 
 def test_alice_deletes_her_endpoint_and_its_log_survives(ram_world, private_ok, receiver):
