@@ -16,8 +16,12 @@ from billing.models import (
     Plan,
     Price,
     Subscription,
+    Webhook,
+    WebhookDelivery,
+    WebhookEvent,
 )
 from billing.services import grant_credit
+from billing.webhooks import delete_webhook
 from portal.admin_scoping import FactsAdmin, OrganizationScopedAdmin, admin_organization
 from portal.services import Actor
 
@@ -170,7 +174,24 @@ class BudgetAlertInline(admin.TabularInline):
     model = BudgetAlert
     extra = 0
     can_delete = False
-    readonly_fields = ["period_start", "threshold", "spent", "created_at"]
+    fields = readonly_fields = ["period_start", "threshold", "spent", "created_at"]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the budget around it was found in the admin's own organization
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class WebhookDeliveryInline(admin.TabularInline):
+    model = WebhookDelivery
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ["event", "status_code", "attempts", "last_error", "delivered_at", "next_attempt_at"]
+    ordering = ["-created_at"]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the webhook around it was found in the admin's own organization
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -207,3 +228,54 @@ class BudgetAdmin(OrganizationScopedAdmin):
 
     def delete_model(self, request: HttpRequest, obj: Budget) -> None:
         budgets.delete_budget(actor=Actor(label=request.user.get_username()), budget=obj)
+
+@admin.register(Webhook)
+class WebhookAdmin(OrganizationScopedAdmin):
+    """Endpoints are created through the API, which shows the signing secret once; here they are
+    read, and deleted softly (their delivery log stays). The secret is never shown, not even
+    encrypted."""
+
+    list_display = ["url", "organization", "events", "created_at", "deleted_at"]
+    list_filter = ["organization", "deleted_at"]
+    search_fields = ["url", "uuid", "organization__name"]
+    fields = readonly_fields = ["uuid", "url", "events", "created_at", "deleted_at"]
+    exclude = ["secret_encrypted"]
+    inlines = [WebhookDeliveryInline]
+    actions = ["delete_softly"]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a hard delete would take the delivery log with it
+
+    @admin.action(description="Delete the selected webhooks (their delivery log stays)")
+    def delete_softly(self, request: HttpRequest, queryset: Any) -> None:
+        actor = Actor(member=getattr(request.user, "member", None), label=request.user.get_username(),
+                      source_ip=request.META.get("REMOTE_ADDR"))
+        for webhook in queryset.filter(deleted_at__isnull=True):
+            delete_webhook(actor=actor, webhook=webhook)
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(FactsAdmin):
+    list_display = ["type", "uuid", "organization", "created_at"]
+    list_filter = ["organization", "type"]
+    search_fields = ["uuid"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["uuid", "type", "data", "created_at"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(FactsAdmin):
+    organization_path = "webhook__organization"
+    list_display = ["event", "webhook", "status_code", "attempts", "last_error", "delivered_at", "next_attempt_at"]
+    list_filter = ["status_code"]  # not by organization: the filter would list every organization's name
+    search_fields = ["uuid", "event__uuid", "webhook__url"]
+    date_hierarchy = "created_at"
+    list_select_related = ["event", "webhook"]
+    readonly_fields = ["uuid", "webhook", "event", "status_code", "attempts", "last_error", "delivered_at",
+                       "next_attempt_at", "created_at"]

@@ -177,3 +177,12 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
+# Webhooks (API.md §10). Deliveries to hosts that resolve to loopback, private, link-local or
+# other non-public addresses are refused unless this is true (local demos and tests set it).
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
+# The first retry waits this long; each further one twice as long (capped at an hour).
+WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
+# Fernet keys (comma-separated; the first encrypts, all decrypt) for secrets stored encrypted,
+# such as webhook signing secrets. Unset: a key derived from SECRET_KEY, so the demo needs no setup.
+FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY", default=[])

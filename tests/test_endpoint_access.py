@@ -89,10 +89,21 @@ def acme(ram_world):
     return ram_world, key, management_key
 
 
+def _webhook_of(organization):
+    # An object route is walked with a real object of Acme's: an unknown id is a 404 to everyone,
+    # which would hide whether bob and dora are refused by RAM.
+    from billing.models import Webhook
+    from billing.webhooks import encrypt_secret
+
+    webhook = Webhook.objects.filter(organization=organization, deleted_at__isnull=True).first()
+    return webhook or Webhook.objects.create(organization=organization, url="https://8.8.8.8/acme-walk",
+                                             events=["invoice.issued"], secret_encrypted=encrypt_secret("whsec_walk"))
+
+
 def _url_and_body(route, world, key, management_key):
     values = {"<uuid:key_id>": str(key.uuid), "<str:name>": "ResearchKeys",
               "<uuid:member_uuid>": str(world.bob.uuid), "<int:key_id>": str(management_key.pk),
-              "<uuid:budget_id>": str(world.budget.uuid)}
+              "<uuid:budget_id>": str(world.budget.uuid), "<uuid:webhook_id>": str(_webhook_of(world.acme).uuid)}
     url = "/" + route
     for placeholder, value in values.items():
         url = url.replace(placeholder, value)
@@ -111,6 +122,8 @@ def _url_and_body(route, world, key, management_key):
         "billing-budgets": {"scope": "organization", "amount": "5"},
         "billing-budget": {"amount": "20"},
         "billing-credit-grants": {"org_id": str(world.acme.uuid), "kind": "grant", "amount": "1"},
+        # A public address (nothing is ever sent there: the walk emits no event).
+        "billing-webhooks": {"url": "https://8.8.8.8/walk-hook", "events": ["invoice.issued"]},
         # Valid queries, so that views whose resource is named in the query reach the decision.
         "weave-calls-stats": {"project_id": str(world.acme.uuid), "start": "2026-11-01T00:00:00Z"},
         **{name: {"startTime": 1761955200, "endTime": 1762041600} for name in (
