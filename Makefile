@@ -21,6 +21,8 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# The demo lets webhooks reach receivers on this machine (API.md §10); production keeps the default.
+demo: export WEBHOOK_ALLOW_PRIVATE_NETWORKS ?= true
 demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo --days $(DAYS)
