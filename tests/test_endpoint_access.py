@@ -10,6 +10,7 @@ from portal.ram.actions import ACTIONS
 from portal.services import SYSTEM
 from tests import factories
 from tests.api_helpers import client_for
+from tests.billing.invoice_factories import the_walk_invoice
 
 # Endpoints outside RAM by design: the schema and docs (API.md §9).
 UNGUARDED = {"schema", "docs"}
@@ -86,7 +87,9 @@ def acme(ram_world):
 
 def _url_and_body(route, world, key, management_key):
     values = {"<uuid:key_id>": str(key.uuid), "<str:name>": "ResearchKeys",
-              "<uuid:member_uuid>": str(world.bob.uuid), "<int:key_id>": str(management_key.pk)}
+              "<uuid:member_uuid>": str(world.bob.uuid), "<int:key_id>": str(management_key.pk),
+              "<uuid:invoice_id>": str(the_walk_invoice(world.acme).uuid),
+              "<uuid:line_id>": str(the_walk_invoice(world.acme).lines.order_by("id").first().uuid)}
     url = "/" + route
     for placeholder, value in values.items():
         url = url.replace(placeholder, value)
@@ -102,6 +105,7 @@ def _url_and_body(route, world, key, management_key):
         "ram-policy-detach": {"member": str(world.bob.uuid)},
         "ram-management-keys": {"name": "walk"},
         "ram-simulate": {"member": str(world.bob.uuid), "action": "keys:ListKeys", "resource": "*"},
+        "aione-invoice-credit-notes": {"amount": "1.00", "reason": "walk"},
         # Valid queries, so that views whose resource is named in the query reach the decision.
         "weave-calls-stats": {"project_id": str(world.acme.uuid), "start": "2026-11-01T00:00:00Z"},
         **{name: {"startTime": 1761955200, "endTime": 1762041600} for name in (

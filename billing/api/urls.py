@@ -7,3 +7,16 @@ urlpatterns = [
     path("billing/plan", views.CurrentPlanView.as_view(), name="aione-plan"),
     path("billing/account", views.BillingAccountView.as_view(), name="aione-account"),
 ]
+
+# Invoices and credit notes (API.md §3, §10).
+from billing.api import invoices  # noqa: E402
+
+urlpatterns += [
+    path("billing/invoices", invoices.InvoiceListView.as_view(), name="aione-invoices"),
+    path("billing/invoices/<uuid:invoice_id>", invoices.InvoiceDetailView.as_view(), name="aione-invoice"),
+    path("billing/invoices/<uuid:invoice_id>/lines/<uuid:line_id>/events", invoices.InvoiceLineEventsView.as_view(),
+         name="aione-invoice-line-events"),
+    path("billing/invoices/<uuid:invoice_id>/pdf", invoices.InvoicePdfView.as_view(), name="aione-invoice-pdf"),
+    path("billing/invoices/<uuid:invoice_id>/credit-notes", invoices.InvoiceCreditNotesView.as_view(),
+         name="aione-invoice-credit-notes"),
+]
