@@ -105,7 +105,7 @@ def _url_and_body(route, world, key, management_key):
         "ram-policy-detach": {"member": str(world.bob.uuid)},
         "ram-management-keys": {"name": "walk"},
         "ram-simulate": {"member": str(world.bob.uuid), "action": "keys:ListKeys", "resource": "*"},
-        "aione-invoice-credit-notes": {"amount": "1.00", "reason": "walk"},
+        "billing-invoice-credit-notes": {"amount": "1.00", "reason": "walk"},
         # Valid queries, so that views whose resource is named in the query reach the decision.
         "weave-calls-stats": {"project_id": str(world.acme.uuid), "start": "2026-11-01T00:00:00Z"},
         **{name: {"startTime": 1761955200, "endTime": 1762041600} for name in (

@@ -144,7 +144,7 @@ def invoice_body(invoice: Invoice, request) -> dict:
         "subtotal_rmb": _money(invoice.subtotal), "tax_rmb": _money(invoice.tax),
         "credits_applied_rmb": _money(invoice.credits_applied), "amount_rmb": _money(invoice.amount),
         "status": invoice.status, "issued_at": _timestamp(invoice.issued_at), "paid_at": _timestamp(invoice.paid_at),
-        "pdf_url": request.build_absolute_uri(reverse("aione-invoice-pdf", kwargs={"invoice_id": invoice.uuid})),
+        "pdf_url": request.build_absolute_uri(reverse("billing-invoice-pdf", kwargs={"invoice_id": invoice.uuid})),
     }
 
 
