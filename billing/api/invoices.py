@@ -81,7 +81,8 @@ class InvoiceResponse(_S.Serializer):
     tax_rmb = _S.CharField()
     credits_applied_rmb = _S.CharField()
     amount_rmb = _S.CharField()
-    status = _S.ChoiceField(choices=Invoice.Status.values)
+    # Not an enum: the choice set would be one more `status` enum colliding with the others.
+    status = _S.CharField(help_text="draft, issued, paid or void")
     issued_at = _S.DateTimeField(allow_null=True)
     paid_at = _S.DateTimeField(allow_null=True)
     pdf_url = _S.URLField()
