@@ -126,3 +126,14 @@ def test_the_pdf_embeds_only_the_glyphs_it_uses(world, march):
     world.acme.language = "zh-hans"
     world.acme.save(update_fields=["language"])
     assert len(render_invoice_pdf(march)) < 150_000
+
+
+def test_the_pdf_lists_the_credit_notes_issued_on_the_invoice(world, march):
+    from billing.credit_notes import issue_credit_note
+    from portal.services import SYSTEM
+
+    note = issue_credit_note(actor=SYSTEM, invoice=march, amount=Decimal("8.63"), reason="Outage on 3 March")
+    text = pdf_text(render_invoice_pdf(march))
+    assert "Credit notes" in text and note.credit_note_no in text and "Outage on 3 March" in text
+    assert "8.63 CNY" in text
+    assert "1,258.63 CNY" in text  # the invoice's own total is unchanged by its credit notes
