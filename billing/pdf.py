@@ -4,8 +4,9 @@ every line, the totals and the credit notes, as extractable text, in the organiz
 Drawn with fpdf2, which is pure Python, so a fresh machine needs no system library (WeasyPrint
 would need pango). The fonts come from PyPI packages, never from the network at run time:
 WenQuanYi Micro Hei (Apache-2.0; Latin, 汉字 and Hangul in one TrueType collection, 2.3 MB wheel)
-for every language, and Noto Sans Arabic (OFL-1.1) for Arabic, shaped by HarfBuzz (uharfbuzz) and
-laid out right to left. fpdf2 embeds only the glyphs used, so an invoice is tens of kilobytes.
+for every language, and Noto Sans Arabic (OFL-1.1) for Arabic; text is shaped by HarfBuzz
+(uharfbuzz), and Arabic invoices are laid out right to left. fpdf2 embeds only the glyphs used, so
+an invoice is tens of kilobytes; drawing one takes about a second, mostly reading the font.
 
 Amounts are rounded only by billing.money (half-up to 2 places), as on the API."""
 
@@ -34,7 +35,7 @@ LABELS: dict[str, dict[str, str]] = {
     "en": {
         "invoice": "Invoice", "invoice_no": "Invoice number", "issue_date": "Issue date", "paid_date": "Paid on",
         "period": "Billing period", "currency": "Currency", "status": "Status", "seller": "From",
-        "buyer": "Bill to", "name": "Name", "address": "Address", "tax_id": "Tax ID", "email": "Email",
+        "buyer": "Bill to", "address": "Address", "tax_id": "Tax ID", "email": "Email",
         "kind": "Type", "description": "Description", "model": "Model", "team": "Team", "quantity": "Quantity",
         "unit": "Unit", "unit_price": "Unit price", "amount": "Amount", "subtotal": "Subtotal", "tax": "Tax",
         "credits_applied": "Credits applied", "total": "Amount due", "credit_notes": "Credit notes",
@@ -46,7 +47,7 @@ LABELS: dict[str, dict[str, str]] = {
     "zh-hans": {
         "invoice": "发票", "invoice_no": "发票号码", "issue_date": "开票日期", "paid_date": "付款日期",
         "period": "账单周期", "currency": "币种", "status": "状态", "seller": "销售方", "buyer": "购买方",
-        "name": "名称", "address": "地址", "tax_id": "纳税人识别号", "email": "邮箱", "kind": "类型",
+        "address": "地址", "tax_id": "纳税人识别号", "email": "邮箱", "kind": "类型",
         "description": "项目", "model": "模型", "team": "团队", "quantity": "数量", "unit": "单位",
         "unit_price": "单价", "amount": "金额", "subtotal": "小计", "tax": "税额", "credits_applied": "抵扣额度",
         "total": "应付金额", "credit_notes": "红字发票（贷项通知单）", "credit_note_no": "贷项通知单号",
@@ -58,7 +59,7 @@ LABELS: dict[str, dict[str, str]] = {
     "ko": {
         "invoice": "청구서", "invoice_no": "청구서 번호", "issue_date": "발행일", "paid_date": "결제일",
         "period": "청구 기간", "currency": "통화", "status": "상태", "seller": "공급자", "buyer": "공급받는 자",
-        "name": "상호", "address": "주소", "tax_id": "사업자등록번호", "email": "이메일", "kind": "유형",
+        "address": "주소", "tax_id": "사업자등록번호", "email": "이메일", "kind": "유형",
         "description": "항목", "model": "모델", "team": "팀", "quantity": "수량", "unit": "단위",
         "unit_price": "단가", "amount": "금액", "subtotal": "소계", "tax": "세액", "credits_applied": "적용된 크레딧",
         "total": "청구 금액", "credit_notes": "크레딧 노트", "credit_note_no": "크레딧 노트 번호", "date": "날짜",
@@ -70,7 +71,7 @@ LABELS: dict[str, dict[str, str]] = {
     "ar": {
         "invoice": "فاتورة", "invoice_no": "رقم الفاتورة", "issue_date": "تاريخ الإصدار", "paid_date": "تاريخ الدفع",
         "period": "فترة الفوترة", "currency": "العملة", "status": "الحالة", "seller": "البائع", "buyer": "المشتري",
-        "name": "الاسم", "address": "العنوان", "tax_id": "الرقم الضريبي", "email": "البريد الإلكتروني",
+        "address": "العنوان", "tax_id": "الرقم الضريبي", "email": "البريد الإلكتروني",
         "kind": "النوع", "description": "البند", "model": "النموذج", "team": "الفريق", "quantity": "الكمية",
         "unit": "الوحدة", "unit_price": "سعر الوحدة", "amount": "المبلغ", "subtotal": "المجموع الفرعي",
         "tax": "الضريبة", "credits_applied": "الأرصدة المطبقة", "total": "المبلغ المستحق",
@@ -131,8 +132,12 @@ class InvoiceDocument(FPDF):
         # any script, whatever the organization's language).
         self.main_font = "arabic" if rtl else "cjk"
         self.set_fallback_fonts(["cjk"] if rtl else ["arabic"], exact_match=False)
+        # HarfBuzz shapes every document, not only Arabic ones: a buyer's Arabic name on an
+        # English invoice needs its joined letter forms too (it costs no measurable time).
         if rtl:
             self.set_text_shaping(use_shaping_engine=True, direction="rtl", script="arab", language="ar")
+        else:
+            self.set_text_shaping(use_shaping_engine=True)
         self.alias_nb_pages("{pages}")
 
     @property
