@@ -76,8 +76,7 @@ LABELS: dict[str, dict[str, str]] = {
         "unit": "الوحدة", "unit_price": "سعر الوحدة", "amount": "المبلغ", "subtotal": "المجموع الفرعي",
         "tax": "الضريبة", "credits_applied": "الأرصدة المطبقة", "total": "المبلغ المستحق",
         "credit_notes": "إشعارات دائنة", "credit_note_no": "رقم الإشعار الدائن", "date": "التاريخ",
-        # No page total: fpdf2 reserves the total's placeholder width inside shaped text, which
-        # leaves a gap in a right-to-left line.
+        # No page total: see InvoiceDocument.footer.
         "reason": "السبب", "no_lines": "لا توجد رسوم في هذه الفترة", "page": "صفحة {page}",
         "draft_notice": "مسودة: لم تصدر بعد",
         "status.draft": "مسودة", "status.issued": "صادرة", "status.paid": "مدفوعة", "status.void": "ملغاة",
@@ -134,10 +133,8 @@ class InvoiceDocument(FPDF):
         self.set_fallback_fonts(["cjk"] if rtl else ["arabic"], exact_match=False)
         # HarfBuzz shapes every document, not only Arabic ones: a buyer's Arabic name on an
         # English invoice needs its joined letter forms too (it costs no measurable time).
-        if rtl:
-            self.set_text_shaping(use_shaping_engine=True, direction="rtl", script="arab", language="ar")
-        else:
-            self.set_text_shaping(use_shaping_engine=True)
+        self.shaping = {"direction": "rtl", "script": "arab", "language": "ar"} if rtl else {}
+        self.set_text_shaping(use_shaping_engine=True, **self.shaping)
         self.alias_nb_pages("{pages}")
 
     @property
@@ -161,7 +158,11 @@ class InvoiceDocument(FPDF):
         self.set_y(-12)
         self.set_font(self.main_font, size=8)
         self.set_text_color(*TEXT_GREY)
+        # Unshaped where the script allows: in shaped text fpdf2 keeps the width of the page-total
+        # placeholder, which leaves a gap inside the line (Arabic shows no total for that reason).
+        self.set_text_shaping(use_shaping_engine=self.rtl)
         self.cell(0, 5, self.labels["page"].format(page=self.page_no(), pages="{pages}"), align="C")
+        self.set_text_shaping(use_shaping_engine=True, **self.shaping)
         self.set_text_color(0, 0, 0)
 
     def heading(self, text: str, size: float = 11) -> None:
