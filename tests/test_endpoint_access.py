@@ -13,6 +13,7 @@ from portal.ram.actions import ACTIONS
 from portal.services import SYSTEM
 from tests import factories
 from tests.api_helpers import client_for
+from tests.billing.invoice_factories import the_walk_invoice
 
 # Endpoints outside RAM by design: the schema and docs (API.md §9).
 UNGUARDED = {"schema", "docs"}
@@ -103,7 +104,9 @@ def _webhook_of(organization):
 def _url_and_body(route, world, key, management_key):
     values = {"<uuid:key_id>": str(key.uuid), "<str:name>": "ResearchKeys",
               "<uuid:member_uuid>": str(world.bob.uuid), "<int:key_id>": str(management_key.pk),
-              "<uuid:budget_id>": str(world.budget.uuid), "<uuid:webhook_id>": str(_webhook_of(world.acme).uuid)}
+              "<uuid:budget_id>": str(world.budget.uuid), "<uuid:webhook_id>": str(_webhook_of(world.acme).uuid),
+              "<uuid:invoice_id>": str(the_walk_invoice(world.acme).uuid),
+              "<uuid:line_id>": str(the_walk_invoice(world.acme).lines.order_by("id").first().uuid)}
     url = "/" + route
     for placeholder, value in values.items():
         url = url.replace(placeholder, value)
@@ -124,6 +127,7 @@ def _url_and_body(route, world, key, management_key):
         "billing-credit-grants": {"org_id": str(world.acme.uuid), "kind": "grant", "amount": "1"},
         # A public address (nothing is ever sent there: the walk emits no event).
         "billing-webhooks": {"url": "https://8.8.8.8/walk-hook", "events": ["invoice.issued"]},
+        "billing-invoice-credit-notes": {"amount": "1.00", "reason": "walk"},
         # Valid queries, so that views whose resource is named in the query reach the decision.
         "weave-calls-stats": {"project_id": str(world.acme.uuid), "start": "2026-11-01T00:00:00Z"},
         **{name: {"startTime": 1761955200, "endTime": 1762041600} for name in (

@@ -15,3 +15,16 @@ urlpatterns = [
     path("billing/webhooks/<uuid:webhook_id>/deliveries", WebhookDeliveryListView.as_view(),
          name="billing-webhook-deliveries"),
 ]
+
+# Invoices and credit notes (API.md §3, §10).
+from billing.api import invoices  # noqa: E402
+
+urlpatterns += [
+    path("billing/invoices", invoices.InvoiceListView.as_view(), name="billing-invoices"),
+    path("billing/invoices/<uuid:invoice_id>", invoices.InvoiceDetailView.as_view(), name="billing-invoice"),
+    path("billing/invoices/<uuid:invoice_id>/lines/<uuid:line_id>/events", invoices.InvoiceLineEventsView.as_view(),
+         name="billing-invoice-line-events"),
+    path("billing/invoices/<uuid:invoice_id>/pdf", invoices.InvoicePdfView.as_view(), name="billing-invoice-pdf"),
+    path("billing/invoices/<uuid:invoice_id>/credit-notes", invoices.InvoiceCreditNotesView.as_view(),
+         name="billing-invoice-credit-notes"),
+]
