@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from billing.ledger import expire_grants
 from billing.models import BillingAccount, Budget, BudgetAlert, Webhook
-from billing.money import ZERO, round_display_amount
+from billing.money import ZERO, decimal_string, round_display_amount
 from billing.selectors import month_to_date_cost
 from billing.webhooks import emit_event
 from keys.models import InferenceKey
@@ -260,8 +260,8 @@ def _event_data(state: BudgetState, threshold: int) -> dict:
     budget = state.budget
     target = budget.department.uuid if budget.department_id else (budget.key.uuid if budget.key_id else None)
     return {"budget_id": str(budget.uuid), "scope": budget.scope, "target_id": str(target) if target else None,
-            "threshold": threshold, "amount": str(round_display_amount(budget.amount)),
-            "spent": str(round_display_amount(state.spent)), "currency": budget.currency,
+            "threshold": threshold, "amount": decimal_string(budget.amount),
+            "spent": decimal_string(state.spent), "currency": budget.currency,
             "period_start": state.period.first_day.isoformat()}
 
 

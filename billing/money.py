@@ -39,6 +39,11 @@ def round_display_amount(amount: Decimal) -> Decimal:
     return amount.quantize(DISPLAY_QUANTUM, rounding=ROUND_HALF_UP)
 
 
+def decimal_string(amount: Decimal) -> str:
+    """A display amount as the APIs write money: a decimal string with 2 places ("12.34")."""
+    return str(round_display_amount(amount))
+
+
 def amount_field(**kwargs) -> models.DecimalField:
     kwargs.setdefault("default", ZERO)
     return models.DecimalField(max_digits=AMOUNT_MAX_DIGITS, decimal_places=AMOUNT_DECIMAL_PLACES, **kwargs)

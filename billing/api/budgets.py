@@ -9,7 +9,7 @@ from rest_framework.response import Response
 
 from billing import budgets
 from billing.models import Budget, CreditGrant
-from billing.money import round_display_amount
+from billing.money import decimal_string
 from billing.services import grant_credit
 from keys.selectors import key_in
 from portal.api.errors import FieldProblem, InvalidRequest
@@ -20,10 +20,6 @@ from portal.models import Organization
 from portal.selectors import department_in
 
 _S = serializers
-
-
-def _money(amount: Decimal) -> str:
-    return str(round_display_amount(amount))
 
 
 class PositiveAmount(_S.DecimalField):
@@ -82,9 +78,9 @@ def budget_body(budget: Budget) -> dict:
     state = budgets.budget_state(budget)
     target = budget.department.uuid if budget.department_id else (budget.key.uuid if budget.key_id else None)
     return {"id": str(budget.uuid), "scope": budget.scope, "target_id": str(target) if target else None,
-            "amount": _money(budget.amount), "currency": budget.currency, "thresholds": budget.thresholds,
+            "amount": decimal_string(budget.amount), "currency": budget.currency, "thresholds": budget.thresholds,
             "hard_limit": budget.hard_limit, "period_start": state.period.first_day,
-            "period_end": state.period.last_day, "spent": _money(state.spent),
+            "period_end": state.period.last_day, "spent": decimal_string(state.spent),
             "progress_pct": str(state.progress_pct), "status": state.status, "created_at": budget.created_at}
 
 
@@ -166,8 +162,8 @@ GrantList = inline_serializer("CreditGrantList", {"items": _S.ListField(child=Gr
 
 
 def grant_body(grant: CreditGrant) -> dict:
-    return {"id": str(grant.uuid), "kind": grant.kind, "amount": _money(grant.amount),
-            "remaining": _money(grant.remaining), "currency": grant.currency, "priority": grant.priority,
+    return {"id": str(grant.uuid), "kind": grant.kind, "amount": decimal_string(grant.amount),
+            "remaining": decimal_string(grant.remaining), "currency": grant.currency, "priority": grant.priority,
             "expires_at": grant.expires_at, "status": grant.status, "note": grant.note,
             "created_at": grant.created_at}
 

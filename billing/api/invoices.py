@@ -22,7 +22,7 @@ from rest_framework.response import Response
 
 from billing.credit_notes import CreditNoteRefused, issue_credit_note
 from billing.models import CreditNote, Invoice, InvoiceLine
-from billing.money import ZERO, round_display_amount
+from billing.money import ZERO, decimal_string
 from billing.pdf import invoice_pdf_filename, render_invoice_pdf
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, whole_collection
@@ -125,10 +125,6 @@ class LineEventsResponse(_S.Serializer):
     next_cursor = _S.CharField(allow_null=True)
 
 
-def _money(amount: Decimal) -> str:
-    return str(round_display_amount(amount))
-
-
 def _plain(value: Decimal | None) -> str | None:
     # Quantities and unit prices keep their digits, without trailing zeros or an exponent.
     return None if value is None else format(value.normalize(), "f")
@@ -142,8 +138,8 @@ def invoice_body(invoice: Invoice, request) -> dict:
     return {
         "id": str(invoice.uuid), "invoice_no": invoice.invoice_no, "period_start": invoice.period_start.isoformat(),
         "period_end": invoice.period_end.isoformat(), "currency": invoice.currency,
-        "subtotal_rmb": _money(invoice.subtotal), "tax_rmb": _money(invoice.tax),
-        "credits_applied_rmb": _money(invoice.credits_applied), "amount_rmb": _money(invoice.amount),
+        "subtotal_rmb": decimal_string(invoice.subtotal), "tax_rmb": decimal_string(invoice.tax),
+        "credits_applied_rmb": decimal_string(invoice.credits_applied), "amount_rmb": decimal_string(invoice.amount),
         "status": invoice.status, "issued_at": _timestamp(invoice.issued_at), "paid_at": _timestamp(invoice.paid_at),
         "pdf_url": request.build_absolute_uri(reverse("billing-invoice-pdf", kwargs={"invoice_id": invoice.uuid})),
     }
@@ -155,13 +151,13 @@ def line_body(line: InvoiceLine) -> dict:
         "model": line.model.code if line.model_id else None,
         "team_id": str(line.department.uuid) if line.department_id else None,
         "quantity": _plain(line.quantity), "unit": line.unit, "unit_price": _plain(line.unit_price),
-        "amount": _money(line.amount),
+        "amount": decimal_string(line.amount),
     }
 
 
 def credit_note_body(note: CreditNote) -> dict:
     return {"id": str(note.uuid), "credit_note_no": note.credit_note_no, "invoice_id": str(note.invoice.uuid),
-            "amount": _money(note.amount), "currency": note.currency, "reason": note.reason,
+            "amount": decimal_string(note.amount), "currency": note.currency, "reason": note.reason,
             "created_at": _timestamp(note.created_at)}
 
 

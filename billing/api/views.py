@@ -11,7 +11,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from billing.models import BillingAccount, Model, Price
-from billing.money import round_display_amount
+from billing.money import decimal_string
 from billing.selectors import account_balance, account_currency, current_subscription, month_to_date_cost
 from portal.api.permissions import whole_collection
 from portal.api.schema import aione
@@ -21,7 +21,7 @@ _S = serializers
 
 
 def _money(amount: Decimal | None) -> str | None:
-    return None if amount is None else str(round_display_amount(amount))
+    return None if amount is None else decimal_string(amount)
 
 
 def _price(amount: Decimal | None) -> str | None:

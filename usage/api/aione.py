@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from billing.catalog import model_by_code
 from billing.models import BillingAccount
-from billing.money import round_display_amount
+from billing.money import decimal_string
 from billing.selectors import current_subscription, month_to_date_cost
 from keys.selectors import key_in
 from portal.api.errors import FieldProblem, InvalidRequest
@@ -31,12 +31,8 @@ GROUP_NAMES = {"day": None, "model": "model", "team": "department", "key": "key"
 _S = serializers
 
 
-def money(amount: Decimal) -> str:
-    return str(round_display_amount(amount))
-
-
 def percent(numerator: Decimal, denominator: Decimal) -> str:
-    return str(round_display_amount(Decimal(100) * numerator / denominator)) if denominator else "0.00"
+    return decimal_string(Decimal(100) * numerator / denominator) if denominator else "0.00"
 
 
 class UsageQueryParams(_S.Serializer):
@@ -135,7 +131,7 @@ def _usage_row(row, by_day: bool, names) -> dict:
         "team_id": uuid_of("department"), "key_id": uuid_of("key"),
         "model": names["model"][model].code if model is not None else None,
         "requests": row.requests, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
-        "total_tokens": row.total_tokens, "cost_rmb": money(row.cost), "error_count": row.errors,
+        "total_tokens": row.total_tokens, "cost_rmb": decimal_string(row.cost), "error_count": row.errors,
         "avg_latency_ms": row.latency_avg_ms.quantize(Decimal("0.1")) if row.latency_avg_ms is not None else None,
     }
 
@@ -210,7 +206,7 @@ def dashboard(organization: Organization, range_days: int, view_mode: str) -> di
     budget_pct = percent(month_to_date_cost(organization), budget) if budget else None
 
     daily_trend = [{"date": row.bucket.start.date().isoformat(), "requests": row.requests,
-                    "tokens": row.total_tokens, "cost_rmb": money(row.cost)} for row in trend]
+                    "tokens": row.total_tokens, "cost_rmb": decimal_string(row.cost)} for row in trend]
     codes = {pk: model.code for pk, model in objects_named_in(by_model, "model")["model"].items()}
     teams = objects_named_in(by_team, "department")["department"]
     ranking = sorted((row for row in by_team if row.requests), key=lambda row: (-row.cost_units,
@@ -220,7 +216,7 @@ def dashboard(organization: Organization, range_days: int, view_mode: str) -> di
         "tech": {
             "total_tokens": totals.total_tokens, "prompt_tokens": totals.prompt_tokens,
             "completion_tokens": totals.completion_tokens, "total_requests": totals.requests,
-            "total_cost_rmb": money(totals.cost),
+            "total_cost_rmb": decimal_string(totals.cost),
             "avg_latency_ms": (totals.latency_avg_ms or Decimal(0)).quantize(Decimal("0.1")),
             "p99_latency_ms": Decimal(str(round(totals.percentiles.get(99) or 0, 1))),
             "error_rate_pct": percent(Decimal(totals.errors), Decimal(totals.requests)),
@@ -233,13 +229,13 @@ def dashboard(organization: Organization, range_days: int, view_mode: str) -> di
         "business": {
             "total_chars_wan": (Decimal(totals.characters) / 10000).quantize(Decimal("0.01")),
             "total_conversations": conversations,
-            "total_cost_rmb": money(totals.cost),
+            "total_cost_rmb": decimal_string(totals.cost),
             "budget_progress_pct": budget_pct,
             "capacity_status": _capacity(rpm_pct, budget_pct),
             "service_status": _service_status(organization),
             "team_cost_ranking": [
                 {"team_id": str(teams[row.group["department"]].uuid), "team_name": teams[row.group["department"]].name,
-                 "cost_rmb": money(row.cost), "conversations": row.conversations} for row in ranking],
+                 "cost_rmb": decimal_string(row.cost), "conversations": row.conversations} for row in ranking],
             "daily_trend": daily_trend,
         },
         "data_freshness": _freshness(organization, end),
