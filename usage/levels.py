@@ -121,11 +121,11 @@ class TimeKey:
     def of(self, epoch_second: int, utc_offset: int, local_day: date) -> int | date:
         """The slot of an event at `epoch_second`, when its organization's clock is `utc_offset`
         seconds ahead of UTC and reads `local_day`."""
-        if self.kind is TimeKind.LOCAL_DAY:
-            return local_day
         if self.kind is TimeKind.EPOCH_SLOT:
             assert self.seconds is not None
             return epoch_second - (epoch_second + (utc_offset if self.organization_clock else 0)) % self.seconds
+        if self.kind is TimeKind.LOCAL_DAY:
+            return local_day
         raise ValueError("raw events keep their own instant")
 
     def bounds(self, start: datetime, end: datetime, zone: zoneinfo.ZoneInfo) -> tuple[Any, Any]:

@@ -275,7 +275,7 @@ def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> 
         with cursor.copy(sql.SQL("COPY {} FROM STDIN").format(staging)) as copy:
             for row in rows:
                 slots = _time_slots(row.timestamp, zones[row.organization_id])
-                copy.write_row((*values_of(row), *slots.values(), *(measure.of_event(row) for measure in _BINNED)))
+                copy.write_row((*values_of(row), *slots.values(), *[measure.of_event(row) for measure in _BINNED]))
         cursor.execute(_fold_statement(), prepare=False)
         returned = cursor.fetchall()
         # Inside a longer transaction the staging rows would outlive this batch; ON COMMIT
