@@ -7,6 +7,7 @@ server; production and CI set DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY and KE
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -168,3 +169,30 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
+# The platform as the seller on every invoice; billing.invoicing snapshots these when it makes one.
+PLATFORM_LEGAL_NAME = env.str("PLATFORM_LEGAL_NAME", default="LLM Portal Platform Ltd.")
+PLATFORM_ADDRESS = env.str("PLATFORM_ADDRESS", default="1 Example Road, Shanghai, China")
+PLATFORM_TAX_ID = env.str("PLATFORM_TAX_ID", default="PLATFORM-TAX-000")
+PLATFORM_BILLING_EMAIL = env.str("PLATFORM_BILLING_EMAIL", default="billing@platform.example")
+
+# Celery beat reads its schedule from the database (django-celery-beat), so operators see and edit
+# it in the admin; the entries below are synced into that table when beat starts.
+INSTALLED_APPS += ["django_celery_beat"]
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE |= {
+    # 02:00 UTC: every organization's month has ended on its own clock by the night after it ends.
+    "nightly-invoices": {
+        "task": "billing.tasks.run_nightly_billing",
+        "schedule": crontab(hour=2, minute=0),
+    },
+    "budget-job-every-5-minutes": {
+        "task": "billing.tasks.run_budget_job",
+        "schedule": 300.0,
+    },
+    # After the invoices: the balances and the night's invoices checked against raw events.
+    "nightly-billing-reconciliation": {
+        "task": "billing.tasks.reconcile_billing",
+        "schedule": crontab(hour=3, minute=0),
+    },
+}
