@@ -243,9 +243,11 @@ def _invoice_account(account: BillingAccount, first_activity: date | None, *, da
         logger.warning("run_billing: org %s was left STARTED by an interrupted or concurrent run; finishing it "
                        "after %s", organization.pk, account.invoiced_through)
     results: list[str] = []
+    if not periods:  # another run settled every period between the first look and the claim
+        BillingAccount.objects.filter(pk=account.pk).update(invoicing_status=BillingAccount.Invoicing.DONE)
     try:
         for period in periods:
-            result, invoice = _invoice_period(account.pk, period, now=now, actor=actor)
+            result, invoice = _invoice_period(account.pk, period, last=period == periods[-1], now=now, actor=actor)
             results.append(result)
             if invoice is not None:
                 outcome.invoice_nos.append(invoice.invoice_no)
@@ -260,11 +262,10 @@ def _invoice_account(account: BillingAccount, first_activity: date | None, *, da
     finally:
         report.empty_periods += results.count(EMPTY)
         report.already_invoiced += results.count(ALREADY_INVOICED)
-    BillingAccount.objects.filter(pk=account.pk).update(invoicing_status=BillingAccount.Invoicing.DONE)
     if outcome.invoice_nos:
         outcome.action = "invoiced"
     empty, already = results.count(EMPTY), results.count(ALREADY_INVOICED)
-    if not results:  # another run settled every period between the first look and the claim
+    if not results:
         outcome.reason = "invoiced by another run"
     elif empty or already:
         outcome.reason = ", ".join(part for part in (
@@ -276,27 +277,32 @@ def _invoice_account(account: BillingAccount, first_activity: date | None, *, da
 INVOICED, EMPTY, ALREADY_INVOICED = "invoiced", "empty", "already_invoiced"
 
 
-def _invoice_period(account_id: int, period: Period, *, now: datetime, actor: Actor) -> tuple[str, Invoice | None]:
-    """Invoice one period in its own transaction, which also moves `invoiced_through` past it.
-    Returns what happened (INVOICED, EMPTY or ALREADY_INVOICED) and the invoice made, if any."""
+def _invoice_period(account_id: int, period: Period, *, last: bool, now: datetime,
+                    actor: Actor) -> tuple[str, Invoice | None]:
+    """Invoice one period in its own transaction, which also moves `invoiced_through` past it and,
+    for the account's `last` pending period, marks the account DONE. Returns what happened
+    (INVOICED, EMPTY or ALREADY_INVOICED) and the invoice made, if any."""
+    done = {"invoicing_status": BillingAccount.Invoicing.DONE} if last else {}
     try:
         with transaction.atomic():
             account = _lock_account(account_id, now)
-            if account.invoiced_through is not None and account.invoiced_through >= period.end:
-                return ALREADY_INVOICED, None
             result, invoice = ALREADY_INVOICED, None
-            if not _invoice_exists(account.organization_id, period):
+            settled = account.invoiced_through is not None and account.invoiced_through >= period.end
+            if not settled and not _invoice_exists(account.organization_id, period):
                 lines = [*plan_fee_lines(account, period), *usage_lines(account.organization, period)]
                 result = INVOICED if lines else EMPTY
                 if lines:
                     invoice = _create_invoice(account, period, lines, now=now, actor=actor)
-            BillingAccount.objects.filter(pk=account_id).update(invoiced_through=period.end)
+            BillingAccount.objects.filter(pk=account_id).update(
+                invoiced_through=max(period.end, account.invoiced_through or period.end), **done)
             return result, invoice
     except IntegrityError:
         # The unique constraint behind the lock: another run committed this period's invoice.
         organization_id = BillingAccount.objects.values_list("organization_id", flat=True).get(pk=account_id)
         if not _invoice_exists(organization_id, period):
             raise
+        if done:
+            BillingAccount.objects.filter(pk=account_id).update(**done)
         return ALREADY_INVOICED, None
 
 
@@ -409,11 +415,12 @@ def _create_invoice(account: BillingAccount, period: Period, lines: list[Invoice
     for line in lines:
         line.invoice = invoice
     InvoiceLine.objects.bulk_create(lines)
-    record_audit(actor=actor, organization=organization, action="invoice.create", target=invoice,
-                 detail={"period_start": period.start.isoformat(), "period_end": period.end.isoformat(),
-                         "amount": str(amount), "currency": account.currency, "lines": len(lines)})
-    if not draft:
-        _issue(invoice, now=now, actor=actor)
+    detail = {"period_start": period.start.isoformat(), "period_end": period.end.isoformat(),
+              "amount": str(amount), "currency": account.currency, "lines": len(lines)}
+    if draft:
+        record_audit(actor=actor, organization=organization, action="invoice.create", target=invoice, detail=detail)
+    else:
+        _issue(invoice, now=now, actor=actor, detail=detail)
     return invoice
 
 
@@ -421,13 +428,17 @@ def _number(now: datetime) -> str:
     return next_number(INVOICE, timezone.localtime(now).year)
 
 
-def _issue(invoice: Invoice, *, now: datetime, actor: Actor) -> None:
+def _issue(invoice: Invoice, *, now: datetime, actor: Actor, detail: dict | None = None) -> None:
+    """Number (if a draft), issue, audit and announce a draft invoice, inside the caller's transaction."""
     if invoice.invoice_no.startswith(DRAFT_PREFIX):
         invoice.invoice_no = _number(now)
     invoice.status, invoice.issued_at = Invoice.Status.ISSUED, now
-    invoice.save(update_fields=["invoice_no", "status", "issued_at"])
+    # A draft has nothing to protect yet: one UPDATE, without the model's read-back of an issued row.
+    if not Invoice.objects.filter(pk=invoice.pk, status=Invoice.Status.DRAFT).update(
+            invoice_no=invoice.invoice_no, status=invoice.status, issued_at=now):
+        raise RuntimeError(f"invoice {invoice.pk} is no longer a draft")  # the callers hold the lock: a bug
     record_audit(actor=actor, organization=invoice.organization, action="invoice.issue", target=invoice,
-                 detail={"invoice_no": invoice.invoice_no})
+                 detail={"invoice_no": invoice.invoice_no, **(detail or {})})
     emit_event(organization=invoice.organization, type="invoice.issued", data={
         "invoice_id": str(invoice.uuid), "invoice_no": invoice.invoice_no,
         "amount": str(round_display_amount(invoice.amount)),
