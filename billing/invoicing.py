@@ -5,21 +5,25 @@ Contract:
   A run at `date` invoices every period that ended before `date` on the organization's clock
   (`period_end < date`) and has really ended there (a `--date` in the future never bills a month
   still running), has usage or falls at least partly within a subscription, and has no invoice
-  yet. The nightly task passes today's UTC date, so an organization west of UTC is invoiced the
-  night after its month ends rather than during its last evening.
+  yet. The nightly task (02:00 UTC) passes today's date on the platform's clock (UTC), so an
+  organization west of UTC is invoiced the night after its month ends rather than during its
+  last evening.
 - Exactly one invoice per organization and period however often and however concurrently it
   runs: each period is invoiced in a transaction of its own that first locks the billing account
   (every other run waits there, then re-checks and finds the work done); the unique constraint
   on (organization, period, currency) backs the lock, and an IntegrityError from it counts as
   "another run made it".
-- Crash-safe (Zulip's `invoicing_status`): a run marks the account STARTED (committed) before
-  its periods and DONE after; each period's transaction moves `invoiced_through` to that period's
-  last day with the invoice. A run killed between two periods or two organizations leaves
-  nothing half-written; the next run resumes after `invoiced_through` and logs that it is
-  finishing an interrupted run. `invoiced_through` is also the watermark that makes a rerun with
-  nothing to do cost a handful of queries: periods up to it are never looked at again, so usage
-  that arrives for a settled period is not invoiced (the reconciliation reports it for invoiced
-  periods, billing.reconciliation).
+- Crash-safe (Zulip's `invoicing_status`): a run marks the account STARTED in a transaction of
+  its own before its periods; each period's transaction moves `invoiced_through` to that
+  period's last day together with the invoice, and the last one marks the account DONE. A run
+  killed between two periods or two organizations leaves nothing half-written; the next run
+  resumes after `invoiced_through` and logs that it is finishing an interrupted run. An
+  organization whose data cannot be invoiced honestly (InvoicingError) is reported as failed and
+  left STARTED, and the run goes on with the others; any other exception stops the run.
+- `invoiced_through` is also the watermark that makes a rerun with nothing to do cost two
+  queries: periods up to it are never looked at again, so usage that arrives for a settled
+  period is not invoiced (the reconciliation reports it for invoiced periods,
+  billing.reconciliation).
 
 Lines and totals:
 - `plan_fee`: one per subscription covering part of the period, in the account currency (a plan
