@@ -63,9 +63,7 @@ DROP FUNCTION IF EXISTS billing_refuse_change();
 def _on_postgresql(sql):
     def run(apps, schema_editor):
         if schema_editor.connection.vendor == "postgresql":
-            # params=None: sent as it is. With parameters (even none) the SQL is composed client-side,
-            # and the `%` of RAISE EXCEPTION's format would be read as a placeholder.
-            schema_editor.execute(sql, params=None)
+            schema_editor.execute(sql, params=None)  # the SQL holds % signs: no placeholders
     return run
 
 
