@@ -51,3 +51,8 @@ beat: install
 
 clean:
 	rm -rf $(VENV) db.sqlite3 .test-db.sqlite3* .pytest_cache
+
+# The nightly invoice job at 1,000 organizations (SQLite, or PostgreSQL with DATABASE_URL): bench/RESULTS.md.
+.PHONY: bench-billing
+bench-billing: install
+	$(BIN)/python -m bench.billing

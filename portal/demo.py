@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from billing import budgets as billing_budgets
 from billing import services as billing_services
+from billing.invoicing import run_billing
 from billing.models import Budget, CreditGrant, Model, Plan
 from billing.money import Currency
 from keys import services as key_services
@@ -29,6 +30,7 @@ from portal.models import Department, Member, Organization
 from portal.ram import services as ram
 from portal.ram.system_policies import ADMINISTRATOR_ACCESS, READ_ONLY_ACCESS
 from usage.services import MAX_BATCH
+from usage.timebuckets import local_midnight_of
 
 D = Decimal
 DEMO_PASSWORD = "portal-demo-pass"
@@ -150,9 +152,11 @@ def _reissue_secret(key: InferenceKey | ManagementKey | ServiceToken, kind: Secr
 
 
 @transaction.atomic
-def seed_world() -> dict[str, Any]:
+def seed_world(usage_days: int = 0) -> dict[str, Any]:
     """Catalog, plans, organizations and their people and keys. Returns the --json document
-    (without usage)."""
+    (without usage). A new organization's subscription starts on the first day of the month its
+    `usage_days` of usage begin in (today's month with none), so the demo's invoices are those of
+    the months its usage covers."""
     seed_catalog()
     actor = services.SYSTEM
     token = ServiceToken.objects.filter(name="demo-gateway").first()
@@ -177,9 +181,10 @@ def seed_world() -> dict[str, Any]:
                                           kind="top_up", note="Demo opening top-up",
                                           at=timezone.now() - timedelta(days=60))
         if not organization.subscriptions.filter(status="active").exists():
+            first_day = timezone.now().astimezone(organization.zone).date() - timedelta(days=max(usage_days - 1, 0))
             billing_services.subscribe(
                 actor=actor, organization=organization, plan=Plan.objects.get(code=spec.plan),
-                started_at=timezone.now() - timedelta(days=365),
+                started_at=local_midnight_of(first_day.replace(day=1), organization.zone),
             )
         members = []
         for role in ROLES:
@@ -376,3 +381,8 @@ def seed_budgets() -> None:
         if spent > 0:
             amount = (spent / NEAR_THRESHOLD_PROGRESS).quantize(D("0.01"))
             billing_budgets.update_budget(actor=actor, budget=budget, amount=amount)
+
+
+def seed_invoices() -> int:
+    """The nightly invoice job as of today: the months the demo's usage covers that have ended."""
+    return run_billing(date=timezone.now().date()).invoices_created

@@ -7,6 +7,7 @@ server; production and CI set DATABASE_URL, CELERY_BROKER_URL, SECRET_KEY and KE
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,8 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Celery beat's schedule in the database, shown and edited in the admin (Periodic tasks).
+    "django_celery_beat",
     "portal",
     "keys",
     "billing",
@@ -133,6 +136,12 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# The platform as the seller on every invoice; billing.invoicing snapshots these when it makes one.
+PLATFORM_LEGAL_NAME = env.str("PLATFORM_LEGAL_NAME", default="LLM Portal Platform Ltd.")
+PLATFORM_ADDRESS = env.str("PLATFORM_ADDRESS", default="1 Example Road, Shanghai, China")
+PLATFORM_TAX_ID = env.str("PLATFORM_TAX_ID", default="PLATFORM-TAX-000")
+PLATFORM_BILLING_EMAIL = env.str("PLATFORM_BILLING_EMAIL", default="billing@platform.example")
+
 # Celery: with no broker configured, tasks run eagerly in-process (the no-server default).
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
@@ -152,10 +161,27 @@ CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
+# Beat keeps the schedule in the database (django-celery-beat): the entries below are written
+# into it when beat starts, and operators see, change or pause them in the admin.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "expire-subscriptions": {
         "task": "billing.tasks.expire_subscriptions",
         "schedule": 3600.0,
+    },
+    # 02:00 UTC: every organization's month has ended on its own clock by the night after it ends.
+    "nightly-invoices": {
+        "task": "billing.tasks.run_nightly_billing",
+        "schedule": crontab(hour=2, minute=0),
+    },
+    "budget-job-every-5-minutes": {
+        "task": "billing.tasks.run_budget_job",
+        "schedule": 300.0,
+    },
+    # After the invoices: every balance and issued invoice checked against raw events.
+    "nightly-billing-reconciliation": {
+        "task": "billing.tasks.reconcile_billing",
+        "schedule": crontab(hour=3, minute=0),
     },
 }
 

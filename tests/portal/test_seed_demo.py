@@ -101,3 +101,22 @@ def test_the_demo_shows_budgets_a_grant_about_to_expire_and_a_charged_ledger():
         entries = sum(LedgerEntry.objects.filter(organization=organization).values_list("amount", flat=True))
         used = sum(UsageEvent.objects.filter(organization=organization).values_list("cost", flat=True))
         assert used > 0 and BillingAccount.objects.get(organization=organization).balance == entries - used
+
+
+@pytest.mark.django_db
+def test_the_demo_invoices_the_ended_months_its_usage_covers_and_none_without_usage():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from billing.models import Invoice
+
+    _seed("--days", "0")
+    assert not Invoice.objects.exists()
+    _seed("--days", "40")  # on any day of a month, 40 days reach into at least one ended month
+    acme = Organization.objects.get(slug="acme")
+    invoices = Invoice.objects.filter(organization=acme)
+    assert invoices.exists() and all(invoice.status == "issued" for invoice in invoices)
+    today = timezone.now().astimezone(acme.zone).date()
+    assert all(invoice.period_end < today for invoice in invoices)
+    assert all(invoice.period_start >= today - timedelta(days=70) for invoice in invoices)

@@ -19,7 +19,7 @@ class Command(BaseCommand):
         if days < 0:
             self.stderr.write("--days must be 0 or more")
             sys.exit(2)
-        document = demo.seed_world()
+        document = demo.seed_world(usage_days=days)
         demo.seed_grants()
         accepted = duplicates = 0
         if days:
@@ -33,11 +33,12 @@ class Command(BaseCommand):
 
                 accepted, duplicates = demo.generate_usage(days, on_unit_done=advance)
         demo.seed_budgets()
+        invoices = demo.seed_invoices() if days else 0  # --days 0: no usage, no invoice (API.md §10)
         if json:
             self.stdout.write(_json_dumps(document))
             return
         self.stdout.write(self.style.SUCCESS(
-            f"Demo ready: {accepted} usage events stored, {duplicates} already present."))
+            f"Demo ready: {accepted} usage events stored, {duplicates} already present, {invoices} invoices issued."))
         self.stdout.write(f"Platform superuser: {demo.PLATFORM_ADMIN} / {demo.DEMO_PASSWORD}")
         self.stdout.write(f"Service token (gateway): {document['service_token']}")
         for org in document["orgs"]:
