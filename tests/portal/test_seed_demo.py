@@ -97,6 +97,7 @@ def test_the_demo_shows_budgets_a_grant_about_to_expire_and_a_charged_ledger():
         assert near.budget.hard_limit and Decimal(70) <= near.progress_pct < Decimal(80)
         welcome = CreditGrant.objects.get(organization=organization, note="Welcome credit")
         assert timezone.now() < welcome.expires_at <= timezone.now() + timedelta(days=5)
+        assert welcome.remaining == welcome.amount and welcome.status == "active"  # there to expire
         # Summed in Python: SQLite would sum decimals as floats.
         entries = sum(LedgerEntry.objects.filter(organization=organization).values_list("amount", flat=True))
         used = sum(UsageEvent.objects.filter(organization=organization).values_list("cost", flat=True))
