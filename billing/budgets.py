@@ -75,6 +75,10 @@ class BudgetState:
     def progress_pct(self) -> Decimal:
         return round_display_amount(Decimal(100) * self.spent / self.budget.amount)
 
+    def reached(self, percent: int) -> bool:
+        """Whether spending has reached `percent` of the amount, exactly (not the rounded figure)."""
+        return self.spent * 100 >= self.budget.amount * percent
+
     @property
     def exhausted(self) -> bool:
         return self.spent >= self.budget.amount or self.budget.exhausted_period == self.period.first_day
@@ -84,7 +88,7 @@ class BudgetState:
         if self.exhausted:
             return "exhausted"
         thresholds = [t for t in self.budget.thresholds if t < 100]
-        return "warning" if thresholds and self.progress_pct >= min(thresholds) else "ok"
+        return "warning" if thresholds and self.reached(min(thresholds)) else "ok"
 
 
 def spent_in(budget: Budget, period: Period, now: datetime) -> Decimal:
@@ -198,8 +202,12 @@ def _enforce(budget: Budget, now: datetime) -> bool:
     state = budget_state(budget, now)
     if budget.exhausted_period == state.period.first_day or state.spent < budget.amount:
         return False
-    Budget.objects.filter(pk=budget.pk).update(exhausted_period=state.period.first_day)
+    # Conditional, so a caller holding a stale copy of the row never marks (and announces) twice.
+    marked = (Budget.objects.filter(pk=budget.pk).exclude(exhausted_period=state.period.first_day)
+              .update(exhausted_period=state.period.first_day))
     budget.exhausted_period = state.period.first_day
+    if not marked:
+        return False
     _forget_keys_under(budget)
     emit_event(organization=budget.organization, type=Webhook.Event.BUDGET_EXHAUSTED,
                data=_event_data(state, threshold=100))
@@ -292,20 +300,24 @@ def run_budget_job(*, now: datetime | None = None) -> BudgetJobReport:
     ended. Every step is idempotent: a rerun (or a concurrent run) sends nothing twice."""
     now = now or timezone.now()
     report = BudgetJobReport(grants_expired=expire_grants(now=now))
-    for budget in Budget.objects.select_related("organization", "department", "key").order_by("pk"):
+    for pk in Budget.objects.order_by("pk").values_list("pk", flat=True):
         report.budgets += 1
-        state = budget_state(budget, now)
-        if budget.exhausted_period is not None and budget.exhausted_period != state.period.first_day:
-            with transaction.atomic():
-                Budget.objects.filter(pk=budget.pk).update(exhausted_period=None)
-                _forget_keys_under(budget)
-            budget.exhausted_period = None
-            report.reopened += 1
-        for threshold in budget.thresholds:
-            if state.progress_pct >= threshold:
-                report.alerts += _alert(state, threshold)
         with transaction.atomic():
+            # Re-read under the row's lock: a batch may have marked it since the job started.
+            budget = (Budget.objects.select_for_update(of=("self",))
+                      .select_related("organization", "department", "key").filter(pk=pk).first())
+            if budget is None:
+                continue  # deleted meanwhile
+            state = budget_state(budget, now)
+            if budget.exhausted_period is not None and budget.exhausted_period != state.period.first_day:
+                Budget.objects.filter(pk=pk, exhausted_period=budget.exhausted_period).update(exhausted_period=None)
+                _forget_keys_under(budget)
+                budget.exhausted_period = None
+                report.reopened += 1
             report.exhausted += _enforce(budget, now)
+        for threshold in budget.thresholds:
+            if state.reached(threshold):
+                report.alerts += _alert(state, threshold)
     logger.info("budget job at %s: %d budgets, %d alerts, %d exhausted, %d reopened, %d grants expired",
                 now.isoformat(), report.budgets, report.alerts, report.exhausted, report.reopened,
                 report.grants_expired)

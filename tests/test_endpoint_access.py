@@ -226,3 +226,15 @@ def test_dora_who_manages_research_keys_only_is_refused_everything_else(acme):
         assert "support-walk-key" not in names
     assert dora.get(f"/api/v1/gateway/keys/{support_key.uuid}").status_code == 403
     assert dora.get(f"/api/v1/gateway/keys/{key.uuid}").status_code == 200
+
+
+def test_head_is_decided_exactly_as_get(acme):
+    """Django answers HEAD with the GET handler, so HEAD must never skip the decision GET gets."""
+    world, key, _ = acme
+    for persona in (world.dora, world.bob, world.alice):
+        client = client_for(persona)
+        for name, method, url, body in _calls(acme):
+            if method != "GET":
+                continue
+            got, head = client.get(url, body), client.head(url, body)
+            assert head.status_code == got.status_code, (persona, name, got.status_code, head.status_code)

@@ -21,7 +21,7 @@ from keys.api.serializers import (
 )
 from keys.models import InferenceKey
 from portal.api.errors import FieldProblem, InvalidRequest
-from portal.api.permissions import RamTarget, narrowed_list, whole_collection
+from portal.api.permissions import RamTarget, decided_method, narrowed_list, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body, parse_query
 from portal.api.views import request_actor as actor_of
@@ -62,7 +62,7 @@ class KeyListCreateView(OrganizationKeys, RamAPIView):
     ram_actions = {"GET": "keys:ListKeys", "POST": "keys:CreateKey"}
 
     def ram_resource(self, request):
-        if request.method == "GET":
+        if decided_method(request) == "GET":
             return narrowed_list(self, request)
         # A new key is checked against the department it is created in, before the rest of the
         # body is validated (a caller who may not create keys learns nothing about the catalog).

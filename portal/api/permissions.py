@@ -134,8 +134,14 @@ def narrowed_list(view, request) -> _Decided:
 
 # --- deciding -------------------------------------------------------------------------------------
 
+def decided_method(request) -> str:
+    """The method whose action decides: HEAD runs the GET handler (Django maps it), so it is
+    decided exactly as GET."""
+    return "GET" if request.method == "HEAD" else request.method
+
+
 def view_action(request, view) -> Action:
-    return get_action(view.ram_actions[request.method])
+    return get_action(view.ram_actions[decided_method(request)])
 
 
 def key_scopes(request) -> list[str]:
@@ -191,8 +197,12 @@ def restrict(request, action: Action, queryset: QuerySet, *, department_field: s
 
 class RamPermission(BasePermission):
     def has_permission(self, request, view) -> bool:
-        if request.method not in view.ram_actions:
-            return True  # DRF answers 405 for a method the view does not have
+        method = decided_method(request)
+        if method not in view.ram_actions:
+            if method == "OPTIONS" or not hasattr(view, method.lower()):
+                return True  # DRF's metadata answer, or its 405 for a method the view does not have
+            # A handler with no declared action (the endpoint walk forbids it) runs for nobody.
+            raise RamDenied(f"undeclared:{method}", "*", "ImplicitDeny")
         action = view_action(request, view)
         if action.platform_only:
             if not isinstance(request.user, PlatformUser):

@@ -234,3 +234,35 @@ def test_charlie_never_sees_acmes_budgets_or_grants(world):
         assert response.status_code == 404
     budget.refresh_from_db()
     assert budget.amount == Decimal(10)
+
+
+def test_a_threshold_is_reached_by_the_exact_spending_not_the_rounded_percent(world, model):
+    key, _ = factories.make_inference_key(world.research)
+    with time_machine.travel(MARCH_10, tick=False):
+        # 0.004 of 0.00500031 is 79.9950 %: shown as 80.00 %, but the 80 % threshold is not reached.
+        budget = _budget(world, "0.00500031", thresholds=[80])
+        _spend(key, model, 2, MARCH_10 - timedelta(hours=1))
+        assert run_budget_job().alerts == 0
+        assert budget_body_progress(budget) == "80.00"
+        budget.amount = Decimal("0.005")
+        budget.save()
+        assert run_budget_job().alerts == 1  # exactly 80 %
+
+
+def budget_body_progress(budget) -> str:
+    from billing.budgets import budget_state
+
+    return str(budget_state(budget).progress_pct)
+
+
+def test_a_stale_copy_of_a_hard_budget_never_announces_it_twice(world, model):
+    from billing.budgets import _enforce
+
+    key, _ = factories.make_inference_key(world.research)
+    with time_machine.travel(MARCH_10, tick=False):
+        budget = _budget(world, "0.002", hard_limit=True)
+        stale = Budget.objects.get(pk=budget.pk)  # read before the crossing, as a running job would have
+        _spend(key, model, 1, MARCH_10 - timedelta(hours=1))  # the batch marks it
+        assert _enforce(stale, MARCH_10) is False
+        assert run_budget_job().exhausted == 0
+    assert WebhookEvent.objects.filter(type="budget.exhausted").count() == 1
