@@ -21,7 +21,7 @@ under way (each ≤ 1000 events); bench/billing_overshoot.py measures it.
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -33,6 +33,7 @@ from django.utils import timezone
 from billing.ledger import expire_grants
 from billing.models import BillingAccount, Budget, BudgetAlert, Webhook
 from billing.money import ZERO, decimal_string, round_display_amount
+from billing.periods import Period
 from billing.selectors import month_to_date_cost
 from billing.webhooks import emit_event
 from keys.models import InferenceKey
@@ -45,24 +46,6 @@ from usage.timebuckets import local_midnight_of
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = (50, 80, 100)
-
-
-@dataclass(frozen=True)
-class Period:
-    """A calendar month in an organization's timezone: dates inclusive, instants half-open."""
-
-    first_day: date
-    last_day: date
-    start: datetime
-    end: datetime
-
-    @classmethod
-    def containing(cls, organization: Organization, moment: datetime) -> "Period":
-        zone = organization.zone
-        first = moment.astimezone(zone).date().replace(day=1)
-        following = (first + timedelta(days=32)).replace(day=1)
-        return cls(first, following - timedelta(days=1), local_midnight_of(first, zone),
-                   local_midnight_of(following, zone))
 
 
 @dataclass(frozen=True)
@@ -81,7 +64,7 @@ class BudgetState:
 
     @property
     def exhausted(self) -> bool:
-        return self.spent >= self.budget.amount or self.budget.exhausted_period == self.period.first_day
+        return self.spent >= self.budget.amount or self.budget.exhausted_period == self.period.start
 
     @property
     def status(self) -> str:
@@ -95,19 +78,20 @@ def spent_in(budget: Budget, period: Period, now: datetime) -> Decimal:
     """The budget's target's cost in the period so far (up to the end of today, whole local days,
     so the day-level rollups answer)."""
     organization = budget.organization
+    period_start, period_end = period.bounds(organization.zone)
     today_end = local_midnight_of(now.astimezone(organization.zone).date() + timedelta(days=1), organization.zone)
-    end = min(period.end, max(today_end, period.start + timedelta(days=1)))
+    end = min(period_end, max(today_end, period_start + timedelta(days=1)))
     filters: dict = {}
     if budget.scope == Budget.Scope.DEPARTMENT:
         filters["departments"] = (budget.department_id,)
     elif budget.scope == Budget.Scope.KEY:
         filters["keys"] = (budget.key_id,)
-    return for_organization(organization).total(period.start, end, **filters).cost
+    return for_organization(organization).total(period_start, end, **filters).cost
 
 
 def budget_state(budget: Budget, now: datetime | None = None) -> BudgetState:
     now = now or timezone.now()
-    period = Period.containing(budget.organization, now)
+    period = Period.of(budget.organization, now)
     return BudgetState(budget, period, spent_in(budget, period, now))
 
 
@@ -200,18 +184,18 @@ def _enforce(budget: Budget, now: datetime) -> bool:
     if not budget.hard_limit:
         return False
     state = budget_state(budget, now)
-    if budget.exhausted_period == state.period.first_day or state.spent < budget.amount:
+    if budget.exhausted_period == state.period.start or state.spent < budget.amount:
         return False
     # Conditional, so a caller holding a stale copy of the row never marks (and announces) twice.
-    marked = (Budget.objects.filter(pk=budget.pk).exclude(exhausted_period=state.period.first_day)
-              .update(exhausted_period=state.period.first_day))
-    budget.exhausted_period = state.period.first_day
+    marked = (Budget.objects.filter(pk=budget.pk).exclude(exhausted_period=state.period.start)
+              .update(exhausted_period=state.period.start))
+    budget.exhausted_period = state.period.start
     if not marked:
         return False
     _forget_keys_under(budget)
     emit_event(organization=budget.organization, type=Webhook.Event.BUDGET_EXHAUSTED,
                data=_event_data(state, threshold=100))
-    logger.info("budget %s exhausted for %s: spent %s of %s %s", budget.uuid, state.period.first_day,
+    logger.info("budget %s exhausted for %s: spent %s of %s %s", budget.uuid, state.period.start,
                 state.spent, budget.amount, budget.currency)
     return True
 
@@ -233,11 +217,11 @@ def enforce_hard_limits(organization_ids: Iterable[int], *, now: datetime | None
 def exhausted_for_key(key: InferenceKey, *, now: datetime | None = None) -> bool:
     """Whether a hard budget over `key` (its organization's, its department's, its own) is spent
     for the current period. One indexed query; the verify cache keeps the answer."""
-    period = Period.containing(key.organization, now or timezone.now())
+    period = Period.of(key.organization, now or timezone.now())
     return Budget.objects.filter(
         Q(scope=Budget.Scope.ORGANIZATION) | Q(scope=Budget.Scope.DEPARTMENT, department_id=key.department_id)
         | Q(scope=Budget.Scope.KEY, key_id=key.pk),
-        organization_id=key.organization_id, hard_limit=True, exhausted_period=period.first_day,
+        organization_id=key.organization_id, hard_limit=True, exhausted_period=period.start,
     ).exists()
 
 
@@ -270,7 +254,7 @@ def _event_data(state: BudgetState, threshold: int) -> dict:
     return {"budget_id": str(budget.uuid), "scope": budget.scope, "target_id": str(target) if target else None,
             "threshold": threshold, "amount": decimal_string(budget.amount),
             "spent": decimal_string(state.spent), "currency": budget.currency,
-            "period_start": state.period.first_day.isoformat()}
+            "period_start": state.period.start.isoformat()}
 
 
 def _alert(state: BudgetState, threshold: int) -> bool:
@@ -278,7 +262,7 @@ def _alert(state: BudgetState, threshold: int) -> bool:
     budget = state.budget
     try:
         with transaction.atomic():
-            BudgetAlert.objects.create(budget=budget, period_start=state.period.first_day, threshold=threshold,
+            BudgetAlert.objects.create(budget=budget, period_start=state.period.start, threshold=threshold,
                                        spent=state.spent)
             emit_event(organization=budget.organization, type=Webhook.Event.BUDGET_THRESHOLD,
                        data=_event_data(state, threshold))
@@ -290,7 +274,7 @@ def _alert(state: BudgetState, threshold: int) -> bool:
         send_mail(
             subject=f"[{budget.organization.name}] {threshold}% of your {budget.scope} budget used",
             message=(f"{round_display_amount(state.spent)} of {round_display_amount(budget.amount)} "
-                     f"{budget.currency} spent in the period starting {state.period.first_day:%Y-%m-%d}."),
+                     f"{budget.currency} spent in the period starting {state.period.start:%Y-%m-%d}."),
             from_email=settings.DEFAULT_FROM_EMAIL, recipient_list=[email], fail_silently=True)
     return True
 
@@ -309,7 +293,7 @@ def run_budget_job(*, now: datetime | None = None) -> BudgetJobReport:
             if budget is None:
                 continue  # deleted meanwhile
             state = budget_state(budget, now)
-            if budget.exhausted_period is not None and budget.exhausted_period != state.period.first_day:
+            if budget.exhausted_period is not None and budget.exhausted_period != state.period.start:
                 Budget.objects.filter(pk=pk, exhausted_period=budget.exhausted_period).update(exhausted_period=None)
                 _forget_keys_under(budget)
                 budget.exhausted_period = None

@@ -70,13 +70,13 @@ from django.utils import timezone
 from billing.models import BillingAccount, Invoice, InvoiceLine, Model, Subscription
 from billing.money import ZERO, round_display_amount, round_event_amount
 from billing.numbering import INVOICE, next_number
+from billing.periods import Period
 from billing.webhooks import emit_event
 from portal.models import Organization
 from portal.services import SYSTEM, Actor, record_audit
 from usage.models import UsageModelDaily
 from usage.query import for_organization
 from usage.selectors import objects_named_in
-from usage.timebuckets import local_midnight_of
 
 __all__ = ["AccountOutcome", "InvoicingError", "Period", "RunReport", "run_billing", "usage_lines"]
 
@@ -88,34 +88,6 @@ USAGE_SUMS = ("prompt_tokens", "completion_tokens", "image_count", "video_second
 
 class InvoicingError(Exception):
     """The organization's data does not allow an honest invoice (the run goes on with the others)."""
-
-
-@dataclass(frozen=True, order=True)
-class Period:
-    """A calendar month of the organization's clock: its first and last day (both inclusive)."""
-
-    start: date
-    end: date
-
-    @classmethod
-    def containing(cls, day: date) -> "Period":
-        first = day.replace(day=1)
-        following = (first + timedelta(days=32)).replace(day=1)
-        return cls(first, following - timedelta(days=1))
-
-    @property
-    def days(self) -> int:
-        return (self.end - self.start).days + 1
-
-    def next(self) -> "Period":
-        return Period.containing(self.end + timedelta(days=1))
-
-    def previous(self) -> "Period":
-        return Period.containing(self.start - timedelta(days=1))
-
-    def bounds(self, zone) -> tuple[datetime, datetime]:
-        """[start, end): the local midnights around the month (23- or 25-hour days included)."""
-        return local_midnight_of(self.start, zone), local_midnight_of(self.end + timedelta(days=1), zone)
 
 
 @dataclass

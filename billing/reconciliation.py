@@ -21,9 +21,9 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from billing.invoicing import Period
 from billing.models import BillingAccount, Invoice, InvoiceLine, LedgerEntry
 from billing.money import ZERO
+from billing.periods import Period
 from portal.models import Organization
 from usage.query import RAW, UsageQuery, run
 

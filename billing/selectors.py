@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from billing.models import BillingAccount, LedgerEntry, Subscription
 from billing.money import ZERO
+from billing.periods import Period
 from portal.models import Organization
 from usage.query import for_organization, total_cost_ever
 from usage.timebuckets import local_midnight_of
@@ -31,8 +32,7 @@ def current_subscription(organization: Organization) -> Subscription | None:
 
 def month_start(organization: Organization, now: datetime | None = None) -> datetime:
     """The start of the current calendar month in the organization's timezone."""
-    local = (now or timezone.now()).astimezone(organization.zone)
-    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return Period.of(organization, now or timezone.now()).bounds(organization.zone)[0]
 
 
 def month_to_date_cost(organization: Organization, now: datetime | None = None) -> Decimal:

@@ -22,6 +22,7 @@ from billing import services as billing_services
 from billing.invoicing import run_billing
 from billing.models import Budget, CreditGrant, Model, Plan
 from billing.money import Currency
+from billing.periods import Period
 from keys import services as key_services
 from keys.hashing import SecretKind, display_prefix, generate_secret, hash_secret
 from keys.models import InferenceKey, ManagementKey, ServiceToken
@@ -30,7 +31,6 @@ from portal.models import Department, Member, Organization
 from portal.ram import services as ram
 from portal.ram.system_policies import ADMINISTRATOR_ACCESS, READ_ONLY_ACCESS
 from usage.services import MAX_BATCH
-from usage.timebuckets import local_midnight_of
 
 D = Decimal
 DEMO_PASSWORD = "portal-demo-pass"
@@ -184,7 +184,7 @@ def seed_world(usage_days: int = 0) -> dict[str, Any]:
             first_day = timezone.now().astimezone(organization.zone).date() - timedelta(days=max(usage_days - 1, 0))
             billing_services.subscribe(
                 actor=actor, organization=organization, plan=Plan.objects.get(code=spec.plan),
-                started_at=local_midnight_of(first_day.replace(day=1), organization.zone),
+                started_at=Period.containing(first_day).bounds(organization.zone)[0],
             )
         members = []
         for role in ROLES:

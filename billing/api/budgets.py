@@ -79,8 +79,8 @@ def budget_body(budget: Budget) -> dict:
     target = budget.department.uuid if budget.department_id else (budget.key.uuid if budget.key_id else None)
     return {"id": str(budget.uuid), "scope": budget.scope, "target_id": str(target) if target else None,
             "amount": decimal_string(budget.amount), "currency": budget.currency, "thresholds": budget.thresholds,
-            "hard_limit": budget.hard_limit, "period_start": state.period.first_day,
-            "period_end": state.period.last_day, "spent": decimal_string(state.spent),
+            "hard_limit": budget.hard_limit, "period_start": state.period.start,
+            "period_end": state.period.end, "spent": decimal_string(state.spent),
             "progress_pct": str(state.progress_pct), "status": state.status, "created_at": budget.created_at}
 
 

@@ -5,7 +5,7 @@ Money is a decimal string; `*_rmb` and line amounts are rounded half-up to 2 pla
 billing.money and carry the invoice's currency, whatever it is. An invoice is checked as
 `acs:billing:*:<org_id>:invoice/<id>`; another organization's invoice is not found (404)."""
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from django.core import signing
@@ -24,13 +24,13 @@ from billing.credit_notes import CreditNoteRefused, issue_credit_note
 from billing.models import CreditNote, Invoice, InvoiceLine
 from billing.money import ZERO, decimal_string
 from billing.pdf import invoice_pdf_filename, render_invoice_pdf
+from billing.periods import Period
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import AIONE_ERRORS, aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body, parse_query, request_actor
 from usage.models import UsageEvent
 from usage.selectors import events_in
-from usage.timebuckets import local_midnight_of
 
 _S = serializers
 EVENTS_CURSOR_SALT = "billing.invoice-line-events"
@@ -165,9 +165,7 @@ def credit_note_body(note: CreditNote) -> dict:
 
 def invoice_period_bounds(invoice: Invoice) -> tuple[datetime, datetime]:
     """[start, end) of the invoice's period: local midnights in the organization's timezone."""
-    zone = invoice.organization.zone
-    return (local_midnight_of(invoice.period_start, zone),
-            local_midnight_of(invoice.period_end + timedelta(days=1), zone))
+    return Period(invoice.period_start, invoice.period_end).bounds(invoice.organization.zone)
 
 
 def line_events(line: InvoiceLine, *, limit: int, after: tuple[datetime, int] | None) -> tuple[list[UsageEvent], bool]:
