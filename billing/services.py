@@ -2,7 +2,6 @@
 billing accounts."""
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -17,7 +16,6 @@ from billing.models import BillingAccount, CreditGrant, Model, Plan, Price, Subs
 from billing.money import ZERO
 from portal.models import Organization
 from portal.services import Actor, record_audit
-from usage.models import UsageEvent
 from usage.services import IngestResult, ingest_events
 
 logger = logging.getLogger(__name__)
@@ -134,12 +132,7 @@ def record_usage(events: Sequence[Any]) -> IngestResult:
 
     Everything that reports usage goes through here: the gateway's ingestion endpoint, the demo."""
     result = ingest_events(events)
-    if result.inserted_ids:
-        # Summed in Python, exactly (SQLite would sum decimals as floats).
-        charges: dict[int, Decimal] = defaultdict(Decimal)
-        for organization_id, cost in UsageEvent.objects.filter(pk__in=result.inserted_ids).values_list(
-                "organization_id", "cost"):
-            charges[organization_id] += cost
-        charge_usage(charges)
-        enforce_hard_limits(charges)
+    if result.charges:
+        charge_usage(result.charges)
+        enforce_hard_limits(result.charges)
     return result

@@ -9,8 +9,9 @@ same batch at once still store each event once, and we learn exactly which rows 
 
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -114,6 +115,8 @@ class IngestResult:
     accepted: int
     duplicates: int
     inserted_ids: tuple[int, ...]
+    # The cost of the newly stored events, by organization: what billing charges (duplicates cost nothing).
+    charges: dict[int, Decimal] = field(default_factory=dict)
 
 
 def _is_int(value: Any) -> bool:
@@ -222,12 +225,16 @@ def ingest_events(events: Sequence[Any]) -> IngestResult:
     rows = _rate_events(clean, _look_up_references(clean), errors)
     if errors:
         raise IngestValidationError(errors)
-    inserted_ids = [row.pk for row in _store_new(rows)]
+    stored = _store_new(rows)
+    charges: dict[int, Decimal] = defaultdict(Decimal)
+    for row in stored:
+        charges[row.organization_id] += row.cost
     # Replays (already stored) and repeats within this batch both count as duplicates.
     return IngestResult(
-        accepted=len(inserted_ids),
-        duplicates=len(events) - len(inserted_ids),
-        inserted_ids=tuple(inserted_ids),
+        accepted=len(stored),
+        duplicates=len(events) - len(stored),
+        inserted_ids=tuple(row.pk for row in stored),
+        charges=dict(charges),
     )
 
 
