@@ -21,7 +21,7 @@ under way (each ≤ 1000 events); bench/billing_overshoot.py measures it.
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
@@ -34,14 +34,12 @@ from billing.ledger import expire_grants
 from billing.models import BillingAccount, Budget, BudgetAlert, Webhook
 from billing.money import ZERO, decimal_string, round_display_amount
 from billing.periods import Period
-from billing.selectors import month_to_date_cost
+from billing.selectors import month_to_date_cost, period_cost
 from billing.webhooks import emit_event
 from keys.models import InferenceKey
 from keys.services import forget_verification
 from portal.models import Department, Organization
 from portal.services import Actor, record_audit
-from usage.query import for_organization
-from usage.timebuckets import local_midnight_of
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +73,13 @@ class BudgetState:
 
 
 def spent_in(budget: Budget, period: Period, now: datetime) -> Decimal:
-    """The budget's target's cost in the period so far (up to the end of today, whole local days,
-    so the day-level rollups answer)."""
-    organization = budget.organization
-    period_start, period_end = period.bounds(organization.zone)
-    today_end = local_midnight_of(now.astimezone(organization.zone).date() + timedelta(days=1), organization.zone)
-    end = min(period_end, max(today_end, period_start + timedelta(days=1)))
+    """The budget's target's cost in the period so far."""
     filters: dict = {}
     if budget.scope == Budget.Scope.DEPARTMENT:
         filters["departments"] = (budget.department_id,)
     elif budget.scope == Budget.Scope.KEY:
         filters["keys"] = (budget.key_id,)
-    return for_organization(organization).total(period_start, end, **filters).cost
+    return period_cost(budget.organization, period, now, **filters)
 
 
 def budget_state(budget: Budget, now: datetime | None = None) -> BudgetState:

@@ -30,17 +30,20 @@ def current_subscription(organization: Organization) -> Subscription | None:
     )
 
 
-def month_start(organization: Organization, now: datetime | None = None) -> datetime:
-    """The start of the current calendar month in the organization's timezone."""
-    return Period.of(organization, now or timezone.now()).bounds(organization.zone)[0]
+def period_cost(organization: Organization, period: Period, now: datetime, **filters) -> Decimal:
+    """What the organization (or, with engine filters, its departments or keys) has spent in
+    `period` up to the end of today: whole local days, so the day-level rollups answer."""
+    zone = organization.zone
+    start, end = period.bounds(zone)
+    today_end = local_midnight_of(now.astimezone(zone).date() + timedelta(days=1), zone)
+    return for_organization(organization).total(start, min(end, max(today_end, start + timedelta(days=1))),
+                                                **filters).cost
 
 
 def month_to_date_cost(organization: Organization, now: datetime | None = None) -> Decimal:
     """This calendar month's cost so far, in the account's currency (from the query engine)."""
     now = now or timezone.now()
-    # Up to the end of today (local): whole days, so the per-day rollup answers it.
-    tomorrow = local_midnight_of(now.astimezone(organization.zone).date() + timedelta(days=1), organization.zone)
-    return for_organization(organization).total(month_start(organization, now), tomorrow).cost
+    return period_cost(organization, Period.of(organization, now), now)
 
 
 @dataclass(frozen=True)
