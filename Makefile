@@ -12,11 +12,13 @@ DAYS ?= 30
 
 .PHONY: install demo serve test lint bench worker beat clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml package.json package-lock.json
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is required (Django 6)." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@# Chart.js for the portal's charts, from the npm registry at the locked version (served by WhiteNoise).
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 install: $(BIN)/.installed

@@ -7,6 +7,8 @@ half-up to 2. Nothing else in the code base quantizes money.
 
 from decimal import ROUND_HALF_UP, Decimal
 
+from babel import Locale, numbers
+
 from django.db import models
 
 
@@ -37,6 +39,20 @@ def round_event_amount(amount: Decimal) -> Decimal:
 def round_display_amount(amount: Decimal) -> Decimal:
     """Invoice lines and display fields: 2 places, half-up."""
     return amount.quantize(DISPLAY_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def format_money(amount: Decimal, currency: str, locale: str, *, per_event: bool = False) -> str:
+    """Money as people read it: the locale's digits, separators and currency sign, with 2 places
+    (all 8 for a single event's cost, where the cents would hide it). `locale` is a CLDR name
+    ("en", "zh_Hans", "ar")."""
+    places = EVENT_QUANTUM if per_event else DISPLAY_QUANTUM
+    rounded = amount.quantize(places, rounding=ROUND_HALF_UP)
+    pattern = None
+    if per_event:
+        # The locale's own pattern, with as many fraction digits as a per-event cost keeps.
+        standard = Locale.parse(locale).currency_formats["standard"]
+        pattern = standard.pattern.replace("0.00", "0." + "0" * AMOUNT_DECIMAL_PLACES)
+    return numbers.format_currency(rounded, currency, format=pattern, locale=locale, currency_digits=False)
 
 
 def decimal_string(amount: Decimal) -> str:

@@ -18,7 +18,8 @@ from portal.selectors import member_of
 
 def admin_organization(request: HttpRequest) -> Organization | None:
     """The organization whose rows an org admin manages, or None for non-admins."""
-    member = member_of(request.user)
+    # The member the session acts as (PortalMemberMiddleware: the organization the switcher chose).
+    member = getattr(request, "portal_member", None) or member_of(request.user)
     if member is None or not member.is_org_admin or not request.user.is_staff:
         return None
     return member.organization

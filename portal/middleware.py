@@ -1,7 +1,15 @@
-"""Server-Timing: every response says how long the server spent on it (`app;dur=<ms>`), so
+"""Middleware of every request.
+
+Server-Timing: every response says how long the server spent on it (`app;dur=<ms>`), so
 clients, load tests and benchmarks read server time without network noise."""
 
 import time
+import zoneinfo
+
+from django.conf import settings
+from django.utils import timezone, translation
+
+from portal.selectors import member_of
 
 
 class ServerTimingMiddleware:
@@ -13,3 +21,40 @@ class ServerTimingMiddleware:
         response = self.get_response(request)
         response["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.3f}"
         return response
+
+
+class PortalMemberMiddleware:
+    """For a logged-in session: the member it acts as (the organization the switcher chose, kept in
+    the session), that member's language when they set one, and the clock pages are shown in.
+
+    Times are shown in the organization's zone; a viewer who switched to their own zone (the
+    browser's, sent in the `viewer_tz` cookie) sees that one instead. Requests with no session user
+    (API keys, anonymous) pay nothing here."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        member = None
+        if request.user.is_authenticated:
+            member = member_of(request.user, request.session.get(settings.SESSION_ORGANIZATION_KEY))
+        request.portal_member = member
+        if member is not None:
+            if member.language:
+                translation.activate(member.language)
+                request.LANGUAGE_CODE = translation.get_language()
+            timezone.activate(viewing_zone(request, member.organization))
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()
+
+
+def viewing_zone(request, organization) -> zoneinfo.ZoneInfo:
+    """The organization's zone, or the viewer's own when they chose it and their browser's is valid."""
+    if request.session.get("portal_zone") == "viewer":
+        try:
+            return zoneinfo.ZoneInfo(request.COOKIES.get("viewer_tz", ""))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+    return organization.zone

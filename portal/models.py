@@ -112,7 +112,11 @@ class Department(models.Model):
 
 
 class Member(models.Model):
-    """A Django user inside one organization; owners and admins also use the Django admin."""
+    """A Django user inside one organization; owners and admins also use the Django admin.
+
+    One user may be a member of several organizations (a consultant, a parent company's
+    platform team): one Member row per organization, and the portal's switcher chooses which
+    one a session acts as."""
 
     class Role(models.TextChoices):
         OWNER = "owner"
@@ -120,13 +124,18 @@ class Member(models.Model):
         MEMBER = "member"
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="member")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="members")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    # The member's portal language (API.md §11); blank follows the browser (Accept-Language).
+    language = models.CharField(max_length=16, choices=Organization.Language.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["organization", "user__username"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "organization"], name="member_once_per_organization"),
+        ]
 
     def __str__(self) -> str:
         return self.user.get_username()
@@ -169,6 +178,9 @@ class AuditLog(models.Model):
     action = models.CharField(max_length=100)
     target_type = models.CharField(max_length=50)
     target_id = models.CharField(max_length=64)
+    # The object's name when the change was made (API.md §11: the audit page names objects), kept
+    # because the object itself may since have been renamed or deleted.
+    target_name = models.CharField(max_length=200, blank=True)
     detail = models.JSONField(default=dict, blank=True)
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -44,6 +44,7 @@ def record_audit(
         action=action,
         target_type=type(target).__name__.lower(),
         target_id=str(getattr(target, "pk", target)),
+        target_name=str(target)[:200] if hasattr(target, "pk") else "",
         detail=detail or {},
         source_ip=actor.source_ip,
     )

@@ -43,10 +43,17 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "portal.middleware.ServerTimingMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the stylesheet, Chart.js) from the application itself, under gunicorn too.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The language: set_language's cookie, then Accept-Language; PortalMemberMiddleware puts the
+    # member's own setting first.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The portal's member, language and clock for a session (API.md §11).
+    "portal.middleware.PortalMemberMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -65,6 +72,9 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+                "django.template.context_processors.tz",
+                "portal.pages.context.portal",
             ],
         },
     },
@@ -94,7 +104,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+# The portal's four languages (API.md §11). Catalogs are compiled and committed (locale/), so
+# running the portal needs no gettext.
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文"), ("ko", "한국어"), ("ar", "العربية")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 # Everything is stored in UTC; each organization carries its own IANA zone for its days.
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
@@ -102,8 +116,26 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Chart.js as npm installed it (`make install`), at /static/vendor/chartjs/.
+STATICFILES_DIRS = [("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist")]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed, compressed names after `collectstatic` in production (far-future caching); the
+    # plain storage where nothing was collected (the demo, the tests).
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if env.bool("STATIC_COLLECTED", default=False)
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Without collectstatic (the demo, the tests' live server), WhiteNoise serves from the finders.
+WHITENOISE_USE_FINDERS = not env.bool("STATIC_COLLECTED", default=False)
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+# The session remembers the organization a member of several chose (portal/pages/door.py).
+SESSION_ORGANIZATION_KEY = "portal_organization_id"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,11 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.defaults import page_not_found
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.renderers import JSONRenderer
 
 from portal.api.errors import AIoneDialect, ApiError
+from portal.pages import urls as portal_pages
 from usage.api import modelrouter, r9s, venice, weave
 
 api_v1 = [
@@ -16,7 +16,8 @@ api_v1 = [
 ]
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    *portal_pages.auth_urlpatterns,
+    path("", include(portal_pages)),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     # Weave's path has no version prefix (API.md §5): clients call {base}/calls/stats.

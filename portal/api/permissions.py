@@ -83,7 +83,8 @@ def resolve_tenant(request) -> None:
     elif isinstance(credential, ManagementKey):
         member = credential.member
     else:
-        member = member_of(user)
+        session = getattr(request, "session", None)
+        member = member_of(user, session.get(settings.SESSION_ORGANIZATION_KEY) if session is not None else None)
     request.member = member
     request.organization = member.organization if member is not None else None
 
@@ -171,6 +172,16 @@ def _require(request, action: Action, target: RamTarget) -> None:
         raise RamDenied(action.name, resource, decision.effect)
 
 
+def permitted(request, action_name: str, target: RamTarget = RamTarget()) -> bool:
+    """Whether the request's member may take `action_name` on `target`: the door's own decision,
+    for a page that offers a control only to those who may use it (the control's own request is
+    still decided when it arrives)."""
+    if request.member is None or request.organization.status != "active":
+        return False
+    action = get_action(action_name)
+    return action.member_baseline or _decide(request, action, target)[0].allowed
+
+
 def restrict(request, action: Action, queryset: QuerySet, *, department_field: str = "department_id") -> QuerySet:
     """`queryset` narrowed to the rows `action` allows, as a filter (NetBox's `restrict()`).
 
@@ -232,6 +243,6 @@ class RamPermission(BasePermission):
         return True
 
 
-__all__ = ["DECIDED", "RamPermission", "RamTarget", "client_ip", "narrowed_list", "request_context",
+__all__ = ["DECIDED", "RamPermission", "RamTarget", "client_ip", "narrowed_list", "permitted", "request_context",
            "resolve_tenant", "restrict", "the_object", "view_action", "whole_collection"]
 

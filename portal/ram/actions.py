@@ -113,6 +113,7 @@ _ACTIONS: Final = [
     _a("ram:DetachPolicy", PERMISSIONS, "ram", "policy", "ram:write", "Detach a policy"),
     _a("ram:SimulatePolicy", READ, "ram", "policy", "ram:read", "Simulate a decision"),
     _a("ram:ListMembers", LIST, "ram", "member", "ram:read", "List members"),
+    _a("ram:ListAuditLog", LIST, "ram", "audit", "ram:read", "Read the audit log"),
     _a("ram:ListManagementKeys", LIST, "ram", "member", "ram:read", "List a member's management keys"),
     _a("ram:CreateManagementKey", PERMISSIONS, "ram", "member", "ram:write", "Create a management key"),
     _a("ram:RevokeManagementKey", PERMISSIONS, "ram", "member", "ram:write", "Revoke a management key"),
