@@ -8,7 +8,6 @@ half-up to 2. Nothing else in the code base quantizes money.
 from decimal import ROUND_HALF_UP, Decimal
 
 from babel import Locale, numbers
-
 from django.db import models
 
 

@@ -172,14 +172,14 @@ def _require(request, action: Action, target: RamTarget) -> None:
         raise RamDenied(action.name, resource, decision.effect)
 
 
-def permitted(request, action_name: str, target: RamTarget = RamTarget()) -> bool:
+def permitted(request, action_name: str, target: RamTarget | None = None) -> bool:
     """Whether the request's member may take `action_name` on `target`: the door's own decision,
     for a page that offers a control only to those who may use it (the control's own request is
     still decided when it arrives)."""
     if request.member is None or request.organization.status != "active":
         return False
     action = get_action(action_name)
-    return action.member_baseline or _decide(request, action, target)[0].allowed
+    return action.member_baseline or _decide(request, action, target or RamTarget())[0].allowed
 
 
 def restrict(request, action: Action, queryset: QuerySet, *, department_field: str = "department_id") -> QuerySet:

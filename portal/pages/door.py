@@ -63,7 +63,7 @@ class RamPage(View):
 
     # --- for templates --------------------------------------------------------------------------
 
-    def can(self, action_name: str, target: RamTarget = RamTarget()) -> bool:
+    def can(self, action_name: str, target: RamTarget | None = None) -> bool:
         """Whether to offer a control: the same decision its own request will get."""
         return permitted(self.request, action_name, target)
 
