@@ -34,6 +34,14 @@ demo: install
 serve: install
 	$(BIN)/python manage.py runserver --insecure $(HOST):$(PORT)
 
+# The production server: static files collected (hashed names) and served by WhiteNoise, DEBUG off.
+.PHONY: serve-prod
+serve-prod: export STATIC_COLLECTED = true
+serve-prod: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c portal/gunicorn_conf.py
+
 test: install
 	$(BIN)/python -m pytest
 

@@ -34,6 +34,8 @@ from usage.services import MAX_BATCH
 
 D = Decimal
 DEMO_PASSWORD = "portal-demo-pass"
+# Reads in both demo organizations (the organization switcher).
+CONSULTANT = "consultant"
 PRICE_HISTORY_START = datetime(2024, 1, 1, tzinfo=UTC)
 PRICE_CHANGE = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -243,7 +245,21 @@ def seed_world(usage_days: int = 0) -> dict[str, Any]:
                             for d in departments],
             "inference_keys": keys,
         })
+    _ensure_consultant()
     return document
+
+
+def _ensure_consultant() -> None:
+    """A reader in both organizations, so the demo shows the portal's organization switcher."""
+    user = get_user_model().objects.filter(username=CONSULTANT).first()
+    if user is None:
+        user = get_user_model().objects.create_user(CONSULTANT, email="consultant@example.com")
+    user.set_password(DEMO_PASSWORD)
+    user.save(update_fields=["password"])
+    for organization in Organization.objects.filter(slug__in=[spec.slug for spec in ORGS]):
+        if not Member.objects.filter(user=user, organization=organization).exists():
+            member = services.add_membership(actor=services.SYSTEM, organization=organization, user=user)
+            ram.attach_policy(actor=services.SYSTEM, policy=ram.system_policy(READ_ONLY_ACCESS), member=member)
 
 
 # --- usage -------------------------------------------------------------------------------

@@ -133,6 +133,18 @@ def create_member(
 
 
 @transaction.atomic
+def add_membership(*, actor: Actor, organization: Organization, user, role: str = Member.Role.MEMBER) -> Member:
+    """An existing user joins another organization (a consultant, a parent company's platform
+    team); the portal's switcher then offers both."""
+    member = Member.objects.create(user=user, organization=organization, role=role)
+    _sync_staff_flag(member)
+    record_audit(
+        actor=actor, organization=organization, action="member.create", target=member, detail={"role": role}
+    )
+    return member
+
+
+@transaction.atomic
 def set_member_role(*, actor: Actor, member: Member, role: str) -> Member:
     previous = member.role
     member.role = role

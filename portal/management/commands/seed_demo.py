@@ -39,7 +39,9 @@ class Command(BaseCommand):
             return
         self.stdout.write(self.style.SUCCESS(
             f"Demo ready: {accepted} usage events stored, {duplicates} already present, {invoices} invoices issued."))
+        self.stdout.write("Portal: sign in at /login/ with any login below; owners and admins also use /admin/.")
         self.stdout.write(f"Platform superuser: {demo.PLATFORM_ADMIN} / {demo.DEMO_PASSWORD}")
+        self.stdout.write(f"Reader in both organizations (the switcher): {demo.CONSULTANT} / {demo.DEMO_PASSWORD}")
         self.stdout.write(f"Service token (gateway): {document['service_token']}")
         for org in document["orgs"]:
             self.stdout.write(f"\n{org['name']} ({org['timezone']}, {org['currency']})")
