@@ -197,7 +197,7 @@ class BudgetAdmin(OrganizationScopedAdmin):
         return [*fixed, *self.readonly_fields]
 
     def save_model(self, request: HttpRequest, obj: Budget, form: Any, change: bool) -> None:
-        actor = Actor(member=getattr(request.user, "member", None), label=request.user.get_username())
+        actor = Actor(member=getattr(request, "portal_member", None), label=request.user.get_username())
         if not request.user.is_superuser and not change:
             obj.organization = admin_organization(request)  # the field is not in an org admin's form
         if change:
@@ -237,7 +237,7 @@ class WebhookAdmin(OrganizationScopedAdmin):
 
     @admin.action(description="Delete the selected webhooks (their delivery log stays)")
     def delete_softly(self, request: HttpRequest, queryset: Any) -> None:
-        actor = Actor(member=getattr(request.user, "member", None), label=request.user.get_username(),
+        actor = Actor(member=getattr(request, "portal_member", None), label=request.user.get_username(),
                       source_ip=request.META.get("REMOTE_ADDR"))
         for webhook in queryset.filter(deleted_at__isnull=True):
             delete_webhook(actor=actor, webhook=webhook)

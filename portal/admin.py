@@ -79,7 +79,7 @@ class MemberAdmin(OrganizationScopedAdmin):
         return self.readonly_fields if obj is not None else []
 
     def save_model(self, request: HttpRequest, obj: Member, form: Any, change: bool) -> None:
-        actor = services.Actor(member=getattr(request.user, "member", None), label=request.user.get_username(),
+        actor = services.Actor(member=getattr(request, "portal_member", None), label=request.user.get_username(),
                                source_ip=request.META.get("REMOTE_ADDR"))
         if change:
             services.set_member_role(actor=actor, member=obj, role=form.cleaned_data["role"])
