@@ -23,6 +23,10 @@ class ServerTimingMiddleware:
         return response
 
 
+# Where the APIs live (portal/urls.py): Weave's /calls/ and the gateway's /v1/ have no /api/ prefix.
+API_PATH_PREFIXES = ("/api/", "/calls/", "/v1/")
+
+
 class PortalMemberMiddleware:
     """For a logged-in session: the member it acts as (the organization the switcher chose, kept in
     the session), that member's language when they set one, and the clock pages are shown in.
@@ -35,6 +39,12 @@ class PortalMemberMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if request.path.startswith(API_PATH_PREFIXES):
+            # The APIs speak their vendors' dialects, messages included: English whatever the
+            # browser prefers (LocaleMiddleware would otherwise translate DRF's messages).
+            translation.activate(settings.LANGUAGE_CODE)
+            request.LANGUAGE_CODE = settings.LANGUAGE_CODE
+            return self.get_response(request)
         member = None
         if request.user.is_authenticated:
             member = member_of(request.user, request.session.get(settings.SESSION_ORGANIZATION_KEY))

@@ -132,3 +132,11 @@ def test_static_assets_are_served_by_the_application(client):
         assert response.status_code == 200, path
         assert b"".join(response.streaming_content if response.streaming else [response.content])
 
+
+
+def test_the_api_answers_in_english_whatever_the_browser_prefers(client, world):
+    client.force_login(world.alice.user)
+    response = client.post("/api/v1/ram/policies", {}, content_type="application/json",
+                           headers={"accept-language": "zh-hans"})
+    assert response.status_code == 422
+    assert "This field is required." in response.content.decode()
