@@ -33,7 +33,8 @@ class PolicyEditForm(forms.Form):
     """The JSON editor. The form only parses the text; whether the document is a valid policy is
     the service's decision (the evaluator's validation), reported in the same error list."""
 
-    description = forms.CharField(required=False, max_length=1024, label=_("Description"))
+    description = forms.CharField(required=False, max_length=1024, label=_("Description"),
+                                  widget=forms.TextInput(attrs={"size": 60}))
     document = forms.CharField(
         label=_("Policy document (JSON)"), strip=False,
         widget=forms.Textarea(attrs={"rows": 22, "spellcheck": "false", "autocapitalize": "off",
