@@ -3,8 +3,9 @@
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Q, QuerySet
 
-from portal.models import AuditLog, Department, Member, Organization
+from portal.models import AuditLog, Department, Group, Member, Organization, Policy, PolicyAttachment
 
 
 def member_of(user: AbstractBaseUser | AnonymousUser | None, organization_id: int | None = None) -> Member | None:
@@ -49,3 +50,30 @@ def audit_trail(organization: Organization, *, before_id: int | None = None, lim
     if filters.get("action"):
         entries = entries.filter(action__startswith=filters["action"])
     return list(entries.order_by("-pk")[:limit])
+
+
+# --- RAM: policies and the principals they are attached to (the API's ram views and the Access pages)
+
+def visible_policies(organization: Organization) -> QuerySet[Policy]:
+    """The policies an organization sees: the shared system policies and its own custom ones
+    (another organization's policy is simply not there)."""
+    return Policy.objects.filter(Q(organization__isnull=True) | Q(organization=organization))
+
+
+def members_with_policies(organization: Organization) -> QuerySet[Member]:
+    """The organization's members with their groups and directly attached policies, prefetched."""
+    return (Member.objects.filter(organization=organization).select_related("user")
+            .prefetch_related("member_groups", "policy_attachments__policy").order_by("user__username"))
+
+
+def groups_with_policies(organization: Organization) -> QuerySet[Group]:
+    """The organization's groups with their members and attached policies, prefetched."""
+    return (Group.objects.filter(organization=organization)
+            .prefetch_related("members__user", "policy_attachments__policy").order_by("name"))
+
+
+def attachments_of(policy: Policy, organization: Organization) -> list[PolicyAttachment]:
+    """Whom `policy` is attached to within `organization`: a system policy is shared by every
+    organization, so only this one's attachments are its business."""
+    return list(PolicyAttachment.objects.filter(policy=policy, organization=organization)
+                .select_related("member__user", "group").order_by("group__name", "member__user__username"))

@@ -1,7 +1,6 @@
 """RAM management API (API.md §8): actions, policies, attachments, members, management keys,
 and the simulator. Thin views over portal.ram.services."""
 
-from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers, status
@@ -14,16 +13,12 @@ from portal.api.views import RamAPIView, RamObjectView, parse_body
 from portal.api.views import request_actor as _actor
 from portal.models import Group, Member, Policy
 from portal.ram import services as ram
-from portal.ram.actions import ACTIONS, member_actions
+from portal.ram.actions import member_actions
+from portal.selectors import members_with_policies, visible_policies
 
 
 def _policy_errors(error: ram.PolicyError) -> InvalidRequest:
     return InvalidRequest([FieldProblem(["body", "document"], message) for message in error.errors])
-
-
-def _visible_policies(request):
-    # The system policies and the organization's own.
-    return Policy.objects.filter(Q(organization__isnull=True) | Q(organization=request.organization))
 
 
 class PolicyObjectView(RamObjectView):
@@ -32,7 +27,7 @@ class PolicyObjectView(RamObjectView):
     lookup_url_kwarg = lookup_field = "name"
 
     def get_queryset(self):
-        return _visible_policies(self.request)
+        return visible_policies(self.request.organization)
 
     def ram_target_of(self, policy: Policy) -> RamTarget:
         return RamTarget(policy.name)
@@ -83,7 +78,7 @@ class ActionListView(RamAPIView):
 
 
 class PolicyCreate(serializers.Serializer):
-    name = serializers.RegexField(r"^[A-Za-z0-9_.\-]{1,128}$")
+    name = serializers.RegexField(ram.POLICY_NAME_PATTERN)
     description = serializers.CharField(max_length=1024, required=False, default="", allow_blank=True)
     document = serializers.JSONField()
 
@@ -99,7 +94,7 @@ class PolicyListCreateView(RamAPIView):
 
     @aione(_items("RamPolicyList", PolicyShape))
     def get(self, request):
-        return Response({"items": [_policy_body(p) for p in _visible_policies(request)]})
+        return Response({"items": [_policy_body(p) for p in visible_policies(request.organization)]})
 
     @aione(PolicyShape, request=PolicyCreate, status=201)
     def post(self, request):
@@ -180,8 +175,7 @@ class MemberListView(RamAPIView):
 
     @aione(_items("RamMemberList", MemberShape))
     def get(self, request):
-        members = (Member.objects.filter(organization=request.organization)
-                   .select_related("user").prefetch_related("member_groups", "policy_attachments__policy"))
+        members = members_with_policies(request.organization)
         return Response({"items": [
             {"uuid": str(m.uuid), "username": m.user.get_username(), "role": m.role,
              "groups": [{"uuid": str(g.uuid), "name": g.name} for g in m.member_groups.all()],
@@ -205,12 +199,13 @@ class SimulateView(RamAPIView):
     def post(self, request):
         data = parse_body(SimulateRequest, request)
         member = get_object_or_404(Member, organization=request.organization, uuid=data["member"])
-        action = ACTIONS.get(data["action"])
-        if action is None:
-            raise InvalidRequest([FieldProblem(["body", "action"], "unknown action")])
         # The simulated request carries the caller's network facts unless the body overrides them.
         context = {**request_context(request), **data["context"]}
-        decision = ram.authorize(member=member, action=action, resource=data["resource"], context=context)
+        try:
+            decision = ram.simulate(member=member, action_name=data["action"], resource=data["resource"],
+                                    context=context)
+        except ram.PolicyError as error:
+            raise InvalidRequest([FieldProblem(["body", "action"], "unknown action")]) from error
         return Response({"decision": decision.effect,
                          "matched": [{"policy": m.policy, "statement": m.index, "sid": m.sid, "effect": m.effect}
                                      for m in decision.matched]})

@@ -13,9 +13,13 @@ from django.db.models import Q
 
 from portal.models import Group, Member, Organization, Policy, PolicyAttachment
 from portal.ram import evaluator
-from portal.ram.actions import Action, scope_allows
+from portal.ram.actions import ACTIONS, Action, scope_allows
 from portal.ram.system_policies import ADMINISTRATOR_ACCESS
 from portal.services import Actor, record_audit
+
+# What a policy name may be (the API's request field and the portal's form both check it): it
+# is spelled in URLs (`/api/v1/ram/policies/<name>`) and in RAM resources (`policy/<name>`).
+POLICY_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
 
 
 class PolicyError(ValueError):
@@ -67,6 +71,19 @@ def authorize(
     if policies is None:
         policies = effective_policies(member)
     return evaluator.evaluate(policies, evaluator.AccessRequest(action.name, resource, dict(context)))
+
+
+def simulate(
+    *, member: Member, action_name: str, resource: str, context: Mapping[str, Any]
+) -> evaluator.Decision:
+    """The policy simulator (API.md §8), for the API's `POST /ram/simulate` and the portal's page
+    alike: the decision `member` would get for `action_name` on `resource` in `context`, with the
+    statements that decided it. It answers for the member's own policies, never narrowed by a
+    key's scopes: it is the member who is being simulated, not one of their keys."""
+    action = ACTIONS.get(action_name)
+    if action is None:
+        raise PolicyError(["action: unknown action"])
+    return authorize(member=member, action=action, resource=resource, context=context)
 
 
 def _validated(document: Any) -> dict[str, Any]:
