@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+from django.db import models
 from django.utils import timezone
 
-from billing.models import BillingAccount, Model
+from billing.budgets import BudgetState, budget_state
+from billing.models import BillingAccount, Budget, Model
 from billing.money import round_display_amount
 from billing.selectors import current_subscription, month_to_date_cost
 from portal.models import Department, Organization
@@ -145,6 +147,18 @@ def dashboard_of(organization: Organization, range_days: int, *, department: Dep
     )
 
 
+def budget_progress(organization: Organization, *, department: Department | None = None,
+                    now: datetime | None = None) -> list[BudgetState]:
+    """Each budget's spending this period (billing.budgets.budget_state, as the budgets API
+    shows it): the organization's own and every department's and key's, or, for one department,
+    that department's and its keys'."""
+    budgets = Budget.objects.filter(organization=organization).select_related("organization", "department", "key")
+    if department is not None:
+        budgets = budgets.filter(models.Q(department=department) | models.Q(key__department=department))
+    first = {Budget.Scope.ORGANIZATION: 0, Budget.Scope.DEPARTMENT: 1, Budget.Scope.KEY: 2}
+    return [budget_state(budget, now) for budget in sorted(budgets, key=lambda b: (first[b.scope], b.pk))]
+
+
 def _capacity(rpm_pct: Decimal, budget_pct: Decimal | None) -> str:
     worst = max(rpm_pct, budget_pct or Decimal(0))
     if worst >= 100:
@@ -159,4 +173,5 @@ def _service_status(organization: Organization, now: datetime, narrowed: dict) -
     return "degraded" if recent.error_rate >= DEGRADED_ERROR_RATE else "normal"
 
 
-__all__ = ["RANGE_DAYS", "Dashboard", "DailyPoint", "ModelShare", "TeamCost", "dashboard_of", "percent"]
+__all__ = ["RANGE_DAYS", "Dashboard", "DailyPoint", "ModelShare", "TeamCost", "budget_progress", "dashboard_of",
+           "percent"]

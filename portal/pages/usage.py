@@ -206,6 +206,8 @@ def usage_lines(organization, first_day: date, last_day: date, group_by: list[st
     dimensions = [GROUPS[level] for level in group_by if GROUPS[level]]
     rows = for_organization(organization).over_days(first_day, last_day + timedelta(days=1),
                                                     by_day="day" in group_by, group_by=dimensions, **filters)
+    if not any(row.requests for row in rows):
+        return []  # a daily series of nothing but empty days is no usage at all: the empty state
     named = objects_named_in(rows, *dimensions)
     lines = []
     for row in rows:
