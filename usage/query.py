@@ -690,6 +690,18 @@ class OrganizationUsage:
         """The one row of an ungrouped, unbucketed query."""
         return self.run(start, end, **fields).rows[0]
 
+    def over_days(self, first_day: date, end_day: date, *, by_day: bool, group_by: Sequence[str] = (),
+                  **fields: Any) -> list[Row]:
+        """Usage over the organization's local days [first_day, end_day), per day if `by_day`, per
+        group of `group_by`: the rows of a usage table (AIone's obs/usage, the portal's explorer).
+        A group with no request at all in a bucket is left out (the engine fills every group into
+        every bucket); a plain daily series keeps its empty days."""
+        zone = self.organization.zone
+        rows = self.run(local_midnight_of(first_day, zone), local_midnight_of(end_day, zone),
+                        granularity=Granularity.of("day") if by_day else None, group_by=tuple(group_by),
+                        **fields).rows
+        return rows if not group_by else [row for row in rows if row.requests]
+
 
 def for_organization(organization) -> OrganizationUsage:
     return OrganizationUsage(organization)

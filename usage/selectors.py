@@ -57,10 +57,14 @@ def data_freshness(organization_id: int, end: datetime) -> datetime | None:
             .order_by("-timestamp").values_list("timestamp", flat=True).first())
 
 
-def peak_requests_per_minute(organization_id: int, start: datetime, end: datetime) -> int:
-    """The most requests in any one clock minute (UTC) of [start, end), read from raw events."""
-    per_minute = (UsageEvent.objects.filter(organization_id=organization_id, timestamp__gte=start, timestamp__lt=end)
-                  .annotate(minute=TruncMinute("timestamp", tzinfo=UTC)).values("minute")
+def peak_requests_per_minute(organization_id: int, start: datetime, end: datetime, *,
+                             departments: Sequence[int] = ()) -> int:
+    """The most requests in any one clock minute (UTC) of [start, end), read from raw events; of
+    the given departments only, if any are given."""
+    events = UsageEvent.objects.filter(organization_id=organization_id, timestamp__gte=start, timestamp__lt=end)
+    if departments:
+        events = events.filter(department_id__in=departments)
+    per_minute = (events.annotate(minute=TruncMinute("timestamp", tzinfo=UTC)).values("minute")
                   .annotate(requests=Count("id")))
     return per_minute.aggregate(peak=Max("requests"))["peak"] or 0
 

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal.pages import access, audit, door
+from portal.pages import access, audit, dashboard, door, usage
 
 app_name = "portal"
 
@@ -12,6 +12,8 @@ urlpatterns = [
     path("time-zone/", door.set_zone, name="set-zone"),
     *audit.urlpatterns,
     *access.urlpatterns,
+    *dashboard.urlpatterns,
+    *usage.urlpatterns,
 ]
 
 # Django's own auth views, at the paths API.md §11 names; outside the "portal:" namespace because

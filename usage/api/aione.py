@@ -1,21 +1,19 @@
 """AIone dialect (seed 000): `GET /api/v1/obs/usage` and `GET /api/v1/obs/dashboard`.
 
-A request parser and a response renderer around the query engine. Money is a decimal string
+A request parser and a response renderer around the query engine (the dashboard's numbers come
+from usage.dashboard, which the portal's dashboard page reads too). Money is a decimal string
 rounded half-up to 2 places (billing.money.round_display_amount); days are the organization's."""
 
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
 
-from django.utils import timezone
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from billing.catalog import model_by_code
-from billing.models import BillingAccount
 from billing.money import decimal_string
-from billing.selectors import current_subscription, month_to_date_cost
 from keys.selectors import key_in
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, whole_collection
@@ -23,16 +21,12 @@ from portal.api.schema import aione
 from portal.api.views import RamAPIView, parse_query
 from portal.models import Department, Organization
 from portal.selectors import department_in
+from usage.dashboard import dashboard_of
 from usage.query import for_organization
-from usage.selectors import data_freshness, objects_named_in, peak_requests_per_minute
-from usage.timebuckets import Granularity, last_days, local_midnight_of
+from usage.selectors import objects_named_in
 
 GROUP_NAMES = {"day": None, "model": "model", "team": "department", "key": "key"}
 _S = serializers
-
-
-def percent(numerator: Decimal, denominator: Decimal) -> str:
-    return decimal_string(Decimal(100) * numerator / denominator) if denominator else "0.00"
 
 
 class UsageQueryParams(_S.Serializer):
@@ -111,10 +105,8 @@ class ObsUsageView(RamAPIView):
             filters["models"] = (_found(model_by_code(params["model"]), "model", "model").pk,)
         group_by = params["group_by"]
         engine_groups = tuple(GROUP_NAMES[name] for name in group_by if GROUP_NAMES[name])
-        result = for_organization(organization).run(
-            local_midnight_of(start_day, zone), local_midnight_of(end_day, zone),
-            granularity=Granularity.of("day") if "day" in group_by else None, group_by=engine_groups, **filters)
-        rows = result.rows if group_by == ["day"] or not engine_groups else [r for r in result.rows if r.requests]
+        rows = for_organization(organization).over_days(start_day, end_day, by_day="day" in group_by,
+                                                         group_by=engine_groups, **filters)
         names = objects_named_in(rows, "department", "key", "model")
         start = (params["page"] - 1) * params["page_size"]
         page = rows[start : start + params["page_size"]]
@@ -169,13 +161,6 @@ DashboardResponse = inline_serializer("DashboardResponse", {
         "daily_trend": DailyTrend(many=True)}),
     "data_freshness": _S.CharField(allow_null=True)})
 
-# Recent error rate thresholds for service_status, over the last hour.
-DEGRADED_ERROR_RATE = Decimal("0.05")
-OUTAGE_ERROR_RATE = Decimal("0.25")
-# Share of a limit at which capacity is "tight".
-TIGHT_SHARE = Decimal(80)
-
-
 class ObsDashboardView(RamAPIView):
     ram_actions = {"GET": "usage:GetDashboard"}
     ram_resource = whole_collection
@@ -187,77 +172,36 @@ class ObsDashboardView(RamAPIView):
 
 
 def dashboard(organization: Organization, range_days: int, view_mode: str) -> dict:
-    start, end = last_days(organization.zone, range_days, timezone.now())
-    usage = for_organization(organization)
-    totals = usage.total(start, end, percentiles=(99,))
-    trend = usage.run(start, end, granularity=Granularity.of("day")).rows
-    by_model = [row for row in usage.run(start, end, group_by=("model",)).rows if row.requests]
-    # From raw events (distinct conversations): ask only for what the ranking shows.
-    by_team = usage.run(start, end, group_by=("department",), conversations=True, sums=("cost_units",),
-                        latency_range=False).rows
-    # Distinct across the organization: a conversation that spans two teams counts once here.
-    conversations = usage.total(start, end, conversations=True, sums=("requests",), latency_range=False).conversations
-
-    subscription = current_subscription(organization)
-    plan_rpm = subscription.plan.rpm_limit if subscription else 0
-    rpm_pct = percent(Decimal(peak_requests_per_minute(organization.pk, start, end)), Decimal(plan_rpm))
-    account = BillingAccount.objects.filter(organization=organization).first()
-    budget = account.monthly_budget if account else None
-    budget_pct = percent(month_to_date_cost(organization), budget) if budget else None
-
-    daily_trend = [{"date": row.bucket.start.date().isoformat(), "requests": row.requests,
-                    "tokens": row.total_tokens, "cost_rmb": decimal_string(row.cost)} for row in trend]
-    codes = {pk: model.code for pk, model in objects_named_in(by_model, "model")["model"].items()}
-    teams = objects_named_in(by_team, "department")["department"]
-    ranking = sorted((row for row in by_team if row.requests), key=lambda row: (-row.cost_units,
-                                                                                 teams[row.group["department"]].name))
+    """The seed's DashboardResponse, rendered from usage.dashboard (the portal's dashboard page
+    reads the same)."""
+    board = dashboard_of(organization, range_days)
+    daily_trend = [{"date": point.day.isoformat(), "requests": point.requests, "tokens": point.tokens,
+                    "cost_rmb": decimal_string(point.cost)} for point in board.daily]
+    budget_pct = board.budget_progress_pct
     return {
         "view_mode": view_mode,
         "tech": {
-            "total_tokens": totals.total_tokens, "prompt_tokens": totals.prompt_tokens,
-            "completion_tokens": totals.completion_tokens, "total_requests": totals.requests,
-            "total_cost_rmb": decimal_string(totals.cost),
-            "avg_latency_ms": (totals.latency_avg_ms or Decimal(0)).quantize(Decimal("0.1")),
-            "p99_latency_ms": Decimal(str(round(totals.percentiles.get(99) or 0, 1))),
-            "error_rate_pct": percent(Decimal(totals.errors), Decimal(totals.requests)),
-            "rpm_usage_pct": rpm_pct,
-            "model_distribution": sorted(
-                ({"model": codes[row.group["model"]], "requests": row.requests, "tokens": row.total_tokens}
-                 for row in by_model), key=lambda item: (-item["requests"], item["model"])),
+            "total_tokens": board.total_tokens, "prompt_tokens": board.prompt_tokens,
+            "completion_tokens": board.completion_tokens, "total_requests": board.requests,
+            "total_cost_rmb": decimal_string(board.cost),
+            "avg_latency_ms": board.avg_latency_ms, "p99_latency_ms": board.p99_latency_ms,
+            "error_rate_pct": str(board.error_rate_pct), "rpm_usage_pct": str(board.rpm_usage_pct),
+            "model_distribution": [{"model": share.model.code, "requests": share.requests, "tokens": share.tokens}
+                                   for share in board.models],
             "daily_trend": daily_trend,
         },
         "business": {
-            "total_chars_wan": (Decimal(totals.characters) / 10000).quantize(Decimal("0.01")),
-            "total_conversations": conversations,
-            "total_cost_rmb": decimal_string(totals.cost),
-            "budget_progress_pct": budget_pct,
-            "capacity_status": _capacity(rpm_pct, budget_pct),
-            "service_status": _service_status(organization),
+            "total_chars_wan": (Decimal(board.characters) / 10000).quantize(Decimal("0.01")),
+            "total_conversations": board.conversations,
+            "total_cost_rmb": decimal_string(board.cost),
+            "budget_progress_pct": str(budget_pct) if budget_pct is not None else None,
+            "capacity_status": board.capacity_status,
+            "service_status": board.service_status,
             "team_cost_ranking": [
-                {"team_id": str(teams[row.group["department"]].uuid), "team_name": teams[row.group["department"]].name,
-                 "cost_rmb": decimal_string(row.cost), "conversations": row.conversations} for row in ranking],
+                {"team_id": str(team.department.uuid), "team_name": team.department.name,
+                 "cost_rmb": decimal_string(team.cost), "conversations": team.conversations}
+                for team in board.teams],
             "daily_trend": daily_trend,
         },
-        "data_freshness": _freshness(organization, end),
+        "data_freshness": board.data_freshness.isoformat() if board.data_freshness else None,
     }
-
-
-def _capacity(rpm_pct: str, budget_pct: str | None) -> str:
-    worst = max(Decimal(rpm_pct), Decimal(budget_pct or 0))
-    if worst >= 100:
-        return "exhausted"
-    return "tight" if worst >= TIGHT_SHARE else "sufficient"
-
-
-def _service_status(organization: Organization) -> str:
-    now = timezone.now()
-    recent = for_organization(organization).total(now - timedelta(hours=1), now)
-    if recent.error_rate >= OUTAGE_ERROR_RATE:
-        return "outage"
-    return "degraded" if recent.error_rate >= DEGRADED_ERROR_RATE else "normal"
-
-
-def _freshness(organization: Organization, end: datetime) -> str | None:
-    newest = data_freshness(organization.pk, end)
-    return newest.isoformat() if newest else None
-
