@@ -124,7 +124,6 @@ class KeyLimitsForm(JudgedByTheAPI):
     def __init__(self, *args, allowed_codes: Sequence[str] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["models_allowed"].choices = catalog_choices(allowed_codes)
-        self.fields["allowed_ips"].widget.attrs.pop("maxlength", None)  # a limit per line, not on the text
 
     @classmethod
     def of_key(cls, key: InferenceKey, data=None) -> "KeyLimitsForm":
