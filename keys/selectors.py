@@ -4,7 +4,7 @@ import time
 from datetime import timedelta
 
 from django.core.cache import cache
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from keys.hashing import hash_secret, hashes_match
@@ -90,6 +90,13 @@ def inference_key_for_secret(secret: str) -> InferenceKey | None:
         return None
     stored = key.secret_hash if key.secret_hash == secret_hash else key.previous_secret_hash
     return key if hashes_match(stored, secret) else None
+
+
+def live_keys(organization) -> QuerySet[InferenceKey]:
+    """An organization's inference keys that were not deleted: what the key API and the portal's
+    key pages list and find (a deleted key is gone from both, its usage history stays)."""
+    return (InferenceKey.objects.filter(organization=organization, deleted_at__isnull=True)
+            .select_related("organization", "department"))
 
 
 def key_in(organization, **lookup) -> InferenceKey | None:

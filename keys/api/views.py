@@ -20,6 +20,7 @@ from keys.api.serializers import (
     VerifyRequest,
 )
 from keys.models import InferenceKey
+from keys.selectors import live_keys
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, decided_method, narrowed_list, whole_collection
 from portal.api.schema import aione
@@ -51,8 +52,7 @@ class TeamOfNewKey(serializers.Serializer):
 
 class OrganizationKeys:
     def get_queryset(self):
-        return (InferenceKey.objects.filter(organization=self.request.organization, deleted_at__isnull=True)
-                .select_related("organization", "department"))
+        return live_keys(self.request.organization)
 
     def ram_target_of(self, key: InferenceKey) -> RamTarget:
         return RamTarget(key.pk, key.department_id)

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal.pages import access, audit, dashboard, door, usage
+from portal.pages import access, audit, dashboard, door, keys, usage
 
 app_name = "portal"
 
@@ -14,6 +14,7 @@ urlpatterns = [
     *access.urlpatterns,
     *dashboard.urlpatterns,
     *usage.urlpatterns,
+    *keys.urlpatterns,
 ]
 
 # Django's own auth views, at the paths API.md §11 names; outside the "portal:" namespace because
