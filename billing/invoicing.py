@@ -78,7 +78,8 @@ from usage.models import UsageModelDaily
 from usage.query import for_organization
 from usage.selectors import objects_named_in
 
-__all__ = ["AccountOutcome", "InvoicingError", "Period", "RunReport", "run_billing", "usage_lines"]
+__all__ = ["AccountOutcome", "InvoicingError", "Period", "RunReport", "issue_draft_invoice", "run_billing",
+           "usage_lines", "void_draft_invoice"]
 
 logger = logging.getLogger(__name__)
 
@@ -420,6 +421,32 @@ def _issue(invoice: Invoice, *, now: datetime, actor: Actor, detail: dict | None
         "amount": str(round_display_amount(invoice.amount)),
         "currency": invoice.currency, "period_start": invoice.period_start.isoformat(),
         "period_end": invoice.period_end.isoformat()})
+
+
+@transaction.atomic
+def issue_draft_invoice(*, actor: Actor, invoice: Invoice, now: datetime | None = None) -> Invoice:
+    """An operator issues a draft before its grace days are over: numbered, audited and announced
+    as the nightly run would, under the same account lock (so the two never both issue it)."""
+    now = now or timezone.now()
+    _lock_account(invoice.organization.billing_account.pk, now)
+    locked = Invoice.objects.select_for_update().select_related("organization").get(pk=invoice.pk)
+    if locked.status != Invoice.Status.DRAFT:
+        raise InvoicingError(f"invoice {locked.invoice_no} is no longer a draft")
+    _issue(locked, now=now, actor=actor)
+    return locked
+
+
+@transaction.atomic
+def void_draft_invoice(*, actor: Actor, invoice: Invoice) -> Invoice:
+    """An operator withdraws a draft that must not be sent. It never had a number (the INV
+    sequence keeps no gap) and stays as the record that its period was handled: no run invoices
+    that period again. Nothing was booked for it (usage is charged as it is ingested)."""
+    if not Invoice.objects.filter(pk=invoice.pk, status=Invoice.Status.DRAFT).update(status=Invoice.Status.VOID):
+        raise InvoicingError(f"invoice {invoice.invoice_no} is no longer a draft")
+    invoice.status = Invoice.Status.VOID
+    record_audit(actor=actor, organization=invoice.organization, action="invoice.void", target=invoice,
+                 detail={"invoice_no": invoice.invoice_no})
+    return invoice
 
 
 def _issue_due_drafts(*, date: date, now: datetime, actor: Actor, report: RunReport) -> None:

@@ -5,11 +5,93 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
+from billing.models import Model
 from portal import services
-from portal.admin_scoping import FactsAdmin, OrganizationScopedAdmin, admin_organization
+from portal.admin_scoping import (
+    FactsAdmin,
+    OrganizationScopedAdmin,
+    ReadOnlyInline,
+    admin_actor,
+    admin_organization,
+)
 from portal.models import AuditLog, Department, Group, Member, Organization, Policy, PolicyAttachment
 from portal.ram import evaluator
+from usage.query import for_organization
+from usage.timebuckets import Granularity, last_days
+
+USAGE_CHART_DAYS = 30
+
+
+class CatalogModelsField(forms.MultipleChoiceField):
+    """Model codes chosen from the catalog's enabled models, stored as a list of codes (the
+    shape the API takes). Codes already stored stay offered, so that a model disabled since does
+    not make every later save of the form fail."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("widget", forms.SelectMultiple(attrs={"size": 8}))
+        super().__init__(choices=self.catalog_choices, **kwargs)
+
+    @staticmethod
+    def catalog_choices() -> list[tuple[str, str]]:
+        return [(code, f"{code} ({name})") for code, name in
+                Model.objects.filter(enabled=True).order_by("code").values_list("code", "name")]
+
+    def keep_stored(self, stored: list[str] | None) -> None:
+        offered = {code for code, _label in self.choices}
+        extra = [(code, _("%(code)s (not enabled in the catalog)") % {"code": code})
+                 for code in stored or [] if code not in offered]
+        if extra:
+            self.choices = [*self.choices, *extra]
+
+
+class DepartmentForm(forms.ModelForm):
+    allowed_models = CatalogModelsField(
+        label=_("Allowed models"),
+        help_text=_("None selected: the department may call every enabled model of the plan."))
+
+    class Meta:
+        model = Department
+        fields = ["organization", "name", "parent", "allowed_models", "discount", "contact_name", "contact_email",
+                  "remark"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["allowed_models"].keep_stored(self.instance.allowed_models)
+
+
+class DepartmentsOfOrganization(ReadOnlyInline):
+    model = Department
+    fields = ["name", "parent", "discount", "contact_name", "created_at"]
+    verbose_name_plural = _("departments")
+
+
+class MembersOfOrganization(ReadOnlyInline):
+    model = Member
+    fields = ["user", "role", "language", "created_at"]
+    verbose_name_plural = _("members")
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        return super().get_queryset(request).select_related("user")
+
+
+def daily_cost_chart(organization: Organization) -> dict[str, Any]:
+    """The last 30 days' cost, one bar per local day, from the usage engine (as the dashboard
+    reads it), in the chart spec portal.js draws."""
+    start, end = last_days(organization.zone, USAGE_CHART_DAYS, timezone.now())
+    rows = for_organization(organization).run(start, end, granularity=Granularity.of("day"),
+                                              sums=("cost_units",), latency_range=False).rows
+    account = getattr(organization, "billing_account", None)
+    return {
+        "type": "bar",
+        "labels": [row.bucket.start.date().isoformat() for row in rows],
+        "datasets": [{"label": str(_("Cost per day")), "data": [float(row.cost) for row in rows]}],
+        "money": account.currency if account else None,
+        "stacked": False, "horizontal": False,
+    }
 
 
 @admin.register(Organization)
@@ -19,6 +101,15 @@ class OrganizationAdmin(OrganizationScopedAdmin):
     list_filter = ["status", "timezone"]
     search_fields = ["name", "slug", "uuid"]
     readonly_fields = ["uuid", "created_at"]
+    inlines = [DepartmentsOfOrganization, MembersOfOrganization]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict[str, Any] | None = None) -> Any:
+        organization = self.get_object(request, object_id)
+        if organization is not None and self.has_view_permission(request, organization):
+            extra_context = {**(extra_context or {}), "usage_chart": daily_cost_chart(organization),
+                             "usage_chart_days": USAGE_CHART_DAYS}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_queryset(self, request: HttpRequest) -> Any:
         queryset = admin.ModelAdmin.get_queryset(self, request)
@@ -39,6 +130,7 @@ class OrganizationAdmin(OrganizationScopedAdmin):
 
 @admin.register(Department)
 class DepartmentAdmin(OrganizationScopedAdmin):
+    form = DepartmentForm
     list_display = ["name", "organization", "parent", "discount", "contact_name", "created_at"]
     list_filter = ["organization"]
     search_fields = ["name", "uuid", "contact_name", "contact_email", "remark"]
@@ -79,8 +171,7 @@ class MemberAdmin(OrganizationScopedAdmin):
         return self.readonly_fields if obj is not None else []
 
     def save_model(self, request: HttpRequest, obj: Member, form: Any, change: bool) -> None:
-        actor = services.Actor(member=getattr(request, "portal_member", None), label=request.user.get_username(),
-                               source_ip=request.META.get("REMOTE_ADDR"))
+        actor = admin_actor(request)
         if change:
             services.set_member_role(actor=actor, member=obj, role=form.cleaned_data["role"])
             return
