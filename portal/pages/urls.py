@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal.pages import audit, door
+from portal.pages import audit, billing, door
 
 app_name = "portal"
 
@@ -11,6 +11,7 @@ urlpatterns = [
     path("switch-organization/", door.switch_organization, name="switch-organization"),
     path("time-zone/", door.set_zone, name="set-zone"),
     *audit.urlpatterns,
+    *billing.urlpatterns,
 ]
 
 # Django's own auth views, at the paths API.md §11 names; outside the "portal:" namespace because
