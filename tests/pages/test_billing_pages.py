@@ -447,3 +447,20 @@ def test_the_ledger_counts_every_event_once(acme):
     # The fixture's own story: five charges and one credit.
     assert UsageEvent.objects.filter(organization=acme.acme).count() == 5
     assert LedgerEntry.objects.filter(organization=acme.acme).count() == 1
+
+
+@pytest.mark.parametrize("language", ["zh-hans", "ko", "ar"])
+def test_every_billing_page_renders_in_each_language_with_money_in_its_currency(client, acme, language):
+    acme.alice.language = language
+    acme.alice.save()
+    _login(client, acme.alice)
+    for path in ("/billing/", f"/billing/invoices/{acme.invoice.uuid}/", "/billing/budgets/",
+                 f"/billing/budgets/{acme.budget.uuid}/"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        body = response.content.decode()
+        assert f'<html lang="{language}"' in body
+        locale = {"zh-hans": "zh_Hans", "ko": "ko", "ar": "ar"}[language]
+        if path == "/billing/":
+            balance = re.search(r'data-testid="balance">([^<]+)<', body).group(1)
+            assert balance == format_money(Decimal("500") - 5 * EVENT_COST, "CNY", locale)
