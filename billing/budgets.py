@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from uuid import UUID
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -37,8 +38,10 @@ from billing.periods import Period
 from billing.selectors import month_to_date_cost, period_cost
 from billing.webhooks import emit_event
 from keys.models import InferenceKey
+from keys.selectors import key_in
 from keys.services import forget_verification
 from portal.models import Department, Organization
+from portal.selectors import department_in
 from portal.services import Actor, record_audit
 
 logger = logging.getLogger(__name__)
@@ -86,6 +89,34 @@ def budget_state(budget: Budget, now: datetime | None = None) -> BudgetState:
     now = now or timezone.now()
     period = Period.of(budget.organization, now)
     return BudgetState(budget, period, spent_in(budget, period, now))
+
+
+# --- targets -------------------------------------------------------------------------------------
+
+class UnknownBudgetTarget(ValueError):
+    """The department or key a budget names is not the organization's (or no longer exists)."""
+
+
+def budget_target(organization: Organization, scope: str, target_id: UUID | None,
+                  ) -> tuple[Department | None, InferenceKey | None]:
+    """The department or key (by uuid) a budget of `scope` is set on, found only within
+    `organization`; (None, None) for an organization budget."""
+    department = key = None
+    if scope == Budget.Scope.DEPARTMENT:
+        department = department_in(organization, uuid=target_id)
+    elif scope == Budget.Scope.KEY:
+        key = key_in(organization, uuid=target_id, deleted_at__isnull=True)
+    if scope != Budget.Scope.ORGANIZATION and department is None and key is None:
+        raise UnknownBudgetTarget(f"unknown {scope}")
+    return department, key
+
+
+def budget_targets(organization: Organization) -> tuple[list[Department], list[InferenceKey]]:
+    """What a budget may be set on, besides the whole organization: its departments and live keys."""
+    departments = list(Department.objects.filter(organization=organization).order_by("name", "id"))
+    keys = list(InferenceKey.objects.filter(organization=organization, deleted_at__isnull=True)
+                .select_related("department").order_by("name", "id"))
+    return departments, keys
 
 
 # --- writes --------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ Writes keep each account's running balance in the same transaction as the moveme
 Reads: `UsageLedger` walks one organization's entries and charges in time order (Venice's
 `billing/usage`): events by keyset (`usage.selectors`), entries, which are few, merged in as the
 walk passes their instant; entries sort before events of the same instant (money arrives before
-it is spent)."""
+it is spent). Venice pages it by number (`page`); the portal's ledger by keyset (`after`)."""
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
@@ -31,6 +32,24 @@ END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 WALK_PAGE = 2000
 
 LedgerItem = UsageEvent | LedgerEntry
+# Above every event id: a keyset bound that lets a descending walk include the events of an instant.
+LAST_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class LedgerPosition:
+    """Where a keyset page of the walk ended: the last item's instant and id, and whether it was
+    an entry (a `LedgerEntry`) or an event."""
+
+    at: datetime
+    id: int
+    entry: bool
+
+    @classmethod
+    def of(cls, item: LedgerItem) -> "LedgerPosition":
+        if isinstance(item, LedgerEntry):
+            return cls(item.created_at, item.pk, True)
+        return cls(item.timestamp, item.pk, False)
 
 
 class UsageLedger:
@@ -66,6 +85,32 @@ class UsageLedger:
                 return list(self.credits[credits_before : credits_before + limit])
         return list(islice(self._walk(after, self.credits[credits_before:]), limit))
 
+    def after(self, position: LedgerPosition | None, limit: int) -> tuple[list[LedgerItem], LedgerPosition | None]:
+        """A keyset page: up to `limit` items strictly after `position` (from the start when
+        None), and the position to continue from (None at the end). No count and no OFFSET, so
+        a page deep in the walk costs what the first one costs."""
+        if self.empty:
+            return [], None
+        credits, events_after = self.credits, None
+        if position is not None:
+            credits = [credit for credit in self.credits if self._credit_after(credit, position)]
+            if position.entry:
+                # Entries sort before the events of their instant: those events are still to come.
+                events_after = (position.at, LAST_ID if self.descending else 0)
+            else:
+                events_after = (position.at, position.id)
+        items = list(islice(self._walk(events_after, credits, batch=min(WALK_PAGE, limit + 1)), limit + 1))
+        more = len(items) > limit
+        return items[:limit], LedgerPosition.of(items[limit - 1]) if more else None
+
+    def _credit_after(self, credit: LedgerEntry, position: LedgerPosition) -> bool:
+        # Past an event, the entries of its instant were walked before it; past an entry, the
+        # entries of its instant that sort after it are still to come.
+        mine, theirs = (credit.created_at, credit.pk), (position.at, position.id)
+        if self.descending:
+            return mine < theirs if position.entry else credit.created_at < position.at
+        return mine > theirs if position.entry else credit.created_at > position.at
+
     def stream(self) -> Iterator[LedgerItem]:
         """Every entry, in order, never all in memory."""
         if not self.empty:
@@ -81,13 +126,14 @@ class UsageLedger:
             return credit.created_at >= event.timestamp
         return credit.created_at <= event.timestamp
 
-    def _walk(self, after: tuple[datetime, int] | None, credits: list[LedgerEntry]) -> Iterator[LedgerItem]:
+    def _walk(self, after: tuple[datetime, int] | None, credits: list[LedgerEntry], *,
+              batch: int = WALK_PAGE) -> Iterator[LedgerItem]:
         models = {model.pk: model for model in Model.objects.all()}
         keys: dict[int, InferenceKey] = {}
         pending = iter(credits)
         credit = next(pending, None)
         while True:
-            page = export_events(self.organization.pk, self.start, self.end, limit=WALK_PAGE, after=after,
+            page = export_events(self.organization.pk, self.start, self.end, limit=batch, after=after,
                                  descending=self.descending)
             missing = {event.key_id for event in page.events} - set(keys)
             keys.update({key.pk: key for key in InferenceKey.objects.filter(pk__in=missing)})

@@ -1,13 +1,25 @@
 """Reads for billing: the account's currency, the current plan, month-to-date cost, budgets, the
-balance. Catalog reads (prices) are in billing.catalog, a floor below usage."""
+balance, credit grants and invoices. Catalog reads (prices) are in billing.catalog, a floor below
+usage. The API and the portal pages both read through here, so they list the same rows in the
+same order."""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from billing.models import BillingAccount, LedgerEntry, Subscription
+from billing.models import (
+    BillingAccount,
+    Budget,
+    CreditGrant,
+    CreditNote,
+    Invoice,
+    InvoiceLine,
+    LedgerEntry,
+    Subscription,
+)
 from billing.money import ZERO
 from billing.periods import Period
 from portal.models import Organization
@@ -67,3 +79,28 @@ def account_balance(organization: Organization) -> Balance:
     recharge = sum((amount for amount in amounts if amount > 0), ZERO)
     other = sum((amount for amount in amounts if amount < 0), ZERO)
     return Balance(account.currency, recharge, total_cost_ever(organization) - other)
+
+
+def credit_grants(organization: Organization) -> QuerySet[CreditGrant]:
+    """The organization's credit grants, newest first."""
+    return CreditGrant.objects.filter(organization=organization).order_by("-created_at", "-id")
+
+
+def invoices_of(organization: Organization, *, status: str | None = None) -> QuerySet[Invoice]:
+    """The organization's invoices, newest period first (optionally of one status)."""
+    invoices = Invoice.objects.filter(organization=organization).order_by("-period_start", "-id")
+    return invoices if status is None else invoices.filter(status=status)
+
+
+def invoice_lines(invoice: Invoice) -> QuerySet[InvoiceLine]:
+    return invoice.lines.select_related("model", "department").order_by("id")
+
+
+def invoice_credit_notes(invoice: Invoice) -> QuerySet[CreditNote]:
+    return invoice.credit_notes.select_related("invoice").order_by("id")
+
+
+def budgets_of(organization: Organization) -> QuerySet[Budget]:
+    """The organization's budgets, oldest first, with what their state and targets need."""
+    return (Budget.objects.filter(organization=organization)
+            .select_related("organization", "department", "key").order_by("created_at", "id"))

@@ -10,14 +10,13 @@ from rest_framework.response import Response
 from billing import budgets
 from billing.models import Budget, CreditGrant
 from billing.money import decimal_string
+from billing.selectors import budgets_of, credit_grants
 from billing.services import grant_credit
-from keys.selectors import key_in
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body, request_actor
 from portal.models import Organization
-from portal.selectors import department_in
 
 _S = serializers
 
@@ -84,31 +83,23 @@ def budget_body(budget: Budget) -> dict:
             "progress_pct": str(state.progress_pct), "status": state.status, "created_at": budget.created_at}
 
 
-def _budgets(request):
-    return Budget.objects.filter(organization=request.organization).select_related("organization", "department",
-                                                                                    "key")
-
-
 class BudgetListCreateView(RamAPIView):
     ram_actions = {"GET": "billing:ListBudgets", "POST": "billing:CreateBudget"}
     ram_resource = whole_collection
 
     @aione(BudgetList)
     def get(self, request):
-        items = [budget_body(budget) for budget in _budgets(request).order_by("created_at", "id")]
+        items = [budget_body(budget) for budget in budgets_of(request.organization)]
         return Response({"items": items, "total": len(items)})
 
     @aione(BudgetShape, request=BudgetCreate, status=201)
     def post(self, request):
         data = parse_body(BudgetCreate, request)
-        department = key = None
-        if data["scope"] == Budget.Scope.DEPARTMENT:
-            department = department_in(request.organization, uuid=data["target_id"])
-        elif data["scope"] == Budget.Scope.KEY:
-            key = key_in(request.organization, uuid=data["target_id"], deleted_at__isnull=True)
-        if data["scope"] != Budget.Scope.ORGANIZATION and department is None and key is None:
-            raise InvalidRequest([FieldProblem(["body", "target_id"], f"unknown {data['scope']}",
-                                               "value_error.not_found")])
+        try:
+            department, key = budgets.budget_target(request.organization, data["scope"], data["target_id"])
+        except budgets.UnknownBudgetTarget as unknown:
+            raise InvalidRequest([FieldProblem(["body", "target_id"], str(unknown),
+                                               "value_error.not_found")]) from unknown
         budget = budgets.create_budget(actor=request_actor(request), organization=request.organization,
                                        scope=data["scope"], amount=data["amount"], department=department, key=key,
                                        thresholds=data["thresholds"], hard_limit=data["hard_limit"])
@@ -120,7 +111,7 @@ class BudgetDetailView(RamObjectView):
     lookup_url_kwarg = "budget_id"
 
     def get_queryset(self):
-        return _budgets(self.request)
+        return budgets_of(self.request.organization)
 
     def ram_target_of(self, budget: Budget) -> RamTarget:
         return RamTarget(budget.pk)
@@ -176,8 +167,7 @@ class CreditGrantView(RamAPIView):
 
     @aione(GrantList)
     def get(self, request):
-        grants = CreditGrant.objects.filter(organization=request.organization).order_by("-created_at", "-id")
-        items = [grant_body(grant) for grant in grants]
+        items = [grant_body(grant) for grant in credit_grants(request.organization)]
         return Response({"items": items, "total": len(items)})
 
     @aione(GrantShape, request=GrantCreate, status=201,

@@ -25,6 +25,7 @@ from billing.models import CreditNote, Invoice, InvoiceLine
 from billing.money import ZERO, decimal_string
 from billing.pdf import invoice_pdf_filename, render_invoice_pdf
 from billing.periods import Period
+from billing.selectors import invoice_credit_notes, invoice_lines, invoices_of
 from portal.api.errors import FieldProblem, InvalidRequest
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import AIONE_ERRORS, aione
@@ -204,7 +205,7 @@ class OrganizationInvoices:
     lookup_url_kwarg = "invoice_id"
 
     def get_queryset(self) -> QuerySet[Invoice]:
-        return Invoice.objects.filter(organization=self.request.organization).select_related("organization")
+        return invoices_of(self.request.organization).select_related("organization")
 
     def ram_target_of(self, invoice: Invoice) -> RamTarget:
         return RamTarget(invoice.pk)
@@ -217,9 +218,7 @@ class InvoiceListView(RamAPIView):
     @aione(InvoiceListResponse, parameters=[InvoiceListQuery])
     def get(self, request):
         query = parse_query(InvoiceListQuery, request)
-        invoices = Invoice.objects.filter(organization=request.organization).order_by("-period_start", "-id")
-        if "status" in query:
-            invoices = invoices.filter(status=query["status"])
+        invoices = invoices_of(request.organization, status=query.get("status"))
         start = (query["page"] - 1) * query["page_size"]
         page = invoices[start : start + query["page_size"]]
         return Response({"items": [invoice_body(invoice, request) for invoice in page], "total": invoices.count(),
@@ -232,10 +231,9 @@ class InvoiceDetailView(OrganizationInvoices, RamObjectView):
     @aione(InvoiceDetailResponse, description="One invoice with its lines (by model and team) and credit notes.")
     def get(self, request, invoice_id):
         invoice = self.get_object()
-        lines = invoice.lines.select_related("model", "department").order_by("id")
-        notes = invoice.credit_notes.select_related("invoice").order_by("id")
-        return Response({**invoice_body(invoice, request), "lines": [line_body(line) for line in lines],
-                         "credit_notes": [credit_note_body(note) for note in notes]})
+        return Response({**invoice_body(invoice, request),
+                         "lines": [line_body(line) for line in invoice_lines(invoice)],
+                         "credit_notes": [credit_note_body(note) for note in invoice_credit_notes(invoice)]})
 
 
 class InvoiceLineEventsView(OrganizationInvoices, RamObjectView):

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal.pages import access, audit, dashboard, door, keys, usage
+from portal.pages import access, audit, billing, dashboard, door, keys, usage
 
 app_name = "portal"
 
@@ -15,6 +15,7 @@ urlpatterns = [
     *dashboard.urlpatterns,
     *usage.urlpatterns,
     *keys.urlpatterns,
+    *billing.urlpatterns,
 ]
 
 # Django's own auth views, at the paths API.md §11 names; outside the "portal:" namespace because
