@@ -34,6 +34,14 @@ demo: install
 serve: install
 	$(BIN)/python manage.py runserver --insecure $(HOST):$(PORT)
 
+# The translation catalogs (locale/): gather the marked strings, then compile. Needs gettext; the
+# compiled .mo files are committed, so running the portal does not.
+.PHONY: messages
+messages: install
+	$(BIN)/python manage.py makemessages --no-obsolete -l zh_Hans -l ko -l ar \
+	  --ignore '.venv/*' --ignore 'node_modules/*' --ignore 'staticfiles/*' --ignore 'tests/*' --ignore 'bench/*'
+	$(BIN)/python manage.py compilemessages --ignore '.venv/*' --ignore 'node_modules/*'
+
 # The production server: static files collected (hashed names) and served by WhiteNoise, DEBUG off.
 .PHONY: serve-prod
 serve-prod: export STATIC_COLLECTED = true

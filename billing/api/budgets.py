@@ -3,6 +3,7 @@ field, another organization's budget is not found."""
 
 from decimal import Decimal
 
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -38,7 +39,7 @@ class Thresholds(_S.ListField):
     def to_internal_value(self, data):
         values = super().to_internal_value(data)
         if values != sorted(set(values)):
-            raise _S.ValidationError("thresholds must be ascending and distinct")
+            raise _S.ValidationError(_("thresholds must be ascending and distinct"))
         return values
 
 
@@ -52,8 +53,8 @@ class BudgetCreate(_S.Serializer):
 
     def validate(self, attrs):
         if (attrs["scope"] == Budget.Scope.ORGANIZATION) != (attrs["target_id"] is None):
-            raise _S.ValidationError({"target_id": "null for an organization budget, else the department's or key's "
-                                                   "uuid"})
+            raise _S.ValidationError({"target_id": _("null for an organization budget, else the department's or key's "
+                                                     "uuid")})
         return attrs
 
 

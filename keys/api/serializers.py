@@ -1,12 +1,17 @@
 """AIone key API shapes (seed 000): KeyCreateRequest, KeyUpdateRequest, KeyResponse, KeyRotateResponse.
 
 A list field's bad entries are reported against the field itself (`loc` `["body", "allowed_ips"]`),
-one message per entry naming it: the 422 schema allows only strings in `loc`."""
+one message per entry naming it: the 422 schema allows only strings in `loc`.
+
+Messages are marked for translation: the portal's key pages judge their forms with these same
+serializers and show them in the reader's language; the API itself always answers in English
+(portal.middleware)."""
 
 import ipaddress
 from datetime import timedelta
 
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
@@ -21,7 +26,7 @@ def validate_ips(values: list[str]) -> list[str]:
         try:
             ipaddress.ip_network(value, strict=False)
         except ValueError:
-            problems.append(f"{value!r} is not an IP address or CIDR")
+            problems.append(_("%(value)r is not an IP address or CIDR") % {"value": value})
     if problems:
         raise serializers.ValidationError(problems)
     return values
@@ -36,9 +41,11 @@ def validate_model_codes(values: list[str]) -> list[str]:
     problems = []
     for value in values:
         if value not in enabled_by_code:
-            problems.append(ErrorDetail(f"{value!r} is not a model in the catalog", code="value_error.not_found"))
+            problems.append(ErrorDetail(_("%(value)r is not a model in the catalog") % {"value": value},
+                                        code="value_error.not_found"))
         elif not enabled_by_code[value]:
-            problems.append(ErrorDetail(f"{value!r} is disabled in the catalog", code="value_error.disabled"))
+            problems.append(ErrorDetail(_("%(value)r is disabled in the catalog") % {"value": value},
+                                        code="value_error.disabled"))
     if problems:
         raise serializers.ValidationError(problems)
     return values
@@ -53,7 +60,8 @@ class EntryListField(serializers.ListField):
             return super().run_child_validation(data)
         except serializers.ValidationError as error:
             raise serializers.ValidationError([
-                ErrorDetail(f"entry {index}: {message}", code=getattr(message, "code", None) or "invalid")
+                ErrorDetail(_("entry %(index)s: %(message)s") % {"index": index, "message": message},
+                            code=getattr(message, "code", None) or "invalid")
                 for index, messages in error.detail.items() for message in messages
             ]) from error
 
@@ -77,7 +85,7 @@ class KeyCreateRequest(serializers.Serializer):
 
     def validate_expires_at(self, value):
         if value is not None and value <= timezone.now():
-            raise serializers.ValidationError("must be in the future")
+            raise serializers.ValidationError(_("must be in the future"))
         return value
 
 
