@@ -21,6 +21,10 @@ from importlib import import_module
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import sync_playwright
+
+from portal.demo import DEMO_PASSWORD
 
 CHROMIUM = os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "e2e"
@@ -31,7 +35,7 @@ os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 @dataclass(frozen=True)
 class Persona:
     username: str
-    password: str = "portal-demo-pass"  # portal.demo.DEMO_PASSWORD
+    password: str = DEMO_PASSWORD
 
 
 ALICE = Persona("acme_owner")
@@ -64,8 +68,6 @@ def browser():
             "another Chromium binary. Playwright's own browser downloads are not used.",
             pytrace=False,
         )
-    from playwright.sync_api import sync_playwright
-
     # Playwright's sync API keeps an event loop running in this thread, and Django refuses ORM calls
     # from a thread with a running loop; the tests and the seeding touch the database synchronously,
     # one call at a time, so the refusal protects nothing here. Only while the browser is up.
@@ -112,8 +114,11 @@ def page(request, browser, live_server, seeded):
     if call is not None and call.failed:
         shot = ARTIFACTS / "failures" / (re.sub(r"[^\w.-]+", "_", request.node.name) + ".png")
         shot.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(shot), full_page=True)
-        print(f"\nscreenshot of the failing page: {shot}")
+        try:
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"\nscreenshot of the failing page: {shot}")
+        except PlaywrightError as error:  # a crashed page: the test's own failure says more
+            print(f"\nno screenshot of the failing page: {error}")
     context.close()
 
 
