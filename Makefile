@@ -74,3 +74,9 @@ clean:
 .PHONY: bench-billing
 bench-billing: install
 	$(BIN)/python -m bench.billing
+
+# Server time of every portal page with the demo's data (and, with BENCH_ARGS=--bench-db, on the
+# ten-million-event database bench.usage_engine --keep-db left): bench/RESULTS.md.
+.PHONY: bench-pages
+bench-pages: install
+	$(BIN)/python -m bench.pages $(BENCH_ARGS)
