@@ -22,32 +22,17 @@ ROUNDS = 3
 
 
 def main() -> None:
-    import django
+    from bench.django_env import heaviest_organization_owner
 
-    django.setup()
+    state, member = heaviest_organization_owner()
     from django.core.cache import cache
     from django.db import connection
     from django.test import Client
 
-    if connection.vendor != "postgresql":
-        raise SystemExit("bench.dialects reads the PostgreSQL database bench.usage_engine --keep-db left")
-    connection.settings_dict["NAME"] = f"bench_{connection.settings_dict['NAME']}"
-    connection.close()
-
     from keys import services as key_services
     from portal import services
-    from portal.models import Member, Organization
-    from portal.ram import services as ram
-    from usage.models import UsageFillState
 
-    state = UsageFillState.objects.order_by("-events").first()
-    if state is None:
-        raise SystemExit("no usage in the kept database: run bench.usage_engine --keep-db first")
-    organization = Organization.objects.get(pk=state.organization_id)
-    member = Member.objects.filter(organization=organization, user__username="bench-owner").first() or \
-        services.create_member(actor=services.SYSTEM, organization=organization, username="bench-owner",
-                               password=None, role=Member.Role.OWNER)
-    ram.attach_policy(actor=services.SYSTEM, policy=ram.system_policy("AdministratorAccess"), member=member)
+    organization = member.organization
     secret = key_services.create_management_key(actor=services.SYSTEM, member=member, name="bench").secret
     client = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
     newest = state.newest_event_at

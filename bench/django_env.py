@@ -40,3 +40,32 @@ def summarize(label: str, samples_ns: list[int]) -> str:
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
     return (f"{label:<48} median {statistics.median(ordered) / 1000:8.1f} µs   "
             f"p99 {p99 / 1000:8.1f} µs   n={len(ordered)}")
+
+
+def heaviest_organization_owner():
+    """On the database `bench.usage_engine --keep-db` left (bench_<name>, PostgreSQL): the fill
+    state of the organization with the most events, and its owner `bench-owner` (made on the first
+    call) with AdministratorAccess. Switches the default connection to that database."""
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        raise SystemExit("this reads the PostgreSQL database bench.usage_engine --keep-db left")
+    connection.settings_dict["NAME"] = f"bench_{connection.settings_dict['NAME']}"
+    connection.close()
+    from portal import services
+    from portal.models import Member, Organization
+    from portal.ram import services as ram
+    from usage.models import UsageFillState
+
+    state = UsageFillState.objects.order_by("-events").first()
+    if state is None:
+        raise SystemExit("no usage in the kept database: run bench.usage_engine --keep-db first")
+    organization = Organization.objects.get(pk=state.organization_id)
+    member = Member.objects.filter(organization=organization, user__username="bench-owner").first() or \
+        services.create_member(actor=services.SYSTEM, organization=organization, username="bench-owner",
+                               password=None, role=Member.Role.OWNER)
+    ram.attach_policy(actor=services.SYSTEM, policy=ram.system_policy("AdministratorAccess"), member=member)
+    return state, member

@@ -108,30 +108,14 @@ def _explorer_path(organization, days: int, *group_by: str, csv: bool = False, e
 
 
 def bench_db_run(rounds: int) -> None:
-    import django
     import time_machine
 
-    django.setup()
-    from django.db import connection
+    from bench.django_env import heaviest_organization_owner
+
+    state, member = heaviest_organization_owner()
     from django.test import Client
 
-    if connection.vendor != "postgresql":
-        raise SystemExit("--bench-db reads the PostgreSQL database bench.usage_engine --keep-db left")
-    connection.settings_dict["NAME"] = f"bench_{connection.settings_dict['NAME']}"
-    connection.close()
-    from portal import services
-    from portal.models import Member, Organization
-    from portal.ram import services as ram
-    from usage.models import UsageFillState
-
-    state = UsageFillState.objects.order_by("-events").first()
-    if state is None:
-        raise SystemExit("no usage in the kept database: run bench.usage_engine --keep-db first")
-    organization = Organization.objects.get(pk=state.organization_id)
-    member = Member.objects.filter(organization=organization, user__username="bench-owner").first() or \
-        services.create_member(actor=services.SYSTEM, organization=organization, username="bench-owner",
-                               password=None, role=Member.Role.OWNER)
-    ram.attach_policy(actor=services.SYSTEM, policy=ram.system_policy("AdministratorAccess"), member=member)
+    organization = member.organization
     now = state.newest_event_at + timedelta(minutes=1)
     client = Client()
     client.force_login(member.user)

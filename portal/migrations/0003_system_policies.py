@@ -2,14 +2,9 @@ from django.db import migrations
 
 
 def create_system_policies(apps, schema_editor):
-    from portal.ram.system_policies import system_policy_documents
+    from portal.ram.system_policies import sync_system_policies
 
-    Policy = apps.get_model("portal", "Policy")
-    for name, (description, document) in system_policy_documents().items():
-        Policy.objects.update_or_create(
-            organization=None, name=name,
-            defaults={"policy_type": "system", "description": description, "document": document},
-        )
+    sync_system_policies(apps.get_model("portal", "Policy"))
 
 
 class Migration(migrations.Migration):

@@ -3,14 +3,9 @@ from django.db import migrations
 
 def sync_system_policies(apps, schema_editor):
     # The system policies are derived from the action registry; ram:ListAuditLog joined it.
-    from portal.ram.system_policies import system_policy_documents
+    from portal.ram.system_policies import sync_system_policies
 
-    Policy = apps.get_model("portal", "Policy")
-    for name, (description, document) in system_policy_documents().items():
-        Policy.objects.update_or_create(
-            organization=None, name=name,
-            defaults={"policy_type": "system", "description": description, "document": document},
-        )
+    sync_system_policies(apps.get_model("portal", "Policy"))
 
 
 class Migration(migrations.Migration):

@@ -35,3 +35,13 @@ def system_policy_documents() -> dict[str, tuple[str, dict[str, Any]]]:
             _allow(_names(lambda a: a.resource_service == "usage" and a.access_level in (LIST, READ))),
         ),
     }
+
+
+def sync_system_policies(policy_model) -> None:
+    """Write the derived documents into the policy table (a migration passes its historical model):
+    run when the registry gains an action, so ReadOnlyAccess and the others follow it."""
+    for name, (description, document) in system_policy_documents().items():
+        policy_model.objects.update_or_create(
+            organization=None, name=name,
+            defaults={"policy_type": "system", "description": description, "document": document},
+        )

@@ -17,7 +17,6 @@ live server with the demo's world seeded into it.
 import os
 import re
 from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -163,18 +162,16 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture
 def seeded(transactional_db) -> Seeded:
     """The demo's world as `make demo` builds it, smaller: 7 days of usage instead of 30."""
-    from django.apps import apps
-
     from billing.models import Invoice
     from keys.models import InferenceKey
     from portal import demo, services
-    from portal.models import Department, Member, Organization
+    from portal.models import Department, Member, Organization, Policy
     from portal.ram import services as ram
-    from portal.ram.system_policies import USAGE_READ_ONLY_ACCESS
+    from portal.ram.system_policies import USAGE_READ_ONLY_ACCESS, sync_system_policies
 
     # A transactional test empties every table afterwards, the system policies its migrations wrote
-    # included; put them back (idempotent) as the latest migration that writes them does.
-    import_module("portal.migrations.0006_audit_log_action").sync_system_policies(apps, None)
+    # included; put them back (idempotent) as the migrations that write them do.
+    sync_system_policies(Policy)
 
     # The subscriptions start on the first of the month `usage_days` back (portal.demo.seed_world):
     # 32 days always reach into last month, so the nightly job has a month to invoice.
