@@ -624,7 +624,7 @@ def explain_queries(*calls: Callable[[], Any]) -> None:
 # --- phase 4: export depth ------------------------------------------------------------------------
 
 def measure_export(organization_id: int, repeats: int, figures: Figures, explain: bool) -> None:
-    from usage.query import export_events
+    from usage.selectors import export_events
 
     where = 'organization_id = %s AND "timestamp" >= %s AND "timestamp" < %s'
     total = sql(f"SELECT count(*) FROM usage_usageevent WHERE {where}", [organization_id, START, END])[0][0]
