@@ -53,7 +53,9 @@ shapes = st.lists(
 
 
 def _snapshot():
-    return {model.__name__: sorted(tuple(row.values()) for row in model.objects.values(
+    # A day a conversation moved away from may keep a row of 0, which a rebuild never writes.
+    return {model.__name__: sorted(tuple(row.values()) for row in model.objects.exclude(
+        **({"conversations": 0} if model is UsageConversationDaily else {})).values(
         *(f.attname for f in model._meta.concrete_fields if not f.primary_key and f.attname != "previous_day")))
         for model in activity.MODELS}
 
