@@ -49,6 +49,7 @@ def main() -> None:
          {"start_date": datetime.fromtimestamp(month, tz=UTC).date().isoformat(), "group_by": "day,model"}),
         ("AIone obs/dashboard 7 days", "get", "/api/v1/obs/dashboard", {"range_days": 7}),
         ("AIone obs/dashboard 30 days", "get", "/api/v1/obs/dashboard", {"range_days": 30}),
+        ("AIone obs/dashboard 90 days", "get", "/api/v1/obs/dashboard", {"range_days": 90}),
         ("ModelRouter overview 30 days", "get", base + "overview", {"startTime": month, "endTime": end}),
         ("ModelRouter trend 30 days daily", "get", base + "trend", {"startTime": month, "endTime": end}),
         ("ModelRouter trend 1 day hourly", "get", base + "trend", {"startTime": day, "endTime": end}),

@@ -108,7 +108,8 @@ def dashboard_of(organization: Organization, range_days: int, *, department: Dep
     totals = usage.total(start, end, percentiles=(99,), **narrowed)
     trend = usage.run(start, end, granularity=Granularity.of("day"), **narrowed).rows
     by_model = [row for row in usage.run(start, end, group_by=("model",), **narrowed).rows if row.requests]
-    # From raw events (distinct conversations): ask only for what the ranking shows.
+    # Distinct conversations: from their per-day counts (usage/activity.py) when the range ends
+    # after the newest event, else from raw events; ask only for what the ranking shows.
     by_team = usage.run(start, end, group_by=("department",), conversations=True, sums=("cost_units",),
                         latency_range=False, **narrowed).rows
     conversations = usage.total(start, end, conversations=True, sums=("requests",), latency_range=False,
@@ -116,7 +117,8 @@ def dashboard_of(organization: Organization, range_days: int, *, department: Dep
 
     subscription = current_subscription(organization)
     plan_rpm = subscription.plan.rpm_limit if subscription else 0
-    peak = peak_requests_per_minute(organization.pk, start, end, departments=narrowed.get("departments", ()))
+    peak = peak_requests_per_minute(organization.pk, start, end, departments=narrowed.get("departments", ()),
+                                    zone=organization.zone)
     rpm_pct = percent(Decimal(peak), Decimal(plan_rpm))
     account = BillingAccount.objects.filter(organization=organization).first()
     budget = account.monthly_budget if account and department is None else None

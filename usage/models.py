@@ -233,3 +233,66 @@ class UsageFillState(models.Model):
 
     def __str__(self) -> str:
         return f"org {self.organization_id}: {self.events} events, newest {self.newest_event_at}"
+
+
+# --- activity: distinct conversations and per-minute peaks --------------------------------------
+# Neither adds up over a batch of events the way RollupMetrics do (a distinct count, a maximum of
+# per-minute counts), so they are kept beside the levels, not as levels (usage/activity.py folds
+# and reads them). Each is kept per department and, under department 0, for the whole
+# organization: a conversation that spans two teams counts once in each and once in total, and
+# the organization's busiest minute is not the busiest minute of any one team.
+
+class UsageConversation(models.Model):
+    """Each conversation id's last active local day, per department and (department 0) for the
+    whole organization; `previous_day` is what `last_day` was before the last fold touched the
+    row, so that the same statement can move the conversation's count in UsageConversationDaily."""
+
+    organization = _fk(Organization)
+    department_id_or_zero = models.BigIntegerField()  # 0: the whole organization
+    conversation_id = models.CharField(max_length=TRACE_FIELD_LENGTH)
+    last_day = models.DateField()
+    previous_day = models.DateField(null=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "department_id_or_zero", "conversation_id"],
+                                               name="usageconversation_key")]
+
+    def __str__(self) -> str:
+        return f"org {self.organization_id} department {self.department_id_or_zero}: {self.conversation_id}"
+
+
+class UsageConversationDaily(models.Model):
+    """Organization × department (0: all) × local day: the conversations whose last active day is
+    that day, plus the requests of that day without a conversation id (each a conversation of
+    its own, API.md §1). Summed over [D1, D2) it is exactly the distinct conversations of the
+    range, provided no event of the organization lies at or after D2 (usage/activity.py)."""
+
+    organization = _fk(Organization)
+    department_id_or_zero = models.BigIntegerField()
+    day = models.DateField()
+    conversations = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "department_id_or_zero", "day"],
+                                               name="usageconversationdaily_key")]
+
+    def __str__(self) -> str:
+        return f"org {self.organization_id} department {self.department_id_or_zero} {self.day}: {self.conversations}"
+
+
+class UsagePeakHourly(models.Model):
+    """Organization × department (0: all) × hour of the organization's clock (keyed as
+    UsageHourly): the most requests in any one UTC minute of that hour. Every zone's offset is a
+    whole number of minutes, so each UTC minute lies in one local hour."""
+
+    organization = _fk(Organization)
+    department_id_or_zero = models.BigIntegerField()
+    hour = models.BigIntegerField()
+    peak_requests = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "department_id_or_zero", "hour"],
+                                               name="usagepeakhourly_key")]
+
+    def __str__(self) -> str:
+        return f"org {self.organization_id} department {self.department_id_or_zero} {self.hour}: {self.peak_requests}"

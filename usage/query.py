@@ -29,7 +29,7 @@ from django.db.models import Max, Min
 from billing.models import Model
 from billing.money import from_units, round_event_amount
 from portal.models import Organization
-from usage import histogram, levels
+from usage import activity, histogram, levels
 from usage.db import psycopg_cursor
 from usage.levels import DIMENSION_NAMED, DIMENSIONS, LEVEL_NAMED, Level, TimeKind
 from usage.measures import MEASURE_NAMED, ROW_MEASURES, SUMMED, Measure, Merge
@@ -88,7 +88,9 @@ class UsageQuery:
     granularity: Granularity | None = None  # None: one bucket for the whole range
     group_by: tuple[str, ...] = ()
     percentiles: tuple[float, ...] = ()  # latency percentiles, 0-100
-    conversations: bool = False  # distinct conversations (read from raw events)
+    # Distinct conversations: from their per-day counts where those are exact (usage/activity.py),
+    # else from raw events.
+    conversations: bool = False
     departments: tuple[int, ...] = ()
     keys: tuple[int, ...] = ()
     models: tuple[int, ...] = ()
@@ -360,6 +362,13 @@ def run(query: UsageQuery, *, org_timezone: str | None = None, level: str | None
     """Answer `query`. `level` forces a level (tests and the benchmark compare levels)."""
     if org_timezone is None:
         org_timezone = Organization.objects.values_list("timezone", flat=True).get(pk=query.organization_id)
+    if query.conversations and level is None:
+        counted = _counted_conversations(query, org_timezone)
+        if counted is not None:
+            result = run(replace(query, conversations=False), org_timezone=org_timezone)
+            for row in result.rows:
+                row.conversations = counted.get(row.group.get("department", activity.ORGANIZATION), 0)
+            return result
     all_buckets = buckets(query.start, query.end, query.zone, query.granularity)
     pieces = [(query, LEVEL_NAMED[level])] if level else _pieces(query, org_timezone, all_buckets)
     rows: dict[tuple, Row] = {}
@@ -384,6 +393,27 @@ def run(query: UsageQuery, *, org_timezone: str | None = None, level: str | None
     else:
         result_rows = sorted(rows.values(), key=lambda row: (row.bucket.start, _group_order(row.group.values())))
     return Result(result_rows, all_buckets, level, percentile_level)
+
+
+def _counted_conversations(query: UsageQuery, org_timezone: str) -> dict[int, int] | None:
+    """Distinct conversations from their per-day counts (usage/activity.py), by department id or
+    activity.ORGANIZATION, when those answer the query exactly: one bucket of whole local days of
+    the organization's clock, grouped by department or not at all, narrowed to departments only
+    (to one, unless grouped by it); else None (counted over raw events)."""
+    grouped = query.group_by == ("department",)
+    if (query.granularity is not None or query.trace or query.trace_roots_only or query.distributions
+            or query.group_by not in ((), ("department",)) or query.keys or query.models or query.model_types
+            or query.members or (len(query.departments) > 1 and not grouped)
+            or not _fits(levels.DEPARTMENT_DAILY, query, org_timezone, None)):
+        return None
+    # Grouped and not narrowed: every department's.
+    scopes = query.departments or (None if grouped else (activity.ORGANIZATION,))
+    counted = activity.conversations(query.organization_id, query.start, query.end,
+                                     zoneinfo.ZoneInfo(org_timezone), scopes=scopes)
+    if counted is not None and not grouped and query.departments:
+        # Narrowed to one department, the total is that department's.
+        counted = {activity.ORGANIZATION: counted.get(query.departments[0], 0)}
+    return counted
 
 
 def _group_order(values: Iterable[int | None]) -> tuple:

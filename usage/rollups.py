@@ -23,7 +23,7 @@ from django.db import connection
 from psycopg import sql
 
 from portal.models import Organization
-from usage import histogram
+from usage import activity, histogram
 from usage.bulk import column_types, stored_rows, write_rows
 from usage.db import psycopg_cursor
 from usage.levels import ROLLUPS, Level, TimeKey
@@ -111,8 +111,9 @@ def _stored_value(measure: Measure) -> Callable[[Any], Any]:
 def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | None = None, *,
                 freshness: bool = True) -> None:
     """Add `events` (stored, rated UsageEvent rows) into every rollup level and, unless told not to
-    (a partial rebuild refolds events already counted), the fill state. SQLite ingestion and every
-    rebuild come through here; PostgreSQL ingestion folds in SQL (store_and_fold)."""
+    (a partial rebuild refolds events already counted), the fill state and the conversations and
+    peaks (usage/activity.py). SQLite ingestion and every rebuild come through here; PostgreSQL
+    ingestion folds in SQL (store_and_fold)."""
     events = list(events)
     if not events:
         return
@@ -143,6 +144,7 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
                         for key, totals in sorted(rows.items(), key=operator.itemgetter(0))])
     if freshness:
         _upsert_freshness(fresh)
+        activity.fold_events(events, zones)
 
 
 # --- PostgreSQL: insert and fold in one statement ---------------------------------------------
@@ -185,7 +187,8 @@ _FOLD = sql.SQL("""
         INSERT INTO {fill_state} (organization_id, newest_event_at, events)
         SELECT organization_id, MAX("timestamp"), COUNT(*) FROM new GROUP BY 1 ORDER BY 1
         ON CONFLICT {fill_state_conflict}
-    )
+    ),
+    {activity}
     SELECT id, request_id FROM inserted""")
 
 # GROUP BY makes each key appear once (ON CONFLICT may touch a row only once per statement);
@@ -251,7 +254,8 @@ def _fold_statement() -> str:
         events=sql.Identifier(UsageEvent._meta.db_table), event_columns=_identifiers(_event_columns()),
         staging=staging, levels=sql.SQL(",\n    ").join(_fold_level(n, level) for n, level in enumerate(LEVELS)),
         fill_state=sql.Identifier(UsageFillState._meta.db_table),
-        fill_state_conflict=sql.SQL(_fill_state_conflict())).as_string()
+        fill_state_conflict=sql.SQL(_fill_state_conflict()),
+        activity=sql.SQL(",\n    ".join(activity.fold_sql()))).as_string()
 
 
 def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> list[Any]:
@@ -278,6 +282,9 @@ def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> 
                 copy.write_row((*values_of(row), *slots.values(), *[measure.of_event(row) for measure in _BINNED]))
         cursor.execute(_fold_statement(), prepare=False)
         returned = cursor.fetchall()
+        # A new statement, so a new snapshot: it sees every batch that committed to these hours
+        # while the fold statement waited for their peak rows (usage/activity.py).
+        cursor.execute(activity.recount_peaks_sql(_staging_table()), prepare=False)
         # Inside a longer transaction the staging rows would outlive this batch; ON COMMIT
         # DELETE ROWS clears them otherwise.
         cursor.execute(sql.SQL("DELETE FROM {}").format(staging), prepare=False)

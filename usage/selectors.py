@@ -4,6 +4,7 @@ the per-minute peak, and the keyset export of raw events.
 
 Aggregates come from `usage.query` alone; these are lookups and row-level reads."""
 
+import zoneinfo
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +16,8 @@ from django.db.models.functions import TruncMinute
 
 from billing.models import Model
 from keys.models import InferenceKey
-from portal.models import Department, Member
+from portal.models import Department, Member, Organization
+from usage import activity
 from usage.models import UsageEvent, UsageFillState
 
 # --- names for the ids in the engine's rows --------------------------------------------------
@@ -58,9 +60,18 @@ def data_freshness(organization_id: int, end: datetime) -> datetime | None:
 
 
 def peak_requests_per_minute(organization_id: int, start: datetime, end: datetime, *,
-                             departments: Sequence[int] = ()) -> int:
-    """The most requests in any one clock minute (UTC) of [start, end), read from raw events; of
-    the given departments only, if any are given."""
+                             departments: Sequence[int] = (), zone: zoneinfo.ZoneInfo | None = None) -> int:
+    """The most requests in any one clock minute (UTC) of [start, end); of the given departments
+    only, if any are given. From the hourly peaks (usage/activity.py) when the range is whole
+    hours of the organization's clock (`zone`, looked up if not given) and at most one department
+    is named; else from raw events."""
+    if len(departments) <= 1:
+        if zone is None:
+            zone = zoneinfo.ZoneInfo(Organization.objects.values_list("timezone", flat=True).get(pk=organization_id))
+        peak = activity.peak_requests(organization_id, start, end, zone,
+                                      scope=departments[0] if departments else activity.ORGANIZATION)
+        if peak is not None:
+            return peak
     events = UsageEvent.objects.filter(organization_id=organization_id, timestamp__gte=start, timestamp__lt=end)
     if departments:
         events = events.filter(department_id__in=departments)

@@ -26,6 +26,7 @@ from billing.rating import Rates, rate
 from keys.models import InferenceKey
 from portal.models import Organization
 from portal.services import Actor, record_audit
+from usage import activity
 from usage.bulk import column_types, stored_rows, write_rows
 from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFillState
 from usage.rollups import LEVELS, fold_events, organization_zones, store_and_fold
@@ -416,8 +417,9 @@ def rebuild_rollups(*, organization: Organization, start: datetime | None = None
             level.model.objects.filter(organization=organization, **{f"{column}__gte": first,
                                                                      f"{column}__lt": last}).delete()
     else:
-        for level in LEVELS:
-            level.model.objects.filter(organization=organization).delete()
+        # Conversations and peaks depend on no price, so a partial rebuild (a re-rate) keeps them.
+        for model in (*(level.model for level in LEVELS), *activity.MODELS):
+            model.objects.filter(organization=organization).delete()
         UsageFillState.objects.filter(organization=organization).delete()
     zones = organization_zones([organization.pk])
     folded = 0

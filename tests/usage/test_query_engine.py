@@ -223,8 +223,13 @@ def test_conversations_and_trace_filters_read_raw_events(zoned, models):
     ])
     base = dict(organization_id=organization.pk, start=datetime(2026, 1, 1, tzinfo=UTC),
                 end=datetime(2026, 1, 2, tzinfo=UTC), timezone="UTC")
+    # Whole days ending after the newest event: counted from the per-day conversation counts,
+    # the sums from a rollup.
     everything = query.run(UsageQuery(**base, conversations=True))
-    assert (everything.level, everything.rows[0].conversations) == (RAW, 2)  # c1, and "3" on its own
+    assert (everything.level, everything.rows[0].conversations) == (MODEL_DAILY, 2)  # c1, and "3" on its own
+    # A range that is not whole days is counted over raw events, with the same answer.
+    partial = query.run(UsageQuery(**{**base, "end": datetime(2026, 1, 1, 12, tzinfo=UTC)}, conversations=True))
+    assert (partial.level, partial.rows[0].conversations) == (RAW, 2)
     assert query.run(UsageQuery(**base, trace=(("op_names", ("chat",)),))).rows[0].requests == 2
     assert query.run(UsageQuery(**base, trace_roots_only=True)).rows[0].requests == 2
 
