@@ -69,6 +69,21 @@ def ram_world(world):
 
 
 @pytest.fixture(autouse=True)
+def _system_policies_in_transactional_tests(request):
+    """A transactional test starts after another one's flush, which empties every table, the
+    system policies their migration wrote included: put them back (idempotent), as production
+    always has them. (Django runs transactional tests last, so which ones follow which depends
+    on what a run selects.)"""
+    marker = request.node.get_closest_marker("django_db")
+    if (marker and marker.kwargs.get("transaction")) or "transactional_db" in request.fixturenames:
+        request.getfixturevalue("transactional_db")
+        from portal.models import Policy
+        from portal.ram.system_policies import sync_system_policies
+
+        sync_system_policies(Policy)
+
+
+@pytest.fixture(autouse=True)
 def _empty_cache():
     # Cached verifications and throttles must not leak from one test into the next.
     from django.core.cache import cache
