@@ -69,7 +69,8 @@ EXPORT_DEPTH = 1_000_000
 COVERING_INDEX = "bench_usageevent_org_time_covering"
 BARE_TABLE = "bench_copy_target"
 INDEXED_TABLE = "bench_copy_indexed"
-ROLLUP_TABLES = ("usage_usagefine15", "usage_usagehourly", "usage_usagedaily", "usage_usagedepartmentdaily",
+ROLLUP_TABLES = ("usage_usagefine15", "usage_usagehourly", "usage_usagekeydaily", "usage_usagedaily",
+                 "usage_usagedepartmentdaily",
                  "usage_usagemodeldaily", "usage_usagefillstate")
 
 # Targets of the issue.
@@ -624,7 +625,7 @@ def explain_queries(*calls: Callable[[], Any]) -> None:
 # --- phase 4: export depth ------------------------------------------------------------------------
 
 def measure_export(organization_id: int, repeats: int, figures: Figures, explain: bool) -> None:
-    from usage.query import export_events
+    from usage.selectors import export_events
 
     where = 'organization_id = %s AND "timestamp" >= %s AND "timestamp" < %s'
     total = sql(f"SELECT count(*) FROM usage_usageevent WHERE {where}", [organization_id, START, END])[0][0]
