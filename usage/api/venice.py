@@ -61,6 +61,9 @@ ANALYTICS_CACHE_SECONDS = 600
 TOP = 8
 MTOKENS = Decimal(1_000_000)
 NO_COST = from_units(0)
+# What the analytics show of each model's and key's totals.
+ANALYTICS_MEASURES = ("cost_units", "input_cost_units", "cache_read_cost_units", "output_cost_units", "prompt_tokens",
+                      "completion_tokens", "cached_tokens", "image_count", "video_seconds")
 
 
 class UsageParams(_S.Serializer):
@@ -295,8 +298,8 @@ def analytics(organization: Organization, params: dict[str, Any]) -> dict[str, A
     by_model_daily = usage.run(start, end, granularity=day, group_by=("model",), fill_empty=False)
     by_key_daily = usage.run(start, end, granularity=day, group_by=("key",), fill_empty=False)
     whole_range = Bucket(0, start, end)
-    by_model = [r for r in combine_rows(by_model_daily.rows, whole_range, ("model",)) if r.requests]
-    by_key = [r for r in combine_rows(by_key_daily.rows, whole_range, ("key",)) if r.requests]
+    by_model = [r for r in combine_rows(by_model_daily.rows, whole_range, ("model",), ANALYTICS_MEASURES) if r.requests]
+    by_key = [r for r in combine_rows(by_key_daily.rows, whole_range, ("key",), ANALYTICS_MEASURES) if r.requests]
     codes = model_codes()
     keys = objects_named_in(by_key, "key")["key"]
     by_model.sort(key=lambda r: (-r.cost_units, codes[r.group["model"]]))
