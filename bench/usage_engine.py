@@ -69,7 +69,8 @@ EXPORT_DEPTH = 1_000_000
 COVERING_INDEX = "bench_usageevent_org_time_covering"
 BARE_TABLE = "bench_copy_target"
 INDEXED_TABLE = "bench_copy_indexed"
-ROLLUP_TABLES = ("usage_usagefine15", "usage_usagehourly", "usage_usagedaily", "usage_usagedepartmentdaily",
+ROLLUP_TABLES = ("usage_usagefine15", "usage_usagehourly", "usage_usagekeydaily", "usage_usagedaily",
+                 "usage_usagedepartmentdaily",
                  "usage_usagemodeldaily", "usage_usagefillstate")
 
 # Targets of the issue.

@@ -7,7 +7,9 @@ Writes keep each account's running balance in the same transaction as the moveme
 Reads: `UsageLedger` walks one organization's entries and charges in time order (Venice's
 `billing/usage`): events by keyset (`usage.selectors`), entries, which are few, merged in as the
 walk passes their instant; entries sort before events of the same instant (money arrives before
-it is spent). Venice pages it by number (`page`); the portal's ledger by keyset (`after`)."""
+it is spent). Venice pages it by number (`page`): the page's first event is found on the hourly
+rollup's counts (`usage.selectors.EventTimeline`), never by OFFSET; the portal's ledger by
+keyset (`after`)."""
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from billing.selectors import account_currency
 from keys.models import InferenceKey
 from portal.models import Organization
 from usage.models import UsageEvent
-from usage.selectors import events_in, export_events
+from usage.selectors import EventTimeline, events_in, export_events
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
@@ -62,15 +64,24 @@ class UsageLedger:
         # Asking for another currency than the account's finds nothing (nothing is kept in it).
         self.empty = currency is not None and currency != self.currency
         self.events = events_in(organization.pk, self.start, self.end, descending=descending)
+        self._timeline: EventTimeline | None = None
         self.credits = list(LedgerEntry.objects.filter(
             organization=organization, created_at__gte=self.start, created_at__lt=self.end, currency=self.currency,
         ).order_by(*(("-created_at", "-id") if descending else ("created_at", "id"))))
 
+    @property
+    def timeline(self) -> EventTimeline:
+        """The events' counts per hour (from the hourly rollup): totals and page positions."""
+        if self._timeline is None:
+            self._timeline = EventTimeline(self.organization.pk, self.start, self.end)
+        return self._timeline
+
     def total(self) -> int:
-        return 0 if self.empty else self.events.count() + len(self.credits)
+        return 0 if self.empty else self.timeline.total + len(self.credits)
 
     def page(self, offset: int, limit: int) -> list[LedgerItem]:
-        """Entries [offset, offset + limit): the walk started at the event the page begins with."""
+        """Entries [offset, offset + limit): the walk started at the event the page begins with,
+        found on the hourly counts (a page number costs what a keyset page costs)."""
         if self.empty:
             return []
         # A credit's place is its index plus the events before it.
@@ -79,11 +90,13 @@ class UsageLedger:
         first_event = offset - credits_before
         after = None
         if first_event > 0:
-            # The keyset of the event before the page: an index-only read of two columns.
-            after = self.events.values_list("timestamp", "id")[first_event - 1 : first_event].first()
+            # The keyset of the event before the page.
+            timeline = self.timeline
+            last_before = first_event - 1
+            after = timeline.position(timeline.total - 1 - last_before if self.descending else last_before)
             if after is None:  # every event comes before the page: only credits are left
                 return list(self.credits[credits_before : credits_before + limit])
-        return list(islice(self._walk(after, self.credits[credits_before:]), limit))
+        return list(islice(self._walk(after, self.credits[credits_before:], batch=limit), limit))
 
     def after(self, position: LedgerPosition | None, limit: int) -> tuple[list[LedgerItem], LedgerPosition | None]:
         """A keyset page: up to `limit` items strictly after `position` (from the start when
@@ -118,8 +131,8 @@ class UsageLedger:
 
     def _events_before(self, credit: LedgerEntry) -> int:
         if self.descending:
-            return self.events.filter(timestamp__gt=credit.created_at).count()
-        return self.events.filter(timestamp__lt=credit.created_at).count()
+            return self.timeline.after(credit.created_at)
+        return self.timeline.before(credit.created_at)
 
     def _credit_first(self, credit: LedgerEntry, event: UsageEvent) -> bool:
         if self.descending:

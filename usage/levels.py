@@ -1,4 +1,4 @@
-"""The levels usage is read from: the raw events and the five rollups, declared once.
+"""The levels usage is read from: the raw events and the six rollups, declared once.
 
 Contract
 --------
@@ -40,6 +40,7 @@ from usage.models import (
     UsageEvent,
     UsageFine15,
     UsageHourly,
+    UsageKeyDaily,
     UsageModelDaily,
 )
 from usage.timebuckets import epoch
@@ -51,6 +52,7 @@ __all__ = [
     "DIMENSION_NAMED",
     "FINE",
     "HOURLY",
+    "KEY_DAILY",
     "LEVELS",
     "LEVEL_NAMED",
     "MODEL_DAILY",
@@ -206,10 +208,13 @@ class Level:
 RAW = Level("raw", UsageEvent, INSTANT, tuple(dimension.name for dimension in DIMENSIONS))
 FINE = Level("fine", UsageFine15, FIFTEEN_MINUTES, ("department", "key", "model", "member", "status_class"))
 HOURLY = Level("hourly", UsageHourly, LOCAL_HOUR, (), histograms=True)
+# The breakdown's groups per local day, in its order (department, key, member, model): its
+# unique index walks a day's groups in the order pages list them.
+KEY_DAILY = Level("key_daily", UsageKeyDaily, LOCAL_DAY, ("department", "key", "member", "model"))
 DAILY = Level("daily", UsageDaily, LOCAL_DAY, ("department", "model"))
 DEPARTMENT_DAILY = Level("department_daily", UsageDepartmentDaily, LOCAL_DAY, ("department",))
 MODEL_DAILY = Level("model_daily", UsageModelDaily, LOCAL_DAY, ("model",))
 
-LEVELS: tuple[Level, ...] = (RAW, FINE, HOURLY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY)
+LEVELS: tuple[Level, ...] = (RAW, FINE, HOURLY, KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY)
 ROLLUPS: tuple[Level, ...] = tuple(level for level in LEVELS if not level.is_raw)
 LEVEL_NAMED: dict[str, Level] = {level.name: level for level in LEVELS}

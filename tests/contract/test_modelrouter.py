@@ -141,6 +141,66 @@ def test_breakdown_rows_match_and_each_appears_once(history, alice, style):
     assert len(days_with_rows) == 5  # every bucket is present, empty ones as zero rows
 
 
+def _expected_breakdown(history, start, end, bucket_of, bucket_starts, **where):
+    """Every breakdown row the raw events make, in the page order: by bucket, then department,
+    key, member (none first) and model; an empty bucket as one zero row."""
+    groups = defaultdict(list)
+    for e in acme_events(history, start, end, **where):
+        groups[(bucket_of(e), e.department_id, e.key_id, e.member_id, e.model_id)].append(e)
+    rows = []
+    for bucket_start in bucket_starts:
+        mine = sorted((key for key in groups if key[0] == bucket_start),
+                      key=lambda key: (key[1], key[2], key[3] or 0, key[4]))
+        rows.extend(mine or [(bucket_start, None, None, None, None)])
+    return rows, groups
+
+
+@pytest.mark.parametrize("style", ["token", "page"])
+@pytest.mark.parametrize("shape", ["days", "days-off-grid", "hours", "one-department"])
+def test_breakdown_pages_walk_the_raw_events_in_order(history, alice, style, shape):
+    """The rows of every page, their order, the total and each row's sums equal the raw events:
+    whole days (the key-daily level), a range starting and ending off the 15-minute grid (raw
+    events at both ends, the fine level between), hours (the fine level) and a department filter."""
+    world, zone = history.world, history.world.acme.zone
+    start, end = window(history, 6)
+    params = {}
+    if shape == "days-off-grid":
+        start, end = start + 7 * 3600 + 421, end - 5 * 3600 - 17
+    if shape == "hours":
+        start, end = end - 2 * 86400, end - 86400
+        params["granularity"] = "hourly"
+    where = {}
+    if shape == "one-department":
+        params["clientId"] = world.research.pk
+        where["department_id"] = {world.research.pk}
+    if shape == "hours":
+        starts = list(range(start, end, 3600))
+
+        def bucket_of(e):
+            return start + (int(e.timestamp.timestamp()) - start) // 3600 * 3600
+    else:
+        first_day = datetime.fromtimestamp(start, tz=zone).date()
+        last_day = datetime.fromtimestamp(end - 1, tz=zone).date()
+        starts = [int(datetime.combine(first_day + timedelta(days=n), datetime.min.time(), tzinfo=zone).timestamp())
+                  for n in range((last_day - first_day).days + 1)]
+
+        def bucket_of(e):
+            day = e.timestamp.astimezone(zone).date()
+            return int(datetime.combine(day, datetime.min.time(), tzinfo=zone).timestamp())
+    expected, groups = _expected_breakdown(history, start, end, bucket_of, starts, **where)
+    assert len(groups) > 14  # several pages of seven
+    rows, last = _walk(alice, "breakdown", {"startTime": start, "endTime": end, **params}, style)
+    assert [(r["summaryTime"], r["clientId"], r["apiKeyId"], r["memberUserId"], r["modelId"]) for r in rows] == \
+        expected
+    assert last["data"]["total"] == len(expected)
+    for row in rows:
+        events = groups.get((row["summaryTime"], row["clientId"], row["apiKeyId"], row["memberUserId"],
+                             row["modelId"]), [])
+        assert Decimal(str(row["payableAmount"])) == sum((e.cost for e in events), Decimal(0))
+        assert decode(row["values"])["total_calls"] == len(events)
+        assert decode(row["values"])["input_tokens"] == sum(e.prompt_tokens for e in events)
+
+
 def test_models_list_and_search(history, alice):
     start, end = window(history, 10)
     body = ok(alice.get(BASE + "models", {"startTime": start, "endTime": end}))

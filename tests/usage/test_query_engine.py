@@ -8,7 +8,7 @@ import pytest
 
 from tests import factories
 from usage import query
-from usage.query import DAILY, DEPARTMENT_DAILY, FINE, HOURLY, MODEL_DAILY, RAW, UsageQuery
+from usage.query import DAILY, DEPARTMENT_DAILY, FINE, HOURLY, KEY_DAILY, MODEL_DAILY, RAW, UsageQuery
 from usage.selectors import export_events
 from usage.services import ingest_events
 from usage.timebuckets import Granularity
@@ -49,7 +49,7 @@ def _daily(organization, start_local: datetime, end_local: datetime, level=None,
     return query.run(q, level=level)
 
 
-@pytest.mark.parametrize("level", [None, DAILY, DEPARTMENT_DAILY, MODEL_DAILY, HOURLY, FINE, RAW])
+@pytest.mark.parametrize("level", [None, KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY, HOURLY, FINE, RAW])
 def test_new_york_dst_days_have_23_and_25_hours(zoned, models, level):
     from zoneinfo import ZoneInfo
 
@@ -144,10 +144,11 @@ def test_group_by_model_and_the_levels_agree_on_every_number(zoned, models):
                   cached_tokens=200, completion_tokens=321, latency_ms=900)
     _ingest_every(other_key, models[1], start, start + timedelta(days=3), timedelta(minutes=91), status_code=500,
                   latency_ms=4000)
-    levels_by_grouping = {(): (DAILY, DEPARTMENT_DAILY, MODEL_DAILY, HOURLY, FINE, RAW),
-                          ("model",): (DAILY, MODEL_DAILY, FINE, RAW),
-                          ("department",): (DAILY, DEPARTMENT_DAILY, FINE, RAW),
-                          ("model", "department"): (DAILY, FINE, RAW)}
+    levels_by_grouping = {(): (KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY, HOURLY, FINE, RAW),
+                          ("model",): (KEY_DAILY, DAILY, MODEL_DAILY, FINE, RAW),
+                          ("department",): (KEY_DAILY, DAILY, DEPARTMENT_DAILY, FINE, RAW),
+                          ("model", "department"): (KEY_DAILY, DAILY, FINE, RAW),
+                          ("key", "member"): (KEY_DAILY, FINE, RAW)}
     for group_by, levels in levels_by_grouping.items():
         answers = {}
         for level in levels:
@@ -410,6 +411,57 @@ def test_ranges_inside_local_days_take_whole_days_from_a_day_level(zoned, models
 
     assert numbers(result.rows) == numbers(exact.rows)
     assert sum(row.requests for row in result.rows) > 300
-    middle = {(): MODEL_DAILY, ("model",): MODEL_DAILY, ("department",): DEPARTMENT_DAILY, ("key",): FINE}[group_by]
+    middle = {(): MODEL_DAILY, ("model",): MODEL_DAILY, ("department",): DEPARTMENT_DAILY,
+              ("key",): KEY_DAILY}[group_by]
     # 10:07:13 is off the 15-minute grid (raw events), 15:30 on it (the fine level).
     assert result.level.split("+") == list(dict.fromkeys([RAW, middle, FINE]))
+
+
+@pytest.mark.parametrize("granularity", ["day", "hour"])
+def test_row_counts_and_keyset_pages_equal_the_raw_events(zoned, models, granularity):
+    """Groups per bucket (row_counts) and the keyset walk (limit, after_group) from the levels the
+    engine picks (the key-daily level for whole days, fine and raw rows at the edges) equal the
+    same read over raw events, page after page."""
+    from zoneinfo import ZoneInfo
+
+    organization, department, key = zoned("America/New_York")
+    ny = ZoneInfo("America/New_York")
+    second_key, _ = factories.make_inference_key(department)
+    for number, (which, model) in enumerate([(key, models[0]), (second_key, models[1]), (key, models[1])]):
+        _ingest_every(which, model, datetime(2026, 10, 30, tzinfo=ny) + timedelta(minutes=number * 7),
+                      datetime(2026, 11, 3, tzinfo=ny), timedelta(minutes=23 + number * 11), latency_ms=300)
+    start, end = datetime(2026, 10, 30, 10, 7, 13, tzinfo=ny), datetime(2026, 11, 2, 15, 30, tzinfo=ny)
+    if granularity == "hour":
+        start, end = datetime(2026, 11, 1, 0, 0, tzinfo=ny), datetime(2026, 11, 1, 7, 45, tzinfo=ny)
+    group_by = ("department", "key", "member", "model")
+    fields = dict(organization_id=organization.pk, start=start, end=end, timezone="America/New_York",
+                  granularity=Granularity.of(granularity), group_by=group_by, fill_empty=False)
+    exact = query.run(UsageQuery(**fields), level=RAW).rows
+    counts = query.row_counts(UsageQuery(**fields))
+    expected_counts: dict = {}
+    for row in exact:
+        expected_counts[row.bucket.key] = expected_counts.get(row.bucket.key, 0) + 1
+    assert counts == expected_counts and sum(counts.values()) > 10
+
+    def numbers(rows):
+        return [(row.bucket.key, tuple(row.group.values()), row.requests, row.cost, row.latency_min_ms)
+                for row in rows]
+
+    # Walk bucket by bucket, four rows a page, continuing inside a bucket after its last group.
+    walked = []
+    for bucket in query.run(UsageQuery(**fields), level=RAW).buckets:
+        after = None
+        while True:
+            # In UTC: two instants of the repeated hour compare by wall time in their own zone (PEP 495).
+            bounds = {"start": max(start, bucket.start.astimezone(UTC)), "end": min(end, bucket.end.astimezone(UTC))}
+            page = query.run(UsageQuery(**{**fields, **bounds}, limit=4, after_group=after)).rows
+            walked += page
+            if len(page) < 4:
+                break
+            after = tuple(page[-1].group[name] for name in group_by)
+    # By epoch: the repeated hour's two buckets have one wall time.
+    stored_order = sorted(exact, key=lambda row: (row.bucket.start.timestamp(),
+                                                  *((row.group[n] or 0) for n in group_by)))
+    assert numbers(walked) == numbers(stored_order)
+    # One page across the whole range reads the same rows in the same order.
+    assert numbers(query.run(UsageQuery(**fields, limit=7)).rows) == numbers(stored_order[:7])

@@ -19,6 +19,7 @@ from usage.models import (
     UsageFillState,
     UsageFine15,
     UsageHourly,
+    UsageKeyDaily,
     UsageModelDaily,
 )
 from usage.rollups import LEVELS
@@ -110,6 +111,9 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
         return epoch - (epoch + int(local(e).utcoffset().total_seconds())) % 3600
 
     assert stored(UsageHourly, ("organization_id", "hour")) == expected(lambda e: (e.organization_id, local_hour(e)))
+    assert stored(UsageKeyDaily, ("organization_id", "day", "department_id", "key_id", "member_id_or_zero",
+                                  "model_id")) == expected(
+        lambda e: (e.organization_id, local(e).date(), e.department_id, e.key_id, e.member_id or 0, e.model_id))
     assert stored(UsageDaily, ("organization_id", "day", "department_id", "model_id")) == expected(
         lambda e: (e.organization_id, local(e).date(), e.department_id, e.model_id))
     assert stored(UsageDepartmentDaily, ("organization_id", "day", "department_id")) == expected(

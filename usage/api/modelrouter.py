@@ -175,6 +175,10 @@ class Scope:
         fields = {"start": self.start, "end": self.end, **self.filters, **overrides}
         return for_organization(self.organization).run(**fields)
 
+    def row_counts(self, **overrides: Any) -> dict[Any, int]:
+        fields = {"start": self.start, "end": self.end, **self.filters, **overrides}
+        return for_organization(self.organization).row_counts(**fields)
+
 
 class ModelRouterView(RamAPIView):
     dialect = ModelRouterDialect
@@ -412,16 +416,35 @@ class BreakdownView(ModelRouterView):
             "values": _S.CharField()}, many=True)}))
     def get(self, request):
         scope = self.scope(request)
-        granularity = scope.engine_granularity()
-        all_buckets = buckets(scope.start, scope.end, scope.organization.zone, granularity)
+        all_buckets = buckets(scope.start, scope.end, scope.organization.zone, scope.engine_granularity())
         state = paging(request, scope, "breakdown")
-        total = state.total if state.total is not None else len(self._rows(scope, all_buckets))
+        sizes = None
+        if state.total is None or not state.keyset:
+            # Rows per bucket, counted on the rollups: one per group with events, or one zero row.
+            counts = scope.row_counts(granularity=scope.engine_granularity(), group_by=BREAKDOWN_GROUPS)
+            sizes = [max(1, counts.get(bucket.key, 0)) for bucket in all_buckets]
+        total = state.total if state.total is not None else sum(sizes)
         if state.keyset:
-            page_rows, after = self._keyset_page(scope, all_buckets, state)
+            index, group = state.after or (0, None)
+            if state.after is not None and group is None:  # the last page ended on a whole bucket
+                index += 1
+            page_rows = self._walk(scope, all_buckets, index, group, 0, state.size + 1)
         else:
-            rows = self._rows(scope, all_buckets)
-            start = (state.page - 1) * state.size
-            page_rows, after = rows[start : start + state.size], None
+            # A page number is found on the counts: the bucket it starts in and how many of that
+            # bucket's rows come before it. Only that bucket's earlier rows are read and skipped.
+            skip = (state.page - 1) * state.size
+            index = 0
+            while index < len(all_buckets) and skip >= sizes[index]:
+                skip -= sizes[index]
+                index += 1
+            page_rows = self._walk(scope, all_buckets, index, None, skip, state.size + 1)
+        more = len(page_rows) > state.size
+        page_rows = page_rows[: state.size]
+        after = None
+        if more and page_rows:
+            last = page_rows[-1]
+            after = [_bucket_index(all_buckets, last.bucket),
+                     None if last.requests == 0 else [last.group[name] for name in BREAKDOWN_GROUPS]]
         names = objects_named_in(page_rows, *BREAKDOWN_GROUPS)
         token = next_token(request, "breakdown", state, after, total) if state.keyset and after is not None else ""
         return self.respond(request, {
@@ -430,48 +453,53 @@ class BreakdownView(ModelRouterView):
             "rows": [_breakdown_row(row, names) for row in page_rows], "total": total,
         }, max_results=state.size if state.keyset else None, next_token=token if state.keyset else None)
 
-    def _rows(self, scope: Scope, all_buckets: list[Bucket], start_index: int = 0,
-              end_index: int | None = None) -> list[Row]:
-        """The rows of buckets[start_index:end_index]: one per non-empty group, or a zero row for an empty bucket."""
-        window = all_buckets[start_index:end_index]
-        if not window:
+    def _walk(self, scope: Scope, all_buckets: list[Bucket], index: int, after_group: list | None, skip: int,
+              wanted: int) -> list[Row]:
+        """Up to `wanted` rows from bucket `index` on, in (bucket, group) order: that bucket's
+        groups after `after_group` (less the first `skip`), then the following buckets', each
+        empty bucket as one zero row. Each read is a keyset page of the engine (LIMIT, no OFFSET)."""
+        if index >= len(all_buckets):
             return []
-        result = scope.run(start=max(scope.start, window[0].start), end=min(scope.end, window[-1].end),
-                           granularity=scope.engine_granularity(), group_by=BREAKDOWN_GROUPS, fill_empty=False)
-        by_bucket: dict[Any, list[Row]] = {}
-        for row in result.rows:
-            by_bucket.setdefault(row.bucket.key, []).append(row)
-        rows = []
-        for bucket in window:
-            grouped = sorted(by_bucket.get(bucket.key, []), key=_group_key)
-            rows.extend(grouped or [Row(bucket, dict.fromkeys(BREAKDOWN_GROUPS))])
-        return rows
+        granularity, first = scope.engine_granularity(), all_buckets[index]
+        rows = scope.run(start=max(scope.start, first.start), end=min(scope.end, first.end), granularity=granularity,
+                         group_by=BREAKDOWN_GROUPS, fill_empty=False, limit=skip + wanted,
+                         after_group=tuple(after_group) if after_group is not None else None).rows[skip:]
+        if not rows and after_group is None and skip == 0:
+            rows = [_zero_row(first)]
+        if len(rows) >= wanted or index + 1 >= len(all_buckets):
+            return rows[:wanted]
+        following = all_buckets[index + 1 :]
+        limit = wanted - len(rows)
+        found = scope.run(start=following[0].start, end=scope.end, granularity=granularity,
+                          group_by=BREAKDOWN_GROUPS, fill_empty=False, limit=limit).rows
+        # Every bucket before the last one found is complete; after it, the range holds no more
+        # rows only if fewer than `limit` came back.
+        pending = iter(found)
+        row = next(pending, None)
+        for bucket in following:
+            if len(rows) >= wanted:
+                break
+            if row is None:
+                if len(found) >= limit:
+                    break
+                rows.append(_zero_row(bucket))
+                continue
+            if row.bucket.key != bucket.key:
+                rows.append(_zero_row(bucket))
+                continue
+            while row is not None and row.bucket.key == bucket.key:
+                rows.append(row)
+                row = next(pending, None)
+        return rows[:wanted]
 
-    def _keyset_page(self, scope: Scope, all_buckets: list[Bucket], state: Paging) -> tuple[list[Row], Any]:
-        """Rows after the token's (bucket, group), reading windows of buckets until the page is full."""
-        bucket_index, last_group = (state.after or [0, None])
-        position = {bucket.key: index for index, bucket in enumerate(all_buckets)}
-        page: list[tuple[int, Row]] = []
-        window = max(1, state.size)
-        while bucket_index < len(all_buckets) and len(page) <= state.size:
-            rows = self._rows(scope, all_buckets, bucket_index, bucket_index + window)
-            for row in rows:
-                index = position[row.bucket.key]
-                if last_group is not None and index == state.after[0] and _group_key(row) <= tuple(last_group):
-                    continue
-                page.append((index, row))
-            bucket_index += window
-            window *= 2  # sparse ranges: widen the window rather than query bucket by bucket
-        more = len(page) > state.size
-        page = page[: state.size]
-        if not more or not page:
-            return [row for _, row in page], None
-        index, row = page[-1]
-        return [row for _, row in page], [index, list(_group_key(row))]
+
+def _zero_row(bucket: Bucket) -> Row:
+    return Row(bucket, dict.fromkeys(BREAKDOWN_GROUPS))
 
 
-def _group_key(row: Row) -> tuple:
-    return tuple(-1 if row.group.get(name) is None else row.group[name] for name in BREAKDOWN_GROUPS)
+def _bucket_index(all_buckets: list[Bucket], bucket: Bucket) -> int:
+    # Buckets are in order and few (at most 744 hours or 366 days): a bisection would do no better.
+    return next(index for index, candidate in enumerate(all_buckets) if candidate.key == bucket.key)
 
 
 def _breakdown_row(row: Row, names) -> dict[str, Any]:

@@ -25,16 +25,16 @@ from rest_framework.response import Response
 
 from billing.ledger import UsageLedger
 from billing.models import LedgerEntry, Model
-from billing.money import Currency
+from billing.money import Currency, from_units
 from billing.selectors import account_currency
 from portal.api.errors import ApiError
 from portal.api.permissions import whole_collection
 from portal.api.views import RamAPIView, parse_query
 from portal.models import Organization
 from usage.models import UsageEvent
-from usage.query import for_organization
+from usage.query import combine_rows, for_organization
 from usage.selectors import model_codes, objects_named_in
-from usage.timebuckets import Granularity, last_days, local_midnight_of
+from usage.timebuckets import Bucket, Granularity, last_days, local_midnight_of
 
 
 class VeniceDialect:
@@ -60,6 +60,10 @@ CSV_FIELDS = ["timestamp", "sku", "pricePerUnitUsd", "units", "amount", "currenc
 ANALYTICS_CACHE_SECONDS = 600
 TOP = 8
 MTOKENS = Decimal(1_000_000)
+NO_COST = from_units(0)
+# What the analytics show of each model's and key's totals.
+ANALYTICS_MEASURES = ("cost_units", "input_cost_units", "cache_read_cost_units", "output_cost_units", "prompt_tokens",
+                      "completion_tokens", "cached_tokens", "image_count", "video_seconds")
 
 
 class UsageParams(_S.Serializer):
@@ -289,10 +293,13 @@ def analytics(organization: Organization, params: dict[str, Any]) -> dict[str, A
         lookback = f"{days}d"
     usage, day = for_organization(organization), Granularity.of("day")
     daily = usage.run(start, end, granularity=day).rows
-    by_model = [r for r in usage.run(start, end, group_by=("model",)).rows if r.requests]
-    by_model_daily = usage.run(start, end, granularity=day, group_by=("model",)).rows
-    by_key = [r for r in usage.run(start, end, group_by=("key",)).rows if r.requests]
-    by_key_daily = usage.run(start, end, granularity=day, group_by=("key",)).rows
+    # Each breakdown is read once, per day and with only the groups that have usage; its totals
+    # are those days added up (the per-key days come from the key-daily level).
+    by_model_daily = usage.run(start, end, granularity=day, group_by=("model",), fill_empty=False)
+    by_key_daily = usage.run(start, end, granularity=day, group_by=("key",), fill_empty=False)
+    whole_range = Bucket(0, start, end)
+    by_model = [r for r in combine_rows(by_model_daily.rows, whole_range, ("model",), ANALYTICS_MEASURES) if r.requests]
+    by_key = [r for r in combine_rows(by_key_daily.rows, whole_range, ("key",), ANALYTICS_MEASURES) if r.requests]
     codes = model_codes()
     keys = objects_named_in(by_key, "key")["key"]
     by_model.sort(key=lambda r: (-r.cost_units, codes[r.group["model"]]))
@@ -303,14 +310,12 @@ def analytics(organization: Organization, params: dict[str, Any]) -> dict[str, A
     def units(row) -> int:
         return row.total_tokens + row.image_count + row.video_seconds
 
-    def per_day(rows, name, label, wanted):
-        days: dict[str, dict[str, Decimal]] = {}
-        for row in rows:
-            day = row.bucket.start.date().isoformat()
-            days.setdefault(day, {})
-            if row.group.get(name) in wanted:
-                days[day][label(row.group[name])] = row.cost
-        return [{"date": day, "values": values} for day, values in days.items()]
+    def per_day(result, name, label, wanted):
+        # Every day of the range, each wanted group's cost that day (zero on a day without usage).
+        costs = {(row.bucket.key, row.group[name]): row.cost for row in result.rows if row.group[name] in wanted}
+        return [{"date": bucket.start.date().isoformat(),
+                 "values": {label(pk): costs.get((bucket.key, pk), NO_COST) for pk in sorted(wanted)}}
+                for bucket in result.buckets]
 
     return {
         "lookback": lookback, "currency": account_currency(organization),
