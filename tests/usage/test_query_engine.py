@@ -301,8 +301,9 @@ def test_percentiles_interpolate_between_ranks_as_percentile_cont_does(zoned, mo
 
 
 def test_hourly_percentiles_read_every_non_empty_bin(zoned, models):
-    """The engine reads an hour's histogram from the bin of its smallest latency on; the lowest
-    percentile must still land in that bin, whatever the smallest latency is."""
+    """An hour's histogram is stored from its first non-empty bin on (and read per hour by a
+    binary search in SQL on PostgreSQL); the lowest percentile must still land in that bin,
+    whatever the smallest latency is."""
     from usage import histogram
     from usage.models import UsageHourly
 
@@ -322,7 +323,7 @@ def test_hourly_percentiles_read_every_non_empty_bin(zoned, models):
     assert result.percentile_level == HOURLY
     stored = {row.hour: row.latency_bins for row in UsageHourly.objects.filter(organization=organization)}
     for row, low in zip(result.rows, smallest, strict=True):
-        assert row.percentiles == histogram.percentiles(stored[int(row.bucket.start.timestamp())], qs)
+        assert row.percentiles == histogram.percentiles([stored[int(row.bucket.start.timestamp())]], qs)
         assert row.percentiles[0] == histogram.value_of(histogram.bin_of(low))
 
 
