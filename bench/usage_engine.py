@@ -369,7 +369,7 @@ def check_rollups(total: int) -> None:
     for table in ROLLUP_TABLES[:-1]:
         counts[table.removeprefix("usage_usage")] = sql(f"SELECT coalesce(sum(requests), 0) FROM {table}")[0][0]
     counts["hourly latency histograms"] = sql(
-        "SELECT coalesce(sum(n), 0) FROM usage_usagehourly, unnest(latency_bins) AS n")[0][0]
+        "SELECT coalesce(sum(latency_bins[cardinality(latency_bins)]), 0) FROM usage_usagehourly")[0][0]
     counts["fill state"] = sql("SELECT coalesce(sum(events), 0) FROM usage_usagefillstate")[0][0]
     print("events accounted for per level: " + ", ".join(f"{name} {int(n):,}" for name, n in counts.items()))
     wrong = {name: n for name, n in counts.items() if int(n) != total}

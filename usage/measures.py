@@ -46,7 +46,7 @@ class Merge(enum.Enum):
     SUM = "sum"
     MIN = "min"
     MAX = "max"
-    HISTOGRAM = "histogram"  # a dense list of counts per latency bin (usage/histogram.py)
+    HISTOGRAM = "histogram"  # cumulative counts per latency bin (usage/histogram.py)
 
     def on_conflict(self, stored: str, new: str, vendor: str) -> str:
         """SQL for a stored rollup value meeting a new one (`ON CONFLICT DO UPDATE`)."""
@@ -63,7 +63,7 @@ class Merge(enum.Enum):
 
     @property
     def add(self) -> Callable[[Any, Any], Any]:
-        """Two values merged in Python (histograms as dense lists)."""
+        """Two values merged in Python (histograms in their stored encoding)."""
         return _ADD[self]
 
     def combine(self, total: Any, value: Any) -> Any:

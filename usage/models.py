@@ -89,8 +89,10 @@ HOUR_SECONDS = 3600
 
 
 class LatencyBinsField(models.Field):
-    """A dense latency histogram: element i counts the events in bin i of usage/histogram.py.
-    `integer[]` on PostgreSQL, a JSON list elsewhere; the upserts merge two of them with the SQL
+    """A latency histogram in usage/histogram.py's encoding: [first non-empty bin, then for each bin
+    from it to the last non-empty one the events in bins up to it] (cumulative counts, so a
+    percentile is a binary search). `integer[]` on PostgreSQL, a JSON list elsewhere; the upserts
+    merge two of them with the SQL
     function `usage_bins_add` (a migration creates it on PostgreSQL, usage/apps.py registers it
     on SQLite connections)."""
 

@@ -394,8 +394,8 @@ def run(query: UsageQuery, *, org_timezone: str | None = None, level: str | None
         pieces = _pieces(query, org_timezone, all_buckets)
     rows: dict[tuple, Row] = {}
     # Sums from the hourly level mean the query is known to fit its histograms: read each hour's
-    # histogram in the same statement as its sums.
-    histograms: dict[Any, tuple[int, list[int]]] | None = (
+    # histogram (or, hour by hour, just the bins of its percentiles) in the same statement as its sums.
+    histograms: dict[Any, list[tuple]] | None = (
         {} if query.percentiles and all(piece_level.histograms for _, piece_level in pieces) else None)
     for piece, piece_level in pieces:
         if query.limit is None:
@@ -406,7 +406,8 @@ def run(query: UsageQuery, *, org_timezone: str | None = None, level: str | None
     level = "+".join(dict.fromkeys(piece_level.name for _, piece_level in pieces))
     percentile_level = None
     if histograms is not None:
-        _percentiles_from(histograms, rows, query.percentiles)
+        if not _percentiles_from(histograms, rows, query.percentiles):
+            _add_percentiles(query, rows, all_buckets, from_histograms=True, per_hour=False)
         percentile_level = _HISTOGRAM_LEVEL.name
     elif query.percentiles:
         from_histograms = _histogram_usable(query, org_timezone, all_buckets)
@@ -568,7 +569,7 @@ def _stored_group_value(name: str, value: int | None) -> int:
 
 
 def _sums(query: UsageQuery, level: Level, all_buckets: list[Bucket], rows: dict[tuple, Row],
-          span: UsageQuery, histograms: dict[Any, tuple[int, list[int]]] | None = None,
+          span: UsageQuery, histograms: dict[Any, list[tuple]] | None = None,
           limit: int | None = None) -> None:
     """Add the sums of `span` (the query itself, or a piece of its range) read from `level` into
     `rows`, keyed by the query's bucket and group; from the hourly level, with `histograms`, merge
@@ -600,7 +601,8 @@ def _sums(query: UsageQuery, level: Level, all_buckets: list[Bucket], rows: dict
         # One row per stored hour, whose histogram SQL cannot add up: no GROUP BY; the hours of
         # a bucket are added up below, as several SQL groups of one bucket are.
         columns = [measure.name for measure in read]
-        sql = (f"SELECT {', '.join([f'{bucket_sql} AS b', *columns, _histogram_columns()])} "
+        histogram_columns = _histogram_columns(query, _per_hour(query))
+        sql = (f"SELECT {', '.join([f'{bucket_sql} AS b', *columns, *histogram_columns])} "
                f"FROM {level.table} WHERE {where}")
     else:
         sql = (f"SELECT {', '.join([f'{bucket_sql} AS b', *groups, *aggregates])} FROM {level.table} "
@@ -626,8 +628,8 @@ def _sums(query: UsageQuery, level: Level, all_buckets: list[Bucket], rows: dict
         if convert_groups:
             group_values = tuple(_group_value(n, v) for n, v in zip(group_names, group_values, strict=True))
         if with_histograms:
-            _merge_histogram(histograms, bucket.key, record[-2], record[-1])
-            record = record[:-2]
+            histograms.setdefault(bucket.key, []).append(record[-len(histogram_columns):])
+            record = record[:-len(histogram_columns)]
         values = record[1 + width:]
         if convert_values:
             values = [int(value) for value in values]
@@ -702,20 +704,22 @@ def _histogram_usable(query: UsageQuery, org_timezone: str, all_buckets: Sequenc
 
 
 def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket],
-                     from_histograms: bool) -> str:
+                     from_histograms: bool, per_hour: bool | None = None) -> str:
     params: list[Any] = []
     if from_histograms:
         level = _HISTOGRAM_LEVEL
         bucket_sql, kind = _bucket_sql(query, level, level.time.column)
-        sql = (f"SELECT {bucket_sql} AS b, {_histogram_columns()} FROM {level.table} "
-               f"WHERE {_where(query, level, params)}")
+        per_hour = _per_hour(query) if per_hour is None else per_hour
+        sql = (f"SELECT {', '.join([f'{bucket_sql} AS b', *_histogram_columns(query, per_hour)])} "
+               f"FROM {level.table} WHERE {_where(query, level, params)}")
         to_bucket = _bucket_mapper(query, kind, all_buckets)
-        merged: dict[Any, tuple[int, list[int]]] = {}
-        for raw_bucket, first_bin, bins in _fetch_all(sql, params, binary=True):
-            bucket = to_bucket(raw_bucket)
+        merged: dict[Any, list[tuple]] = {}
+        for record in _fetch_all(sql, params, binary=True):
+            bucket = to_bucket(record[0])
             if bucket is not None:
-                _merge_histogram(merged, bucket.key, first_bin, bins)
-        _percentiles_from(merged, rows, query.percentiles)
+                merged.setdefault(bucket.key, []).append(record[1:])
+        if not _percentiles_from(merged, rows, query.percentiles):
+            return _add_percentiles(query, rows, all_buckets, from_histograms=True, per_hour=False)
         return level.name
     # Exact percentiles from raw latencies, grouped like the sums.
     bucket_sql, kind = _bucket_sql(query, levels.RAW, _raw_epoch())
@@ -739,32 +743,46 @@ def _add_percentiles(query: UsageQuery, rows: dict[tuple, Row], all_buckets: lis
     return levels.RAW.name
 
 
-def _histogram_columns() -> str:
-    """An hourly row's latency histogram as two columns: its first bin and the bins from there."""
-    if connection.vendor == "postgresql":
-        # Every bin below the hour's smallest latency is empty: leave those out (sending and
-        # decoding the arrays is most of a percentile query's time). Bin i of the slice is bin
-        # first + i.
-        first = f"GREATEST({histogram.sql_bin_of('latency_min_ms')} - 1, 0)"
-        return f"{first}, latency_bins[{first} + 1 :]"
-    return "0, latency_bins"  # JSON text
+def _per_hour(query: UsageQuery) -> bool:
+    """Whether each bucket is one hour, so one stored hour at most (a bucket that meets two
+    anyway is read again whole: `_percentiles_from`)."""
+    return (connection.vendor == "postgresql" and query.granularity is not None
+            and query.granularity.unit is None and query.granularity.seconds == _HISTOGRAM_LEVEL.time.seconds)
 
 
-def _merge_histogram(merged: dict[Any, tuple[int, list[int]]], key: Any, first_bin: int, bins: Any) -> None:
-    if isinstance(bins, str):
-        bins = json.loads(bins)
-    previous = merged.get(key)
-    if previous is not None:  # several hours in one bucket: merge them from bin 0
-        bins = histogram.add([0] * previous[0] + previous[1], [0] * first_bin + bins)
-        first_bin = 0
-    merged[key] = (first_bin, bins)
+def _histogram_columns(query: UsageQuery, per_hour: bool) -> list[str]:
+    """What a stored hour's latency histogram is read as: for one-hour buckets the hour's event
+    count and, per percentile, the bins of its two ranks, found by PostgreSQL (measured: sending
+    every bin of 720 hours to Python and reading them there was most of a 30-day hourly
+    percentile query); otherwise the whole histogram (its bins are searched in Python)."""
+    if not per_hour:
+        return ["latency_bins"]
+    columns = ["latency_bins[cardinality(latency_bins)]"]
+    for q in query.percentiles:
+        columns.extend(histogram.sql_rank_bins("latency_bins", q))
+    return columns
 
 
-def _percentiles_from(merged: dict[Any, tuple[int, list[int]]], rows: dict[tuple, Row],
-                      percentiles: tuple[float, ...]) -> None:
+def _percentiles_from(merged: dict[Any, list[tuple]], rows: dict[tuple, Row], percentiles: tuple[float, ...]) -> bool:
+    """Each row's percentiles from what `_histogram_columns` read for its bucket. False when a
+    bucket read per hour met more than one stored hour (its histograms must then be read whole)."""
     for (bucket_key, _group), row in rows.items():
-        first_bin, bins = merged.get(bucket_key, (0, ()))
-        row.percentiles = histogram.percentiles(bins, percentiles, first_bin)
+        parts = merged.get(bucket_key, ())
+        if parts and len(parts[0]) > 1:  # per hour: (n, low bin, high bin per percentile)
+            if len(parts) > 1:
+                return False
+            n, *bins = parts[0]
+            row.percentiles = {}
+            for index, q in enumerate(percentiles):
+                _below, fraction = histogram.ranks(n, q)
+                row.percentiles[q] = histogram.interpolate(bins[2 * index], bins[2 * index + 1], fraction)
+        else:
+            row.percentiles = histogram.percentiles((_bins(part[0]) for part in parts), percentiles)
+    return True
+
+
+def _bins(stored: Any) -> list[int]:
+    return json.loads(stored) if isinstance(stored, str) else stored
 
 
 def _add_distributions(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]) -> None:

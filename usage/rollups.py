@@ -105,7 +105,7 @@ def _event_folds(level: Level) -> tuple[tuple[str, Callable[[Any], Any], Callabl
 
 
 def _stored_value(measure: Measure) -> Callable[[Any], Any]:
-    return histogram.dense if measure.merge is Merge.HISTOGRAM else _same
+    return histogram.encode if measure.merge is Merge.HISTOGRAM else _same
 
 
 def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | None = None, *,
@@ -199,10 +199,10 @@ _FOLD_LEVEL = sql.SQL("""{name} AS (
         ON CONFLICT {conflict}
     )""")
 _BATCH_AGGREGATES = sql.SQL("SELECT {keys}, {aggregates} FROM new GROUP BY {key_positions}")
-# The batch's histogram of each key: counts per bin, made dense, beside the aggregates.
+# The batch's histogram of each key: counts per bin (ascending), encoded as stored, beside the aggregates.
 _BATCH_AGGREGATES_AND_HISTOGRAM = sql.SQL("""
         SELECT * FROM ({aggregates}) AS aggregates JOIN (
-            SELECT {key_columns}, usage_bins_dense(array_agg({bin}), array_agg(n)) FROM (
+            SELECT {key_columns}, usage_bins_dense(array_agg({bin} ORDER BY {bin}), array_agg(n ORDER BY {bin})) FROM (
                 SELECT {keys}, {bin}, CAST(COUNT(*) AS integer) AS n FROM new GROUP BY {key_positions}, {bin}
             ) AS per_bin GROUP BY {key_positions}
         ) AS histograms USING ({key_columns})""")

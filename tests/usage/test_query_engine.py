@@ -307,8 +307,9 @@ def test_percentiles_interpolate_between_ranks_as_percentile_cont_does(zoned, mo
 
 
 def test_hourly_percentiles_read_every_non_empty_bin(zoned, models):
-    """The engine reads an hour's histogram from the bin of its smallest latency on; the lowest
-    percentile must still land in that bin, whatever the smallest latency is."""
+    """An hour's histogram is stored from its first non-empty bin on (and read per hour by a
+    binary search in SQL on PostgreSQL); the lowest percentile must still land in that bin,
+    whatever the smallest latency is."""
     from usage import histogram
     from usage.models import UsageHourly
 
@@ -328,8 +329,46 @@ def test_hourly_percentiles_read_every_non_empty_bin(zoned, models):
     assert result.percentile_level == HOURLY
     stored = {row.hour: row.latency_bins for row in UsageHourly.objects.filter(organization=organization)}
     for row, low in zip(result.rows, smallest, strict=True):
-        assert row.percentiles == histogram.percentiles(stored[int(row.bucket.start.timestamp())], qs)
+        assert row.percentiles == histogram.percentiles([stored[int(row.bucket.start.timestamp())]], qs)
         assert row.percentiles[0] == histogram.value_of(histogram.bin_of(low))
+
+
+@pytest.mark.parametrize("granularity", [3600, 6 * 3600, None], ids=["hours", "six-hours", "whole-range"])
+def test_percentiles_of_one_hour_and_of_several_agree_with_the_stored_hours(zoned, models, granularity):
+    """One-hour buckets are read per hour (the bins of each rank found in SQL on PostgreSQL);
+    longer buckets add their hours' histograms up. Either way: the percentiles of the stored
+    hours of the bucket added up, and within 2 % of percentile_cont over the raw latencies."""
+    from usage import histogram
+    from usage.models import UsageHourly
+
+    organization, department, key = zoned("Asia/Kolkata")  # local hours start at half past UTC ones
+    start = datetime(2026, 1, 1, tzinfo=zoneinfo.ZoneInfo("Asia/Kolkata"))
+    latencies = [(7 * i * i + 13 * i) % 5000 + (i % 3) for i in range(600)]
+    ingest_events([factories.event(key, models[i % 2], request_id=f"s{i}", latency_ms=latency,
+                                   timestamp=(start + timedelta(seconds=71 * i)).astimezone(UTC).isoformat())
+                   for i, latency in enumerate(latencies)])
+    qs = (0, 50, 90, 99, 100)
+    q = UsageQuery(organization_id=organization.pk, start=start, end=start + timedelta(hours=12),
+                   timezone="Asia/Kolkata", granularity=Granularity.of(granularity), percentiles=qs)
+    estimated = query.run(q)
+    assert estimated.percentile_level == HOURLY
+    stored = {row.hour: row.latency_bins for row in UsageHourly.objects.filter(organization=organization)}
+    checked = 0
+    for row in estimated.rows:
+        hours = [bins for hour, bins in stored.items()
+                 if row.bucket.start.timestamp() <= hour < row.bucket.end.timestamp()]
+        assert row.percentiles == histogram.percentiles(hours, qs)
+        if not row.requests:
+            continue
+        raw = sorted(latency for i, latency in enumerate(latencies)
+                     if row.bucket.start <= start + timedelta(seconds=71 * i) < row.bucket.end)
+        for p in qs:
+            position = (len(raw) - 1) * p / 100
+            below = int(position)
+            truth = raw[below] + (position - below) * (raw[min(below + 1, len(raw) - 1)] - raw[below])
+            assert abs(row.percentiles[p] - truth) <= 0.02 * truth, (row.bucket.start, p, row.percentiles[p], truth)
+            checked += 1
+    assert checked >= len(qs)
 
 
 def test_a_query_needs_an_aware_ordered_range_and_known_groups(db):

@@ -127,7 +127,8 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
         histograms[(e.organization_id, local_hour(e))][histogram.bin_of(e.latency_ms)] += 1
         latencies[e.organization_id].append(e.latency_ms)
     stored_bins = {(h.organization_id, h.hour): h.latency_bins for h in UsageHourly.objects.all()}
-    assert stored_bins == {key: histogram.dense(counts) for key, counts in histograms.items()}
+    assert stored_bins == {key: histogram.encode(counts) for key, counts in histograms.items()}
+    assert {key: histogram.decode(bins) for key, bins in stored_bins.items()} == histograms
     for organization_id, values in latencies.items():
         values.sort()
         merged = []
