@@ -457,6 +457,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="sustained period per writer count (default 30)")
     parser.add_argument("--writers", default="1,4", help="writer counts, in order (default 1,4)")
     parser.add_argument("--in-process-batches", type=int, default=20)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print cProfile's top functions over the in-process batches")
     args = parser.parse_args()
     require_postgresql()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
@@ -484,6 +486,14 @@ def main() -> None:
         print(f"{len(pool)} batch bodies of {BATCH} events ({sum(map(len, pool)) / len(pool) / 1024:,.0f} KiB each) "
               f"built in {time.perf_counter() - started:,.1f} s")
 
+        profiled_accepted = 0
+        if args.profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            profiled_accepted = profiler.runcall(in_process, pool[::-1], args.in_process_batches)[1]
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
         in_seconds, in_accepted, stages, statements = in_process(pool, args.in_process_batches)
         in_rate = in_accepted / in_seconds
         print(f"in-process record_usage: {in_accepted:,} events in {in_seconds:,.1f} s = {in_rate:,.0f} events/s; "
@@ -494,7 +504,7 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         phases = [Phase(f"p{count}", int(count)) for count in args.writers.split(",") if int(count)]
-        accepted_total = in_accepted
+        accepted_total = in_accepted + profiled_accepted
         probe_args = (str(probe_key.uuid), world.model_codes[0], probe_organization.pk)
         log_path = scratch / "gunicorn.log"
         with gunicorn(database, port, log_path) if phases else contextlib.nullcontext():
