@@ -47,7 +47,8 @@ class IngestEventsView(RamAPIView):
         # The gateway's well-formed batches are decoded and shape-checked in C; anything else
         # (including every invalid batch) takes DRF's parser and the per-field checks, which word
         # the errors.
-        events = shaped_events(request.body) if request.content_type == "application/json" else None
+        is_json = request.content_type.split(";")[0].strip().lower() == "application/json"
+        events = shaped_events(request.body) if is_json else None
         if events is None:
             body = request.data
             if not isinstance(body, dict) or set(body) != {"events"}:
