@@ -183,7 +183,10 @@ class LockSampler(threading.Thread):
                 self.phase.active_samples += len(rows)
                 for wait_type, wait_event, relname in rows:
                     if wait_type == "Lock":
-                        self.phase.lock_waits[f"row lock on {relname}" if relname else f"Lock:{wait_event}"] += 1
+                        # An ON CONFLICT upsert meeting another batch's uncommitted rollup row waits
+                        # on that batch's transaction id without any tuple lock: no table to name.
+                        self.phase.lock_waits[f"row lock on {relname}" if relname
+                                              else f"Lock:{wait_event} (an upsert on another batch's row)"] += 1
                     elif wait_type in ("LWLock", "IO", "IPC"):
                         self.phase.lock_waits[f"{wait_type}:{wait_event}"] += 1
 
