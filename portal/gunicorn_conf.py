@@ -2,14 +2,15 @@
 
 Sized for the gateway's ingestion (`POST /api/v1/usage/events`, 1,000 events a request), the
 heaviest thing the server does: 2 × cores + 1 sync worker processes. A batch spends about two
-thirds of its time waiting on PostgreSQL (the insert and rollup fold, then COMMIT's WAL flush),
-so with more workers than cores one worker's Python (decoding, look-ups, rating) runs while
-another's transaction is in the database, and four concurrent gateway writers each find a free
-worker. Processes rather than threads: that Python is CPU-bound and would share one GIL in a
-gthread worker (bench/ingest_http.py measures both: WEB_CONCURRENCY, GUNICORN_WORKER_CLASS,
-GUNICORN_THREADS override these). The portal's page requests are short and database-bound too.
-Static files are served by WhiteNoise inside the application (after `collectstatic`), so no
-separate web server is needed to try the production setup."""
+thirds of its time waiting on PostgreSQL (the insert and rollup fold, then COMMIT's WAL flush;
+bench/ingest_http.py prints the split), so with more workers than cores one worker's Python
+(decoding, look-ups, rating) runs while another's transaction is in the database, and four
+concurrent gateway writers each find a free worker (cores + 1 = 3 would queue the fourth).
+Processes rather than threads: that Python is CPU-bound and would share one GIL in a gthread
+worker. WEB_CONCURRENCY, GUNICORN_WORKER_CLASS and GUNICORN_THREADS override these. The portal's
+page requests are short and database-bound too. Static files are served by WhiteNoise inside the
+application (after `collectstatic`), so no separate web server is needed to try the production
+setup."""
 
 import multiprocessing
 import os
