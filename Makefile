@@ -77,6 +77,13 @@ bench-billing: install
 
 # Server time of every portal page with the demo's data (and, with BENCH_ARGS=--bench-db, on the
 # ten-million-event database bench.usage_engine --keep-db left): bench/RESULTS.md.
+# POST /api/v1/usage/events under gunicorn (portal/gunicorn_conf.py), 1 and 4 writers over HTTP,
+# next to the in-process figure and COPY, on a throwaway database of DATABASE_URL's server
+# (PostgreSQL only): bench/RESULTS.md. BENCH_ARGS="--seconds 60" for a longer run.
+.PHONY: bench-ingest
+bench-ingest: install
+	$(BIN)/python -m bench.ingest_http $(BENCH_ARGS)
+
 .PHONY: bench-pages
 bench-pages: install
 	$(BIN)/python -m bench.pages $(BENCH_ARGS)

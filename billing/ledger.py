@@ -193,22 +193,65 @@ def charge_usage(charges: Mapping[int, Decimal], *, now: datetime | None = None)
     """The usage charges of one ingested batch, inside its transaction: per organization, the sum
     of its new events' costs lowers the running balance and draws its grants down.
 
-    Organizations are taken in id order, so two batches lock accounts in one order (no deadlock)."""
+    A batch names most organizations (50 in the benchmark's mix), so this is set-based: one
+    statement locks the accounts, one moves their balances, one reads (and locks) every drawable
+    grant of those organizations, and only the grants actually drawn are written. One statement
+    per organization took 142 ms of a 1,000-event batch (bench/ingest_http.py), while holding the
+    rollups' hot rows. Accounts, then grants, are locked in organization order, so two batches
+    never wait on each other in a cycle."""
     now = now or timezone.now()
-    for organization_id in sorted(charges):
-        amount = charges[organization_id]
-        if amount:
+    amounts = {organization_id: charges[organization_id] for organization_id in sorted(charges)
+               if charges[organization_id]}
+    if not amounts:
+        return
+    if connection.vendor == "postgresql":
+        locked = list(BillingAccount.objects.select_for_update().filter(organization_id__in=amounts)
+                      .order_by("organization_id").values_list("pk", flat=True))
+        if locked:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE billing_billingaccount AS account SET balance = account.balance - charge.amount "
+                    "FROM unnest(%s::bigint[], %s::numeric[]) AS charge(organization_id, amount) "
+                    "WHERE account.organization_id = charge.organization_id",
+                    [list(amounts), list(amounts.values())])
+    else:
+        for organization_id, amount in amounts.items():
             _add_to_balance(organization_id, -amount)
-            draw_grants(organization_id, amount, now=now)
+    _draw_grants_of(amounts, now)
+
+
+def _draw_grants_of(amounts: Mapping[int, Decimal], now: datetime) -> None:
+    """draw_grants for several organizations at once (in organization order)."""
+    grants = (_drawable(now).filter(organization_id__in=list(amounts))
+              .order_by("organization_id", *DRAW_ORDER).select_for_update()
+              .values_list("pk", "organization_id", "remaining"))
+    left = dict(amounts)
+    for pk, organization_id, remaining in grants:
+        if left[organization_id] <= ZERO:
+            continue
+        drawn = min(remaining, left[organization_id])
+        left[organization_id] -= drawn
+        _set_remaining(pk, remaining - drawn)
+
+
+def _set_remaining(pk: int, remaining: Decimal) -> None:
+    CreditGrant.objects.filter(pk=pk).update(
+        remaining=remaining, status=CreditGrant.Status.USED if remaining == ZERO else CreditGrant.Status.ACTIVE)
+
+
+# The order charges draw grants in: lowest priority number, then earliest expiry (never-expiring
+# last), then oldest.
+DRAW_ORDER = ("priority", F("expires_at").asc(nulls_last=True), "created_at", "id")
+
+
+def _drawable(now: datetime):
+    return (CreditGrant.objects.filter(status=CreditGrant.Status.ACTIVE, remaining__gt=0)
+            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now)))
 
 
 def drawable_grants(organization_id: int, now: datetime):
-    """Unexpired grants with credit left, in the order charges draw them: lowest priority number,
-    then earliest expiry (never-expiring last), then oldest."""
-    return (CreditGrant.objects.filter(organization_id=organization_id, status=CreditGrant.Status.ACTIVE,
-                                       remaining__gt=0)
-            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-            .order_by("priority", F("expires_at").asc(nulls_last=True), "created_at", "id"))
+    """Unexpired grants with credit left, in the order charges draw them (DRAW_ORDER)."""
+    return _drawable(now).filter(organization_id=organization_id).order_by(*DRAW_ORDER)
 
 
 def draw_grants(organization_id: int, amount: Decimal, *, now: datetime) -> Decimal:
@@ -220,9 +263,7 @@ def draw_grants(organization_id: int, amount: Decimal, *, now: datetime) -> Deci
             break
         drawn = min(grant.remaining, left)
         left -= drawn
-        remaining = grant.remaining - drawn
-        CreditGrant.objects.filter(pk=grant.pk).update(
-            remaining=remaining, status=CreditGrant.Status.USED if remaining == ZERO else CreditGrant.Status.ACTIVE)
+        _set_remaining(grant.pk, grant.remaining - drawn)
     return amount - left
 
 

@@ -31,10 +31,10 @@ from usage.bulk import column_types, stored_rows, write_rows
 from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFillState
 from usage.rollups import LEVELS, fold_events, organization_zones, store_and_fold
 from usage.timebuckets import local_midnight, local_midnight_of
+from usage.wire import MAX_BATCH, ShapedEvents
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 1000
 REQUEST_ID_MAX_LENGTH = 128
 COUNT_FIELDS = (
     "prompt_tokens", "completion_tokens", "cached_tokens", "image_count", "video_seconds",
@@ -219,10 +219,11 @@ def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[
 
 
 def ingest_events(events: Sequence[Any]) -> IngestResult:
-    """Validate, rate and store a batch of events. Raises IngestValidationError, storing nothing."""
+    """Validate, rate and store a batch of events. Raises IngestValidationError, storing nothing.
+    Events already shape-checked on the wire (usage.wire.shaped_events) skip the per-field checks."""
     if not isinstance(events, Sequence) or isinstance(events, str | bytes) or not 1 <= len(events) <= MAX_BATCH:
         raise IngestValidationError([FieldError(None, "events", f"must be a list of 1 to {MAX_BATCH} events")])
-    clean, errors = _validate_shapes(events)
+    clean, errors = (list(events), []) if isinstance(events, ShapedEvents) else _validate_shapes(events)
     rows = _rate_events(clean, _look_up_references(clean), errors)
     if errors:
         raise IngestValidationError(errors)

@@ -266,3 +266,27 @@ def test_a_stale_copy_of_a_hard_budget_never_announces_it_twice(world, model):
         assert _enforce(stale, MARCH_10) is False
         assert run_budget_job().exhausted == 0
     assert WebhookEvent.objects.filter(type="budget.exhausted").count() == 1
+
+
+def test_one_batch_of_two_organizations_charges_each_and_draws_only_its_own_grants(world, model):
+    # charge_usage is set-based (one statement for every account, one read of every grant): each
+    # organization's grants still drain in their own order, and no charge leaks to the other.
+    acme_key, _ = factories.make_inference_key(world.research)
+    globex_key, _ = factories.make_inference_key(world.sales)
+    with time_machine.travel(MARCH_10, tick=False):
+        first = grant_credit(actor=SYSTEM, organization=world.acme, amount=Decimal("0.003"), priority=1)
+        second = grant_credit(actor=SYSTEM, organization=world.acme, amount=Decimal("1"), priority=2)
+        globex_grant = grant_credit(actor=SYSTEM, organization=world.globex, amount=Decimal("0.001"))
+        batch = [factories.event(acme_key, model, timestamp=(MARCH_10 - timedelta(minutes=i)).isoformat())
+                 for i in range(2)]
+        batch += [factories.event(globex_key, model, timestamp=(MARCH_10 - timedelta(minutes=i)).isoformat())
+                  for i in range(3)]
+        result = record_usage(batch)
+    assert result.charges == {world.acme.pk: 2 * EVENT_COST, world.globex.pk: 3 * EVENT_COST}
+    for grant in (first, second, globex_grant):
+        grant.refresh_from_db()
+    assert (first.remaining, first.status) == (Decimal(0), "used")
+    assert second.remaining == Decimal("1") - (2 * EVENT_COST - Decimal("0.003"))
+    assert (globex_grant.remaining, globex_grant.status) == (Decimal(0), "used")
+    _assert_balance_is_the_ledger(world.acme)
+    _assert_balance_is_the_ledger(world.globex)

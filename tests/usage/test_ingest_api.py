@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -49,3 +51,11 @@ def test_malformed_bodies_are_422(world, gateway, body):
 def test_members_cannot_report_usage(world):
     response = client_for(world.alice).post(EVENTS, {"events": []}, format="json")
     assert response.status_code == 403 and response.json()["action"] == "usage:IngestEvents"
+
+
+def test_a_batch_with_a_charset_in_its_content_type_is_stored_too(world, gateway):
+    model = factories.make_model("qwen-plus")
+    key, _ = factories.make_inference_key(world.research)
+    body = json.dumps({"events": [factories.event(key, model, request_id="cs")]})
+    response = gateway.post(EVENTS, body, content_type="application/json; charset=utf-8")
+    assert response.json() == {"accepted": 1, "duplicates": 0}

@@ -8,6 +8,7 @@ from portal.api.permissions import whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView
 from usage.services import IngestValidationError
+from usage.wire import shaped_events
 
 
 def _location(error) -> list[str | int]:
@@ -43,11 +44,18 @@ class IngestEventsView(RamAPIView):
 
     @aione(IngestResponse, request=IngestRequest)
     def post(self, request):
-        body = request.data
-        if not isinstance(body, dict) or set(body) != {"events"}:
-            raise InvalidRequest([FieldProblem(["body"], 'expected exactly {"events": [...]}')])
+        # The gateway's well-formed batches are decoded and shape-checked in C; anything else
+        # (including every invalid batch) takes DRF's parser and the per-field checks, which word
+        # the errors.
+        is_json = request.content_type.split(";")[0].strip().lower() == "application/json"
+        events = shaped_events(request.body) if is_json else None
+        if events is None:
+            body = request.data
+            if not isinstance(body, dict) or set(body) != {"events"}:
+                raise InvalidRequest([FieldProblem(["body"], 'expected exactly {"events": [...]}')])
+            events = body["events"]
         try:
-            result = record_usage(body["events"])
+            result = record_usage(events)
         except IngestValidationError as error:
             raise InvalidRequest([FieldProblem(_location(e), e.message) for e in error.errors]) from error
         return Response({"accepted": result.accepted, "duplicates": result.duplicates})
