@@ -132,7 +132,7 @@ def timed_run(label: str):
 
 
 def main() -> None:
-    with throwaway_database():
+    with throwaway_database("billing"):
         from django.db import connection
 
         from billing.models import Invoice, InvoiceLine

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--amount", type=Decimal, default=Decimal("20"), help="the hard budget, CNY")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    with throwaway_database():
+    with throwaway_database("overshoot"):
         from django.db import connection
 
         print(f"database: {connection.vendor}; {args.writers} writers × {args.batch}-event batches "

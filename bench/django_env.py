@@ -13,7 +13,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 
 @contextlib.contextmanager
-def throwaway_database() -> Iterator[None]:
+def throwaway_database(purpose: str = "") -> Iterator[None]:
+    """A fresh database for one benchmark, dropped afterwards. `purpose` gives it a name of its
+    own (bench_<purpose>_<name>): only bench.usage_engine owns bench_<name>, the ten-million-event
+    database it may keep (--keep-db) for bench.dialects and bench.pages to read; another
+    benchmark recreating that name would silently destroy it (it did, once)."""
     import django
 
     django.setup()
@@ -24,9 +28,10 @@ def throwaway_database() -> Iterator[None]:
     # A name of its own, so a benchmark never clobbers the test suite's database (or vice versa).
     test_settings = connection.settings_dict.setdefault("TEST", {})
     if connection.vendor == "sqlite":
-        test_settings["NAME"] = str(Path(__file__).resolve().parent.parent / ".bench-db.sqlite3")
+        suffix = f"-{purpose}" if purpose else ""
+        test_settings["NAME"] = str(Path(__file__).resolve().parent.parent / f".bench-db{suffix}.sqlite3")
     else:
-        test_settings["NAME"] = f"bench_{connection.settings_dict['NAME']}"
+        test_settings["NAME"] = f"bench_{purpose + '_' if purpose else ''}{connection.settings_dict['NAME']}"
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     try:
         yield

@@ -468,7 +468,7 @@ def main() -> None:
     print(f"$ python -m bench.ingest_http {' '.join(sys.argv[1:])}")
     print(f"started {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC; load average {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} cores")
-    with throwaway_database(), tempfile.TemporaryDirectory(prefix="bench-ingest-") as scratch_dir:
+    with throwaway_database("ingest"), tempfile.TemporaryDirectory(prefix="bench-ingest-") as scratch_dir:
         from django.db import connection
 
         from bench.usage_engine import build_world

@@ -58,7 +58,7 @@ def _report(title: str, rows: list[tuple[str, str]], client, rounds: int) -> Non
 def demo_run(days: int, rounds: int) -> None:
     from bench.django_env import throwaway_database
 
-    with throwaway_database():
+    with throwaway_database("pages"):
         from django.core.management import call_command
         from django.test import Client
 

@@ -13,7 +13,7 @@ ROUNDS = 2000
 
 
 def main() -> None:
-    with throwaway_database():
+    with throwaway_database("verify"):
         from django.core.cache import cache
         from django.db import connection
         from django.test import Client
