@@ -100,7 +100,7 @@ def test_a_budget_with_nulls_takes_the_defaults_and_a_null_amount_is_refused(wor
     ("KeyCreateRequestRequest", {"models_allowed", "allowed_ips", "is_sandbox", "expires_at"}, {"name", "team_id"}),
     ("BudgetUpdateRequest", {"amount", "thresholds", "hard_limit"}, set()),
     # Ingestion reads its body with its own checks, where a count's null is refused.
-    ("UsageEventInRequest", set(), {"prompt_tokens", "cached_tokens", "latency_ms"}),
+    ("UsageEventInRequest", set(), {"prompt_tokens", "cached_tokens", "cache_creation_tokens", "latency_ms"}),
 ], ids=["keys-create", "budgets-update", "ingestion"])
 def test_the_schema_says_which_nulls_mean_not_given(openapi_schema, component, nullable, not_nullable):
     properties = openapi_schema["components"]["schemas"][component]["properties"]

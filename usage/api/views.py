@@ -24,7 +24,7 @@ UsageEventIn = inline_serializer("UsageEventIn", {
     "request_id": serializers.CharField(max_length=128), "timestamp": serializers.CharField(
         help_text="ISO 8601 with an offset, or Unix seconds"), "key_id": serializers.UUIDField(),
     "model": serializers.CharField(), **{name: serializers.IntegerField(min_value=0, required=False) for name in (
-        "prompt_tokens", "completion_tokens", "cached_tokens", "image_count", "video_seconds",
+        "prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens", "image_count", "video_seconds",
         "input_chars", "output_chars")},
     "latency_ms": serializers.IntegerField(min_value=0), "status_code": serializers.IntegerField(),
     "error_type": serializers.CharField(allow_null=True, required=False),
