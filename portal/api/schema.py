@@ -36,7 +36,11 @@ class RamAutoSchema(AutoSchema):
             if name in seen:
                 return
             seen.add(name)
-            self._optional_fields_take_null(self.registry[(name, ResolvedComponent.SCHEMA)].schema, seen)
+            try:
+                component = self.registry[(name, ResolvedComponent.SCHEMA)]
+            except KeyError:  # not a serializer's (enums become components only after every operation)
+                return
+            self._optional_fields_take_null(component.schema, seen)
             return
         for nested in (*schema.get("allOf", ()), *schema.get("oneOf", ()), *schema.get("anyOf", ())):
             self._optional_fields_take_null(nested, seen)
