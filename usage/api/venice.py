@@ -1,9 +1,12 @@
-"""Venice dialect (seed 003): `GET /api/v1/billing/usage` (ledger entries, JSON or streamed CSV)
-and `GET /api/v1/billing/usage-analytics` (breakdowns by date, model and key, cached 10 minutes).
+"""Venice dialect (seed 003): `GET /api/v1/billing/usage` (ledger entries by page number, JSON or
+streamed CSV), `GET /api/v1/billing/usage-history` (the same entries, oldest first, in keyset pages
+behind a cursor), `GET /api/v1/billing/balance`, and `GET /api/v1/billing/usage-analytics`
+(breakdowns by date, model and key, cached 10 minutes).
 
 The ledger is every usage event as a charge (negative) and every credit grant as a positive
-entry, merged in time order. Amounts are in the account's currency; `pricePerUnitUsd` is given
-only for USD accounts (the effective price per unit of the entry)."""
+entry, merged in time order. Amounts are in the account's currency; `pricePerUnitUsd` is the
+effective USD price per unit on a USD account's charges and 0 everywhere else, because Venice's
+clients (venice-py, pyvenice) require a number there."""
 
 import csv
 import hashlib
@@ -405,7 +408,8 @@ class UsageAnalyticsView(RamAPIView):
         params = parse_query(AnalyticsParams, request)
         organization = request.organization
         fingerprint = hashlib.sha256(json.dumps(sorted(request.query_params.items())).encode()).hexdigest()[:24]
-        cache_key = f"venice:analytics:{organization.pk}:{fingerprint}"
+        # v2: Venice's own field names (issue 14); a v1 body cached before a deploy is never served.
+        cache_key = f"venice:analytics:v2:{organization.pk}:{fingerprint}"
         body = cache.get(cache_key)
         if body is None:
             if "startDate" in params:
