@@ -188,6 +188,7 @@ def test_another_organizations_cursor_and_entries_never_show(globex):
     assert [(e["inferenceDetails"] or {}).get("requestId") for e in entries] == [None, "acme-1"] or \
         [(e["inferenceDetails"] or {}).get("requestId") for e in entries] == ["acme-1", None]
     assert all(e["currency"] == "CNY" for e in entries)
+    assert _walk(alice, {"pageSize": 10, "currency": "CNY"})[0] == entries  # the account's own currency
     globex_cursor = client_for(globex.charlie).get(HISTORY, {"pageSize": 10}).json()["nextCursor"]
     response = alice.get(HISTORY, {"cursor": globex_cursor})
     assert response.status_code == 400 and "cursor" in response.json()["details"]
@@ -336,3 +337,22 @@ def test_a_one_day_range_is_that_day(globex):
     with time_machine.travel(T0 + timedelta(days=5), tick=False):
         body = client_for(globex.charlie).get(ANALYTICS, {"startDate": "2026-03-03", "endDate": "2026-03-03"}).json()
     assert body["lookback"] == "2026-03-03:2026-03-03" and [d["date"] for d in body["byDate"]] == ["2026-03-03"]
+
+
+@pytest.mark.parametrize("first, last", [("1970-01-02", "1970-01-03"), ("9998-12-30", "9998-12-31"),
+                                         ("1970-01-02T00:00:00Z", "1970-01-03T00:00:00Z")],
+                         ids=["first-days", "last-days", "first-instants"])
+def test_analytics_at_the_ends_of_the_accepted_range(globex, first, last):
+    cache.clear()
+    response = client_for(globex.charlie).get(ANALYTICS, {"startDate": first, "endDate": last})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["byModel"] == [] and all(d["USD"] == 0 for d in body["byDate"])
+    assert body["lookback"] == f"{first}:{last}"
+
+
+@pytest.mark.parametrize("start, end", [("1970-01-01T00:00:00Z", "1970-01-02T00:00:00Z"),
+                                        ("9998-12-30T00:00:00Z", "9998-12-31T23:59:59Z")], ids=["epoch", "year-9998"])
+def test_usage_history_at_the_ends_of_time(globex, start, end):
+    response = client_for(globex.charlie).get(HISTORY, {"startTimestamp": start, "endTimestamp": end})
+    assert response.status_code == 200 and response.json() == {"data": [], "nextCursor": None}

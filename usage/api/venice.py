@@ -635,7 +635,9 @@ class BillingUsageHistoryView(RamAPIView):
 
     @extend_schema(
         parameters=[UsageHistoryParams, OpenApiParameter("Accept", str, OpenApiParameter.HEADER,
-                                                         enum=["application/json", "text/csv"])],
+                                                         enum=["application/json", "text/csv"]),
+                    OpenApiParameter("x-next-cursor", str, OpenApiParameter.HEADER, response=[200],
+                                     description="The next page's cursor (absent on the last page)")],
         responses={200: inline_serializer("BillingUsageHistoryResponse", {
             "data": HISTORY_ENTRY,
             "nextCursor": _S.CharField(allow_null=True,
