@@ -356,3 +356,19 @@ def test_analytics_at_the_ends_of_the_accepted_range(globex, first, last):
 def test_usage_history_at_the_ends_of_time(globex, start, end):
     response = client_for(globex.charlie).get(HISTORY, {"startTimestamp": start, "endTimestamp": end})
     assert response.status_code == 200 and response.json() == {"data": [], "nextCursor": None}
+
+
+def test_a_walk_across_a_credit_tied_with_an_event(history):
+    """Acme's history with a credit at the very instant of an event (credits sort first there)
+    and a top-up between events: small pages still find every entry once, in ledger order."""
+    from tests.contract.test_venice import _expected
+
+    acme = history.world.acme
+    tied = next(e for e in history.events if e.organization_id == acme.pk)
+    grant_credit(actor=SYSTEM, organization=acme, amount=Decimal("300"), kind="top_up",
+                 at=history.now - timedelta(days=5))
+    grant_credit(actor=SYSTEM, organization=acme, amount=Decimal("20"), at=tied.timestamp)
+    entries, pages = _walk(client_for(history.world.alice), {"pageSize": 13})
+    expected = _expected(history, descending=False)
+    assert [(Decimal(str(e["amount"])), (e["inferenceDetails"] or {}).get("requestId")) for e in entries] == expected
+    assert pages == -(-len(expected) // 13)
