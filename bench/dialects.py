@@ -44,6 +44,10 @@ def main() -> None:
     top_model = model_id.fetchone()[0]
     base = "/api/v1/modelRouter/open/billing/cost/"
     iso = lambda epoch: datetime.fromtimestamp(epoch, tz=UTC).isoformat()  # noqa: E731
+    # A cursor deep in usage-history's walk: the page after the first thousand entries of the
+    # last 30 days (a keyset page costs what the first one costs, however deep).
+    history = client.get("/api/v1/billing/usage-history", {"startTimestamp": iso(month), "pageSize": 1000})
+    deep_cursor = history.json()["nextCursor"] if history.status_code == 200 else None
     calls = [
         ("AIone obs/usage 30 days by day,model", "get", "/api/v1/obs/usage",
          {"start_date": datetime.fromtimestamp(month, tz=UTC).date().isoformat(), "group_by": "day,model"}),
@@ -79,10 +83,18 @@ def main() -> None:
         ("Venice billing/usage 30 days off the hour, p. 20", "get", "/api/v1/billing/usage",
          {"limit": 200, "page": 20, "sortOrder": "asc", "startDate": iso(month + 1234), "endDate": iso(end - 777)}),
         ("Venice usage-analytics 30d (uncached)", "get", "/api/v1/billing/usage-analytics", {"lookback": "30d"}),
+        ("Venice usage-analytics 30d by dates (uncached)", "get", "/api/v1/billing/usage-analytics",
+         {"startDate": datetime.fromtimestamp(month, tz=UTC).date().isoformat(),
+          "endDate": datetime.fromtimestamp(end - 86400, tz=UTC).date().isoformat()}),
+        ("Venice usage-history first page (1000)", "get", "/api/v1/billing/usage-history", {"pageSize": 1000}),
+        ("Venice billing/balance", "get", "/api/v1/billing/balance", {}),
         ("r9s management/usage 90 days", "get", "/api/v1/portal/management/usage",
          {"start_time": end - 90 * 86400, "end_time": end}),
         ("r9s management/balance", "get", "/api/v1/portal/management/balance", {}),
     ]
+    if deep_cursor:
+        calls.append(("Venice usage-history 30 days, 2nd page (1000)", "get", "/api/v1/billing/usage-history",
+                      {"cursor": deep_cursor}))
     print(f"organization {organization.name}: {state.events:,} events, newest {newest:%Y-%m-%d %H:%M} UTC")
     print(f"{'endpoint':<44} {'median ms':>10} {'max ms':>10}")
     for label, method, path, params in calls:

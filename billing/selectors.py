@@ -60,25 +60,49 @@ def month_to_date_cost(organization: Organization, now: datetime | None = None) 
 
 @dataclass(frozen=True)
 class Balance:
+    """The account's money, from the ledger itself (the sum the running balance is checked
+    against), split the ways the dialects show it. Amounts are exact (8 places), in `currency`."""
+
     currency: str
-    total_recharge: Decimal
-    total_used: Decimal
+    total_recharge: Decimal  # every credit in: top-ups, grants, credit notes, payments, adjustments
+    total_used: Decimal  # usage and every other movement out (grant expiries, negative adjustments)
+    top_ups: Decimal  # money paid in (top-up entries)
+    grants_ever: Decimal  # credit granted by the platform, all grants ever (expired and used included)
+    grant_remainder: Decimal  # what unexpired grants still hold
+    usage: Decimal  # usage charges alone
+    credit_limit: Decimal
+    status: str
 
     @property
     def balance(self) -> Decimal:
         return self.total_recharge - self.total_used
 
+    @property
+    def can_consume(self) -> bool:
+        """Money left to spend: an active account whose balance and credit limit are above zero."""
+        return self.status == BillingAccount.Status.ACTIVE and self.balance + self.credit_limit > ZERO
 
-def account_balance(organization: Organization) -> Balance:
+
+def account_balance(organization: Organization, now: datetime | None = None) -> Balance:
     """Credits in (top-ups, grants, credit notes, payments, adjustments) and usage out, from the
     ledger itself: the sum the running balance is checked against."""
+    now = now or timezone.now()
     account = BillingAccount.objects.get(organization=organization)
     # Summed in Python, exactly (SQLite would sum decimals as floats); an account has few entries.
-    amounts = list(LedgerEntry.objects.filter(organization=organization, currency=account.currency)
-                   .values_list("amount", flat=True))
-    recharge = sum((amount for amount in amounts if amount > 0), ZERO)
-    other = sum((amount for amount in amounts if amount < 0), ZERO)
-    return Balance(account.currency, recharge, total_cost_ever(organization) - other)
+    entries = list(LedgerEntry.objects.filter(organization=organization, currency=account.currency)
+                   .values_list("kind", "amount"))
+    recharge = sum((amount for _, amount in entries if amount > 0), ZERO)
+    other = sum((amount for _, amount in entries if amount < 0), ZERO)
+    top_ups = sum((amount for kind, amount in entries if kind == LedgerEntry.Kind.TOP_UP), ZERO)
+    grants = list(CreditGrant.objects.filter(organization=organization, currency=account.currency,
+                                             kind=CreditGrant.Kind.GRANT)
+                  .values_list("amount", "remaining", "status", "expires_at"))
+    unexpired = sum((remaining for _, remaining, status, expires_at in grants
+                     if status == CreditGrant.Status.ACTIVE and (expires_at is None or expires_at > now)), ZERO)
+    usage = total_cost_ever(organization)
+    return Balance(currency=account.currency, total_recharge=recharge, total_used=usage - other, top_ups=top_ups,
+                   grants_ever=sum((amount for amount, *_ in grants), ZERO), grant_remainder=unexpired, usage=usage,
+                   credit_limit=account.credit_limit, status=account.status)
 
 
 def credit_grants(organization: Organization) -> QuerySet[CreditGrant]:

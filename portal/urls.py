@@ -34,6 +34,7 @@ urlpatterns = [
 API_DIALECTS_BY_PATH = (
     ("/api/v1/modelRouter/", modelrouter.ModelRouterDialect),
     ("/api/v1/billing/usage", venice.VeniceDialect),
+    ("/api/v1/billing/balance", venice.VeniceDialect),
     ("/api/v1/portal/management/", r9s.R9sDialect),
     ("/calls/", weave.WeaveDialect),
     ("/api/", AIoneDialect),

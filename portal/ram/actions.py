@@ -102,6 +102,9 @@ _ACTIONS: Final = [
     _a("billing:ListWebhookDeliveries", LIST, "billing", "webhook", "billing:read", "List a webhook's deliveries"),
     _a("billing:ListBillingUsage", LIST, "billing", "ledger", "billing:read", "Billing usage records (Venice)"),
     _a("billing:GetUsageAnalytics", READ, "billing", "ledger", "billing:read", "Usage analytics (Venice)"),
+    _a("billing:ListBillingUsageHistory", LIST, "billing", "ledger", "billing:read",
+       "Billing usage history in cursor pages (Venice)"),
+    _a("billing:GetBalance", READ, "billing", "account", "billing:read", "Account balance (Venice)"),
     # RAM itself.
     _a("ram:ListActions", LIST, "ram", "action", "ram:read", "List RAM actions"),
     _a("ram:ListPolicies", LIST, "ram", "policy", "ram:read", "List policies"),

@@ -3,7 +3,7 @@
 import csv
 import io
 from collections import defaultdict
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -71,7 +71,8 @@ def test_entries_carry_the_seed_fields(history, alice, schema_validator):
         assert entry["inferenceDetails"]["promptTokens"] == event.prompt_tokens
         assert entry["inferenceDetails"]["inferenceExecutionTime"] == event.latency_ms
         assert entry["sku"] == f"{event.model.code}-{event.model.modality}"
-        assert entry["pricePerUnitUsd"] is None  # a CNY account
+        assert entry["pricePerUnitUsd"] == 0  # a CNY account: no USD price per unit
+    assert all(c["pricePerUnitUsd"] == 0 for c in credits)
 
 
 def test_csv_is_streamed_with_the_same_rows(history, alice):
@@ -110,34 +111,68 @@ def test_permission_errors_in_venice_shape(history):
     assert response.status_code == 403 and set(response.json()) == {"error"}
 
 
-def test_analytics_breakdowns_match_the_raw_events(history, alice):
+def test_analytics_breakdowns_match_the_raw_events(history, alice, schema_validator):
+    # Acme keeps its money in CNY: CNY's places carry the amounts, Venice's USD and DIEM are 0.
     cache.clear()
     body = alice.get(ANALYTICS, {"lookback": "7d"}).json()
+    schema_validator(ANALYTICS, "get", body)
     zone = history.world.acme.zone
     today = history.now.astimezone(zone).date()
     events = [e for e in history.events if e.organization_id == history.world.acme.pk
               and today - timedelta(days=6) <= e.timestamp.astimezone(zone).date() <= today]
-    assert body["lookback"] == "7d" and len(body["byDate"]) == 7
-    assert sum(Decimal(str(d["totalUsd"])) for d in body["byDate"]) == sum(e.cost for e in events)
-    by_model = defaultdict(lambda: [Decimal(0), Decimal(0), Decimal(0), Decimal(0)])
+    assert body["lookback"] == "7d" and body["currency"] == "CNY" and len(body["byDate"]) == 7
+    per_day = defaultdict(Decimal)
+    for e in events:
+        per_day[e.timestamp.astimezone(zone).date().isoformat()] += e.cost
+    assert {d["date"]: Decimal(str(d["CNY"])) for d in body["byDate"] if d["CNY"]} == dict(per_day)
+    assert all(d["USD"] == 0 and d["DIEM"] == 0 for d in body["byDate"])
+    by_model = defaultdict(lambda: [Decimal(0), Decimal(0), Decimal(0), Decimal(0), 0, 0, 0])
     for e in events:
         totals = by_model[e.model.code]
         totals[0] += e.cost
         totals[1] += e.input_cost
         totals[2] += e.output_cost
         totals[3] += e.cache_read_cost
+        totals[4] += e.prompt_tokens - e.cached_tokens
+        totals[5] += e.completion_tokens
+        totals[6] += e.cached_tokens
+    names = {m.code: m.name for m in history.models}
+    assert {m["modelId"] for m in body["byModel"]} == set(by_model)
     for item in body["byModel"]:
-        cost, input_cost, output_cost, cache_cost = by_model[item["modelId"]]
-        assert Decimal(str(item["totalUsd"])) == cost
-        assert Decimal(str(item["breakdown"]["Input"]["totalUsd"])) == input_cost
-        assert Decimal(str(item["breakdown"]["Output"]["totalUsd"])) == output_cost
-        assert Decimal(str(item["breakdown"]["Cache Read"]["totalUsd"])) == cache_cost
-    assert body["topModels"] == [m["modelId"] for m in body["byModel"]][:8]
+        cost, input_cost, output_cost, cache_cost, inputs, outputs, cached = by_model[item["modelId"]]
+        assert item["modelName"] == names[item["modelId"]]
+        assert Decimal(str(item["totalCny"])) == cost and item["totalUsd"] == 0 and item["totalDiem"] == 0
+        if item["modelId"] == "wanx":
+            assert item["unitType"] == "images" and item["modelType"] == "IMAGE" and item["breakdown"] is None
+            continue
+        assert item["unitType"] == "tokens" and item["totalUnits"] == inputs + outputs + cached
+        kinds = {b["type"]: b for b in item["breakdown"]}
+        assert [b["type"] for b in item["breakdown"]] == ["Input", "Output", "Cache Read"]
+        assert (Decimal(str(kinds["Input"]["cny"])), kinds["Input"]["units"]) == (input_cost, inputs)
+        assert (Decimal(str(kinds["Output"]["cny"])), kinds["Output"]["units"]) == (output_cost, outputs)
+        assert (Decimal(str(kinds["Cache Read"]["cny"])), kinds["Cache Read"]["units"]) == (cache_cost, cached)
+        assert all(b["usd"] == 0 and b["diem"] == 0 for b in item["breakdown"])
+    assert body["topModels"] == [m["modelName"] for m in body["byModel"]][:8]
     by_key = defaultdict(Decimal)
     for e in events:
         by_key[str(e.key.uuid)] += e.cost
-    assert {k["apiKeyId"]: Decimal(str(k["totalUsd"])) for k in body["byKey"]} == dict(by_key)
-    assert len(body["byKeyDaily"]) == 7 and body["topKeyNames"]
+    assert {k["apiKeyId"]: Decimal(str(k["totalCny"])) for k in body["byKey"]} == dict(by_key)
+    assert all(k["totalUsd"] == 0 and k["totalDiem"] == 0 for k in body["byKey"])
+    # Daily series keyed by the epoch milliseconds of each local midnight, once per currency place.
+    midnights = [int(datetime.combine(today - timedelta(days=6 - n), time(), zone).timestamp()) * 1000
+                 for n in range(7)]
+    for series in ("byModelDaily", "byModelDailyUsd", "byModelDailyCny", "byKeyDaily", "byKeyDailyUsd",
+                   "byKeyDailyCny"):
+        assert [row["date"] for row in body[series]] == midnights, series
+    model_days = defaultdict(Decimal)
+    for e in events:
+        model_days[(e.timestamp.astimezone(zone).date(), names[e.model.code])] += e.cost
+    for row in body["byModelDailyCny"]:
+        day = datetime.fromtimestamp(row["date"] / 1000, zone).date()
+        assert {name: Decimal(str(v)) for name, v in row.items() if name != "date"} == {
+            name: model_days[(day, name)] for name in body["topModels"]}
+    assert all(v == 0 for row in body["byModelDaily"] + body["byKeyDailyUsd"] for k, v in row.items() if k != "date")
+    assert body["topKeyNames"] == [k["description"] for k in body["byKey"]][:8]
 
 
 def test_analytics_are_cached_for_ten_minutes_per_query(history, alice):

@@ -43,8 +43,8 @@ def _meta(name: str):
                                     "request_id": _S.CharField()})
 
 
-def _amount() -> _S.DecimalField:
-    return _S.DecimalField(max_digits=24, decimal_places=8, coerce_to_string=False)
+def _amount(**kwargs) -> _S.DecimalField:
+    return _S.DecimalField(max_digits=24, decimal_places=8, coerce_to_string=False, **kwargs)
 
 
 ERROR = inline_serializer("R9sError", {"meta": _meta("R9sErrorMeta"), "data": _S.JSONField(allow_null=True)})
@@ -87,19 +87,33 @@ class ManagementUsageView(RamAPIView):
                                                       "total_tokens": sum(r["tokens"] for r in records)}))
 
 
+# The first six are the fields r9s's own account client reads (r9s-python
+# `models/account_models.py`, AccountBalanceData); the rest are this portal's (API.md §7).
+BALANCE_DATA = inline_serializer("R9sBalance", {
+    "balance": _amount(help_text="Credits in minus usage and other movements out, exact (8 places)"),
+    "balance_str": _S.CharField(help_text="`balance` as a decimal string, e.g. \"125.50000000\""),
+    "currency_code": _S.CharField(help_text="ISO 4217 code (or credit unit) of every amount here"),
+    "coupon_balance": _amount(help_text="What unexpired credit grants (coupons) still hold"),
+    "credit_limit": _amount(help_text="How far below zero the account may go"),
+    "total_coupon_amount": _amount(help_text="Every credit grant ever made, used and expired ones included"),
+    "org_id": _S.UUIDField(), "currency": _S.CharField(help_text="Same as `currency_code`"),
+    "total_recharge": _amount(help_text="Every top-up ever paid in"),
+    "total_used": _amount(help_text="Every usage charge ever"),
+})
+
+
 class ManagementBalanceView(RamAPIView):
     dialect = R9sDialect
     ram_actions = {"GET": "management:GetBalance"}
     ram_resource = whole_collection
 
     @extend_schema(responses={200: inline_serializer("R9sBalanceResponse", {
-        "meta": _meta("R9sBalanceMeta"), "data": inline_serializer("R9sBalance", {
-            "org_id": _S.UUIDField(), "balance": _amount(), "currency": _S.CharField(),
-            "total_recharge": _amount(), "total_used": _amount()})}), **R9S_ERRORS})
+        "meta": _meta("R9sBalanceMeta"), "data": BALANCE_DATA}), **R9S_ERRORS})
     def get(self, request):
         organization = request.organization
         balance = account_balance(organization)
         return Response(R9sDialect.envelope(request, {
-            "org_id": str(organization.uuid), "balance": balance.balance, "currency": balance.currency,
-            "total_recharge": balance.total_recharge, "total_used": balance.total_used}))
-
+            "balance": balance.balance, "balance_str": str(balance.balance), "currency_code": balance.currency,
+            "coupon_balance": balance.grant_remainder, "credit_limit": balance.credit_limit,
+            "total_coupon_amount": balance.grants_ever, "org_id": str(organization.uuid),
+            "currency": balance.currency, "total_recharge": balance.top_ups, "total_used": balance.usage}))

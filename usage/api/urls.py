@@ -9,6 +9,8 @@ urlpatterns = [
     path("modelRouter/open/billing/cost/", include("usage.api.modelrouter_urls")),
     path("billing/usage", venice.BillingUsageView.as_view(), name="venice-billing-usage"),
     path("billing/usage-analytics", venice.UsageAnalyticsView.as_view(), name="venice-usage-analytics"),
+    path("billing/usage-history", venice.BillingUsageHistoryView.as_view(), name="venice-usage-history"),
+    path("billing/balance", venice.BillingBalanceView.as_view(), name="venice-balance"),
     path("portal/management/usage", r9s.ManagementUsageView.as_view(), name="r9s-usage"),
     path("portal/management/balance", r9s.ManagementBalanceView.as_view(), name="r9s-balance"),
 ]
