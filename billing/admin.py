@@ -98,7 +98,7 @@ class PriceInline(ShownFormatted, admin.TabularInline):
     model = Price
     extra = 0
     readonly_fields = ["currency", "effective_from", "input_per_mtok", "cached_input_per_mtok",
-                       "output_per_mtok", "per_image", "per_video_second"]
+                       "cache_write_per_mtok", "output_per_mtok", "per_image", "per_video_second"]
     display_formats = {name: shown_as_unit_price() for name in readonly_fields[2:]}
     can_delete = False
 
@@ -120,7 +120,7 @@ class PriceAdmin(CatalogAdmin):
     """Prices are history: a new row may be added, an existing one is never edited."""
 
     list_display = ["model", "currency", "effective_from", "input_per_mtok", "cached_input_per_mtok",
-                    "output_per_mtok", "per_image", "per_video_second"]
+                    "cache_write_per_mtok", "output_per_mtok", "per_image", "per_video_second"]
     display_formats = {name: shown_as_unit_price() for name in list_display[3:]}
     list_filter = ["currency", "model__provider", "model"]
     search_fields = ["model__code", "model__name"]

@@ -60,8 +60,8 @@ class Model(models.Model):
         return self.code
 
 
-def _price_field() -> models.DecimalField:
-    return amount_field(validators=[MinValueValidator(ZERO)])
+def _price_field(**kwargs) -> models.DecimalField:
+    return amount_field(validators=[MinValueValidator(ZERO)], **kwargs)
 
 
 class Price(models.Model):
@@ -73,6 +73,9 @@ class Price(models.Model):
     effective_from = models.DateTimeField()
     input_per_mtok = _price_field()
     cached_input_per_mtok = _price_field()
+    # Cache writes (Anthropic-style prompt caching), priced above input there. Null: the model
+    # charges them as plain input (billing.rating falls back to input_per_mtok).
+    cache_write_per_mtok = _price_field(null=True, blank=True, default=None)
     output_per_mtok = _price_field()
     per_image = _price_field()
     per_video_second = _price_field()
@@ -87,6 +90,7 @@ class Price(models.Model):
             models.CheckConstraint(
                 condition=models.Q(input_per_mtok__gte=0)
                 & models.Q(cached_input_per_mtok__gte=0)
+                & (models.Q(cache_write_per_mtok__isnull=True) | models.Q(cache_write_per_mtok__gte=0))
                 & models.Q(output_per_mtok__gte=0)
                 & models.Q(per_image__gte=0)
                 & models.Q(per_video_second__gte=0),

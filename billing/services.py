@@ -30,6 +30,7 @@ def add_price(
     input_per_mtok: Decimal = ZERO,
     cached_input_per_mtok: Decimal = ZERO,
     output_per_mtok: Decimal = ZERO,
+    cache_write_per_mtok: Decimal | None = None,
     per_image: Decimal = ZERO,
     per_video_second: Decimal = ZERO,
 ) -> Price:
@@ -41,6 +42,7 @@ def add_price(
         defaults={
             "input_per_mtok": input_per_mtok,
             "cached_input_per_mtok": cached_input_per_mtok,
+            "cache_write_per_mtok": cache_write_per_mtok,
             "output_per_mtok": output_per_mtok,
             "per_image": per_image,
             "per_video_second": per_video_second,

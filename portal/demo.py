@@ -40,7 +40,8 @@ PRICE_HISTORY_START = datetime(2024, 1, 1, tzinfo=UTC)
 PRICE_CHANGE = datetime(2026, 1, 1, tzinfo=UTC)
 
 # code, name, provider, modality, context window,
-# CNY (input, cached input, output per Mtok, per image, per video second), USD (same)
+# CNY (input, cached input, output per Mtok, per image, per video second[, cache write per Mtok]),
+# USD (same). Without a cache-write price, cache writes are charged as input.
 CATALOG: list[tuple[str, str, str, str, int | None, tuple[D, ...], tuple[D, ...]]] = [
     ("qwen-plus", "通义千问-Plus", "Alibaba Cloud", "llm", 131072,
      (D("0.8"), D("0.16"), D("2"), D(0), D(0)), (D("0.4"), D("0.08"), D("1.2"), D(0), D(0))),
@@ -60,7 +61,12 @@ CATALOG: list[tuple[str, str, str, str, int | None, tuple[D, ...], tuple[D, ...]
      (D("18"), D("9"), D("72"), D(0), D(0)), (D("2.5"), D("1.25"), D("10"), D(0), D(0))),
     ("kling-v1-6", "Kling 1.6", "Kuaishou", "video", None,
      (D(0), D(0), D(0), D(0), D("0.5")), (D(0), D(0), D(0), D(0), D("0.07"))),
+    # Anthropic-style prompt caching: writing the cache costs more than plain input, reading it far less.
+    ("claude-sonnet-4", "Claude Sonnet 4", "Anthropic", "llm", 200000,
+     (D("21.6"), D("2.16"), D("108"), D(0), D(0), D("27")), (D("3"), D("0.3"), D("15"), D(0), D(0), D("3.75"))),
 ]
+# The models whose traffic reports cache writes (those with a cache-write price).
+CACHE_WRITING_MODELS = frozenset(code for code, *_rest, cny, _usd in CATALOG if len(cny) > 5)
 # Before PRICE_CHANGE qwen-plus cost more: a real price history for the demo to show.
 OLD_QWEN_PLUS = {Currency.CNY: (D("1.2"), D("0.24"), D("3"), D(0), D(0)),
                  Currency.USD: (D("0.6"), D("0.12"), D("1.8"), D(0), D(0))}
@@ -122,7 +128,7 @@ def _add_price(model: Model, currency: str, start: datetime, prices: tuple[Decim
     billing_services.add_price(
         model=model, currency=currency, effective_from=start, input_per_mtok=prices[0],
         cached_input_per_mtok=prices[1], output_per_mtok=prices[2], per_image=prices[3],
-        per_video_second=prices[4],
+        per_video_second=prices[4], cache_write_per_mtok=prices[5] if len(prices) > 5 else None,
     )
 
 
@@ -293,11 +299,13 @@ def _day_events(spec: OrgSpec, organization: Organization, day: date, keys: list
         key = rng.choices(keys, weights=key_weights)[0]
         failed = rng.random() < 0.025
         status = rng.choice([429, 500, 502, 400]) if failed else 200
-        prompt = completion = cached = images = video = 0
+        prompt = completion = cached = cache_written = images = video = 0
         if model.modality in ("llm", "vl"):
             prompt = int(rng.lognormvariate(6.5, 0.9))
             cached = int(prompt * rng.choice([0, 0, 0, 0.3, 0.6]))
             completion = 0 if failed else int(rng.lognormvariate(5.5, 0.8))
+            if model.code in CACHE_WRITING_MODELS:  # a conversation's first turn writes the cache the next ones read
+                cache_written = int((prompt - cached) * rng.choice([0, 0, 0.5, 0.9]))
         elif model.modality == "image":
             images = 0 if failed else rng.choice([1, 1, 2, 4])
         elif model.modality == "video":
@@ -316,6 +324,7 @@ def _day_events(spec: OrgSpec, organization: Organization, day: date, keys: list
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "cached_tokens": cached,
+            "cache_creation_tokens": cache_written,
             "image_count": images,
             "video_seconds": video,
             "input_chars": int(prompt * 1.6),

@@ -48,7 +48,8 @@ def make_member(organization: Organization, username: str | None = None, *, role
 def make_model(code: str | None = None, *, modality: str = "llm", cny: tuple[str, ...] = ("1", "0.2", "2", "0", "0"),
                usd: tuple[str, ...] | None = None, effective_from: datetime = EPOCH) -> Model:
     """A catalog model with one price per currency from `effective_from` (input, cached, output,
-    per image, per video second)."""
+    per image, per video second, and optionally the cache-write price: without it, cache writes are
+    charged at the input price)."""
     model = Model.objects.create(
         code=code or f"model-{next(_sequence)}", name=(code or "Model").title(), provider="Test", modality=modality
     )
@@ -62,7 +63,7 @@ def add_price(model: Model, currency: str, effective_from: datetime, prices: tup
     return billing_services.add_price(
         model=model, currency=currency, effective_from=effective_from, input_per_mtok=values[0],
         cached_input_per_mtok=values[1], output_per_mtok=values[2], per_image=values[3],
-        per_video_second=values[4],
+        per_video_second=values[4], cache_write_per_mtok=values[5] if len(values) > 5 else None,
     )
 
 

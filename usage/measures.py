@@ -18,6 +18,10 @@ Contract
 * A money measure's event value is an amount of 8 places; rollups store and add it as whole
   1e-8 currency units (billing.money.to_units), so that every level adds up exactly on both
   databases, and `amount_name` names its Decimal reading on rows (`cost_units` reads as `cost`).
+* `EVENT_VALUES` are the per-event values a query can summarize beyond the sums (usage.query's
+  `distributions` and `true_counts`): each names its SQL over usage_usageevent, the row reading
+  that adds it up, and, for a value that is 0 or 1 per event, the measure that already counts its
+  non-zero events, so that those counts come from rollups rather than raw events.
 * Plain declarations: nothing here touches a database. The SQL is portable text over lowercase
   column names, and what differs between PostgreSQL and SQLite is chosen by `vendor` (Django's
   `connection.vendor`).
@@ -33,10 +37,13 @@ from billing.money import UNITS_PER_CURRENCY_UNIT, to_units
 from usage import histogram
 
 __all__ = [
+    "EVENT_VALUES",
+    "EVENT_VALUE_NAMED",
     "MEASURES",
     "MEASURE_NAMED",
     "ROW_MEASURES",
     "SUMMED",
+    "EventValue",
     "Measure",
     "Merge",
 ]
@@ -152,14 +159,17 @@ MEASURES: tuple[Measure, ...] = (
     Measure("prompt_tokens", "prompt_tokens"),
     Measure("completion_tokens", "completion_tokens"),
     Measure("cached_tokens", "cached_tokens"),
+    Measure("cache_creation_tokens", "cache_creation_tokens"),
     Measure("image_count", "image_count"),
     Measure("video_seconds", "video_seconds"),
     Measure("input_chars", "input_chars"),
     Measure("output_chars", "output_chars"),
     Measure("cost_units", "cost", money=True),
     Measure("latency_sum_ms", "latency_ms"),
-    Measure("input_cost_units", "input_cost", money=True, description="Uncached prompt tokens' cost."),
+    Measure("input_cost_units", "input_cost", money=True,
+            description="The cost of prompt tokens neither read from nor written to a cache."),
     Measure("cache_read_cost_units", "cache_read_cost", money=True),
+    Measure("cache_write_cost_units", "cache_write_cost", money=True),
     Measure("output_cost_units", "output_cost", money=True),
     Measure("latency_min_ms", "latency_ms", Merge.MIN),
     Measure("latency_max_ms", "latency_ms", Merge.MAX),
@@ -169,3 +179,34 @@ MEASURE_NAMED: dict[str, Measure] = {measure.name: measure for measure in MEASUR
 SUMMED: tuple[Measure, ...] = tuple(measure for measure in MEASURES if measure.merge is Merge.SUM)
 # What the query engine's rows carry as plain numbers (histograms become percentiles there).
 ROW_MEASURES: tuple[Measure, ...] = tuple(measure for measure in MEASURES if measure.merge is not Merge.HISTOGRAM)
+
+
+@dataclass(frozen=True)
+class EventValue:
+    """A per-event value: its smallest, largest and percentiles over a row's events, and how many
+    of those events have it non-zero (Weave's `count_true`; the rest, its `count_false`)."""
+
+    name: str
+    event_sql: str  # one event's value as SQL over usage_usageevent
+    total: str  # the attribute of usage.query.Row that adds it up over the row's events
+    money: bool = False  # an amount of 8 places (read back as a Decimal)
+    # For a value that is 0 or 1 per event, the measure that adds it up counts exactly the events
+    # where it is non-zero: those counts are then read off rollups instead of raw events.
+    counted_by: str | None = None
+
+
+EVENT_VALUES: tuple[EventValue, ...] = (
+    EventValue("prompt_tokens", "prompt_tokens", "prompt_tokens"),
+    EventValue("completion_tokens", "completion_tokens", "completion_tokens"),
+    EventValue("total_tokens", "prompt_tokens + completion_tokens", "total_tokens"),
+    EventValue("cached_tokens", "cached_tokens", "cached_tokens"),
+    EventValue("cache_creation_tokens", "cache_creation_tokens", "cache_creation_tokens"),
+    # Every prompt token's cost, whether uncached, read from a cache or written to one.
+    EventValue("input_cost", "input_cost + cache_read_cost + cache_write_cost", "prompt_cost", money=True),
+    EventValue("output_cost", "output_cost", "output_cost", money=True),
+    EventValue("cost", "cost", "cost", money=True),
+    EventValue("latency_ms", "latency_ms", "latency_sum_ms"),
+    EventValue("errors", MEASURE_NAMED["errors"].event_sql, "errors", counted_by="errors"),
+    EventValue("requests", "1", "requests", counted_by="requests"),
+)
+EVENT_VALUE_NAMED: dict[str, EventValue] = {value.name: value for value in EVENT_VALUES}

@@ -36,6 +36,8 @@ class UsageEvent(models.Model):
     prompt_tokens = models.PositiveBigIntegerField(default=0)
     completion_tokens = models.PositiveBigIntegerField(default=0)
     cached_tokens = models.PositiveBigIntegerField(default=0)
+    # Prompt tokens written to a provider's prompt cache; like cached_tokens, a part of prompt_tokens.
+    cache_creation_tokens = models.PositiveBigIntegerField(default=0)
     image_count = models.PositiveIntegerField(default=0)
     video_seconds = models.PositiveIntegerField(default=0)
     input_chars = models.PositiveBigIntegerField(default=0)
@@ -50,9 +52,10 @@ class UsageEvent(models.Model):
     turn_id = _trace_field()
     conversation_id = _trace_field()
     cost = amount_field()
-    # The cost's parts (billing.rating.Cost); images and video are cost − the three.
+    # The cost's parts (billing.rating.Cost); images and video are cost − the four.
     input_cost = amount_field()
     cache_read_cost = amount_field()
+    cache_write_cost = amount_field()
     output_cost = amount_field()
     currency = currency_field()
     received_at = models.DateTimeField()
@@ -132,6 +135,7 @@ class RollupMetrics(models.Model):
     prompt_tokens = _count()
     completion_tokens = _count()
     cached_tokens = _count()
+    cache_creation_tokens = _count()
     image_count = _count()
     video_seconds = _count()
     input_chars = _count()
@@ -139,6 +143,7 @@ class RollupMetrics(models.Model):
     cost_units = models.BigIntegerField(default=0)  # 1e-8 currency units (billing.money.to_units)
     input_cost_units = models.BigIntegerField(default=0)
     cache_read_cost_units = models.BigIntegerField(default=0)
+    cache_write_cost_units = models.BigIntegerField(default=0)
     output_cost_units = models.BigIntegerField(default=0)
     latency_sum_ms = _count()
     latency_min_ms = models.PositiveIntegerField(default=0)

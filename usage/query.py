@@ -32,7 +32,7 @@ from portal.models import Organization
 from usage import activity, histogram, levels
 from usage.db import psycopg_cursor
 from usage.levels import DIMENSION_NAMED, DIMENSIONS, LEVEL_NAMED, Level, TimeKind
-from usage.measures import MEASURE_NAMED, ROW_MEASURES, SUMMED, Measure, Merge
+from usage.measures import EVENT_VALUE_NAMED, EVENT_VALUES, ROW_MEASURES, SUMMED, Measure, Merge
 from usage.models import UsageDaily
 from usage.rollups import aggregate_over_events
 from usage.timebuckets import (
@@ -58,19 +58,10 @@ KEY_DAILY = levels.KEY_DAILY.name
 _LATENCY_RANGE: tuple[Measure, ...] = tuple(measure for measure in ROW_MEASURES
                                             if measure.merge in (Merge.MIN, Merge.MAX))
 _HISTOGRAM_LEVEL = next(level for level in levels.ROLLUPS if level.histograms)
-# Per-event values a distribution can be asked of, as SQL over usage_usageevent.
-VALUES = {
-    "prompt_tokens": "prompt_tokens",
-    "completion_tokens": "completion_tokens",
-    "total_tokens": "prompt_tokens + completion_tokens",
-    "cached_tokens": "cached_tokens",
-    "input_cost": "input_cost + cache_read_cost",  # every prompt token, cached or not
-    "output_cost": "output_cost",
-    "cost": "cost",
-    "latency_ms": "latency_ms",
-    "errors": MEASURE_NAMED["errors"].event_sql,
-}
-COST_VALUES = {"input_cost", "output_cost", "cost"}
+# Per-event values a distribution or a count of non-zero events can be asked of, as SQL over
+# usage_usageevent (usage/measures.py).
+VALUES = {value.name: value.event_sql for value in EVENT_VALUES}
+COST_VALUES = {value.name for value in EVENT_VALUES if value.money}
 
 
 @dataclass
@@ -103,6 +94,9 @@ class UsageQuery:
     # Per-event distributions: ((value, (percentiles...)), ...) with value from VALUES; each row
     # then carries min, max and those percentiles of that value over its events (from raw events).
     distributions: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    # Values from VALUES whose non-zero events each row counts (`Row.true_counts`; the zero ones
+    # are `Row.false_count`): read off the sums where a measure counts them, else from raw events.
+    true_counts: tuple[str, ...] = ()
     # Which sums to compute (names from SUM_FIELDS); empty means all. Requests are always counted.
     # Worth narrowing for raw-event queries, where every extra sum is work per event.
     sums: tuple[str, ...] = ()
@@ -126,11 +120,12 @@ class UsageQuery:
         zoneinfo.ZoneInfo(self.timezone)  # raises for an unknown zone
         if set(self.sums) - set(SUM_FIELDS):
             raise ValueError(f"unknown sums {sorted(set(self.sums) - set(SUM_FIELDS))}")
-        unknown_values = {name for name, _ in self.distributions} - set(VALUES)
+        unknown_values = ({name for name, _ in self.distributions} | set(self.true_counts)) - set(VALUES)
         if unknown_values:
             raise ValueError(f"no per-event value {sorted(unknown_values)}")
         if (self.limit is not None or self.after_group is not None) and (
-                self.fill_empty or self.percentiles or self.distributions or self.conversations):
+                self.fill_empty or self.percentiles or self.distributions or self.true_counts
+                or self.conversations):
             raise ValueError("a keyset page holds only the sums of rows with events (fill_empty=False)")
         if self.after_group is not None and len(self.after_group) != len(self.group_by):
             raise ValueError("after_group needs one value per group_by dimension")
@@ -161,6 +156,15 @@ class _RowReadings:
     def latency_avg_ms(self) -> Decimal | None:
         return Decimal(self.latency_sum_ms) / Decimal(self.requests) if self.requests else None
 
+    @property
+    def prompt_cost(self) -> Decimal:
+        """What every prompt token cost: uncached, read from a cache or written to one."""
+        return self.input_cost + self.cache_read_cost + self.cache_write_cost
+
+    def false_count(self, value: str) -> int:
+        """The row's events where `value` (one of its query's `true_counts`) is zero."""
+        return self.requests - self.true_counts[value]
+
 
 def _amount(measure: Measure) -> property:
     """A money measure read as a Decimal (`row.cost` from `row.cost_units`)."""
@@ -178,7 +182,8 @@ Row = make_dataclass(
      *((measure.name, int if measure.merge is Merge.SUM else int | None, measure.empty) for measure in ROW_MEASURES),
      ("conversations", int, 0),
      ("percentiles", dict[float, float | None], field(default_factory=dict)),
-     ("distributions", dict[str, Distribution], field(default_factory=dict))],
+     ("distributions", dict[str, Distribution], field(default_factory=dict)),
+     ("true_counts", dict[str, int], field(default_factory=dict))],
     bases=(_RowReadings,),
     namespace={measure.amount_name: _amount(measure) for measure in ROW_MEASURES if measure.money},
     slots=True,
@@ -414,6 +419,8 @@ def run(query: UsageQuery, *, org_timezone: str | None = None, level: str | None
         percentile_level = _add_percentiles(query, rows, all_buckets, from_histograms)
     if query.distributions:
         _add_distributions(query, rows, all_buckets)
+    if query.true_counts:
+        _add_true_counts(query, rows, all_buckets)
     if query.fill_empty:
         result_rows = _filled(query, rows, all_buckets)  # in bucket and group order already
     elif query.limit is not None:
@@ -579,8 +586,7 @@ def _sums(query: UsageQuery, level: Level, all_buckets: list[Bucket], rows: dict
     bucket_sql, kind = _bucket_sql(query, level, epoch_sql, span)
     # A keyset page orders groups as the rollups store them, on raw events too.
     groups = _group_columns(query, level, as_stored=limit is not None)
-    wanted = [measure for measure in SUMMED
-              if not query.sums or measure.name in query.sums or measure.name == "requests"]
+    wanted = [measure for measure in SUMMED if not query.sums or measure.name in _needed_sums(query)]
     read = [*wanted, *(_LATENCY_RANGE if query.latency_range else ())]
     if level.is_raw:
         aggregates = [aggregate_over_events(measure.name) for measure in read]
@@ -685,6 +691,7 @@ def _filled(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]
                 row.percentiles = {q: None for q in query.percentiles}
                 row.distributions = {name: Distribution(percentiles={q: None for q in qs})
                                      for name, qs in query.distributions}
+                row.true_counts = dict.fromkeys(query.true_counts, 0)
             filled.append(row)
     return filled
 
@@ -813,6 +820,43 @@ def _add_distributions(query: UsageQuery, rows: dict[tuple, Row], all_buckets: l
             row.distributions[name] = Distribution(
                 min=ordered[0] if ordered else None, max=ordered[-1] if ordered else None,
                 percentiles={q: _percentile(ordered, q) for q in qs})
+
+
+def _needed_sums(query: UsageQuery) -> set[str]:
+    """The sums a query reads: those it names, the requests, and those that count its true counts."""
+    counted = {EVENT_VALUE_NAMED[name].counted_by for name in query.true_counts}
+    return {*query.sums, "requests", *(name for name in counted if name is not None)}
+
+
+def _add_true_counts(query: UsageQuery, rows: dict[tuple, Row], all_buckets: list[Bucket]) -> None:
+    """Each row's events where each of `query.true_counts` is non-zero: read off its sums where a
+    measure counts exactly those (errors, requests), else counted over raw events in SQL."""
+    from_sums = [(name, EVENT_VALUE_NAMED[name].counted_by) for name in query.true_counts
+                 if EVENT_VALUE_NAMED[name].counted_by is not None]
+    for row in rows.values():
+        row.true_counts = {name: getattr(row, measure) for name, measure in from_sums}
+    counted = [name for name in query.true_counts if EVENT_VALUE_NAMED[name].counted_by is None]
+    if not counted:
+        return
+    params: list[Any] = []
+    bucket_sql, kind = _bucket_sql(query, levels.RAW, _raw_epoch())
+    groups = _group_columns(query, levels.RAW)
+    counts = [f"SUM(CASE WHEN ({VALUES[name]}) <> 0 THEN 1 ELSE 0 END)" for name in counted]
+    sql = (f"SELECT {', '.join([bucket_sql + ' AS b', *groups, *counts])} FROM {levels.RAW.table} "
+           f"WHERE {_where(query, levels.RAW, params)} GROUP BY {', '.join(['b', *groups])}")
+    to_bucket = _bucket_mapper(query, kind, all_buckets)
+    found: dict[tuple, list[int]] = defaultdict(lambda: [0] * len(counted))
+    for record in _fetch_all(sql, params):
+        bucket = to_bucket(record[0])
+        if bucket is None:
+            continue
+        group_values = tuple(_group_value(n, v) for n, v in zip(query.group_by, record[1 : 1 + len(groups)],
+                                                                 strict=True))
+        totals = found[(bucket.key, group_values)]  # several SQL groups may land in one bucket
+        for index, value in enumerate(record[1 + len(groups):]):
+            totals[index] += int(value or 0)
+    for key, row in rows.items():
+        row.true_counts.update(zip(counted, found.get(key) or [0] * len(counted), strict=True))
 
 
 def _as_value(name: str, value: Any) -> Any:

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID_MAX_LENGTH = 128
 COUNT_FIELDS = (
-    "prompt_tokens", "completion_tokens", "cached_tokens", "image_count", "video_seconds",
+    "prompt_tokens", "completion_tokens", "cached_tokens", "cache_creation_tokens", "image_count", "video_seconds",
     "input_chars", "output_chars",
 )
 TRACE_FIELDS = ("op_name", "trace_id", "parent_id", "thread_id", "turn_id", "conversation_id")
@@ -78,6 +78,7 @@ class RatedEvent:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_creation_tokens: int
     image_count: int
     video_seconds: int
     input_chars: int
@@ -94,6 +95,7 @@ class RatedEvent:
     cost: Decimal
     input_cost: Decimal
     cache_read_cost: Decimal
+    cache_write_cost: Decimal
     output_cost: Decimal
     currency: str
     received_at: datetime
@@ -206,9 +208,7 @@ def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[
             if not _is_int(status_code) or not 100 <= status_code <= 599:
                 errors.append(FieldError(index, "status_code", "must be an HTTP status code (100-599)"))
             event["status_code"] = status_code
-        cached, prompt = event.get("cached_tokens"), event.get("prompt_tokens")
-        if _is_int(cached) and _is_int(prompt) and 0 <= prompt < cached:
-            errors.append(FieldError(index, "cached_tokens", "cannot exceed prompt_tokens"))
+        _check_cache_tokens(index, event, errors)
         for name in TRACE_FIELDS + ("error_type",):
             value = raw.get(name)
             if value is not None and (not isinstance(value, str) or len(value) > TRACE_FIELD_LENGTH):
@@ -216,6 +216,22 @@ def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[
             event[name] = value
         clean.append(event)
     return clean, errors
+
+
+def _check_cache_tokens(index: int, event: dict[str, Any], errors: list[FieldError]) -> None:
+    """Cache reads and cache writes are parts of the prompt (API.md §1): together no more than it.
+    usage.wire refuses the same events (and leaves their wording to this)."""
+    prompt, cached, created = (event.get(name) for name in ("prompt_tokens", "cached_tokens",
+                                                            "cache_creation_tokens"))
+    if not (_is_int(prompt) and prompt >= 0):
+        return
+    cached = cached if _is_int(cached) and cached >= 0 else None
+    created = created if _is_int(created) and created >= 0 else None
+    if cached is not None and cached > prompt:
+        errors.append(FieldError(index, "cached_tokens", "cannot exceed prompt_tokens"))
+    elif cached is not None and created is not None and cached + created > prompt:
+        errors.append(FieldError(index, "cache_creation_tokens",
+                                 "cached_tokens + cache_creation_tokens cannot exceed prompt_tokens"))
 
 
 def ingest_events(events: Sequence[Any]) -> IngestResult:
@@ -333,6 +349,7 @@ def _rated(event: dict[str, Any], resolved: _Resolved, rates: dict[tuple[int, De
     cost = price_rates.cost(
         prompt_tokens=event["prompt_tokens"],
         cached_tokens=event["cached_tokens"],
+        cache_creation_tokens=event["cache_creation_tokens"],
         completion_tokens=event["completion_tokens"],
         image_count=event["image_count"],
         video_seconds=event["video_seconds"],
@@ -341,7 +358,8 @@ def _rated(event: dict[str, Any], resolved: _Resolved, rates: dict[tuple[int, De
         # Who sent it, resolved from its key; what it cost; and its own fields as validated.
         organization_id=key.organization_id, department_id=key.department_id, key_id=key.pk,
         member_id=key.owner_id, model_id=resolved.model.pk, price_id=price.pk,
-        cost=cost.total, input_cost=cost.input, cache_read_cost=cost.cache_read, output_cost=cost.output,
+        cost=cost.total, input_cost=cost.input, cache_read_cost=cost.cache_read, cache_write_cost=cost.cache_write,
+        output_cost=cost.output,
         currency=resolved.currency, received_at=received_at,
         **{name: event[name] for name in _STORED_AS_VALIDATED},
     )
@@ -461,7 +479,8 @@ def rerate_events(*, actor: Actor, organization: Organization, start: datetime, 
                 report.cost_after += event.cost
                 continue
             cost = rate(price, discount=event.department.discount, prompt_tokens=event.prompt_tokens,
-                        cached_tokens=event.cached_tokens, completion_tokens=event.completion_tokens,
+                        cached_tokens=event.cached_tokens, cache_creation_tokens=event.cache_creation_tokens,
+                        completion_tokens=event.completion_tokens,
                         image_count=event.image_count, video_seconds=event.video_seconds)
             report.cost_after += cost.total
             if cost.total != event.cost or price.pk != event.price_id:
@@ -469,9 +488,10 @@ def rerate_events(*, actor: Actor, organization: Organization, start: datetime, 
                 report.changed_by_model[event.model.code] = (count + 1, before + event.cost, after + cost.total)
                 event.cost, event.price_id = cost.total, price.pk
                 event.input_cost, event.cache_read_cost, event.output_cost = cost.input, cost.cache_read, cost.output
+                event.cache_write_cost = cost.cache_write
                 changed.append(event)
-        UsageEvent.objects.bulk_update(changed, ["cost", "price", "input_cost", "cache_read_cost", "output_cost"],
-                                       batch_size=1000)
+        UsageEvent.objects.bulk_update(changed, ["cost", "price", "input_cost", "cache_read_cost", "cache_write_cost",
+                                                 "output_cost"], batch_size=1000)
         report.events_changed += len(changed)
         after_id = chunk[-1].pk
     if report.events_changed:

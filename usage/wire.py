@@ -6,7 +6,7 @@ Contract
   the batch's events as `ShapedEvents`: the same dicts `usage.services` builds when it checks
   each field in Python, which `ingest_events` then takes without checking them again. It
   returns None whenever anything is off (a decoding error, a type, a bound, a timestamp, a
-  cached count above the prompt): the caller then takes the general path, which words every
+  cache reads and writes above the prompt): the caller then takes the general path, which words every
   problem exactly as API.md §2 and the contract tests say. So the fast path only ever accepts
   what the general path accepts, and never has to name an error itself.
 * The declarations below are no looser than `usage.services._validate_shapes`: a field it
@@ -40,6 +40,7 @@ class _Event(msgspec.Struct, forbid_unknown_fields=True):
     prompt_tokens: _COUNT = 0
     completion_tokens: _COUNT = 0
     cached_tokens: _COUNT = 0
+    cache_creation_tokens: _COUNT = 0
     image_count: _COUNT = 0
     video_seconds: _COUNT = 0
     input_chars: _COUNT = 0
@@ -87,7 +88,7 @@ def shaped_events(body: bytes) -> ShapedEvents | None:
     append = shaped.append
     for event in batch.events:
         timestamp = _instant(event.timestamp)
-        if timestamp is None or event.cached_tokens > event.prompt_tokens:
+        if timestamp is None or event.cached_tokens + event.cache_creation_tokens > event.prompt_tokens:
             return None
         append(_as_dict(event, timestamp))
     return shaped
@@ -97,7 +98,8 @@ def _as_dict(event: _Event, timestamp: datetime) -> dict[str, Any]:
     return {
         "request_id": event.request_id, "timestamp": timestamp, "key_uuid": event.key_id, "model": event.model,
         "prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
-        "cached_tokens": event.cached_tokens, "image_count": event.image_count,
+        "cached_tokens": event.cached_tokens, "cache_creation_tokens": event.cache_creation_tokens,
+        "image_count": event.image_count,
         "video_seconds": event.video_seconds, "input_chars": event.input_chars,
         "output_chars": event.output_chars, "latency_ms": event.latency_ms, "status_code": event.status_code,
         "error_type": event.error_type, "op_name": event.op_name, "trace_id": event.trace_id,

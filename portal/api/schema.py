@@ -3,6 +3,7 @@ documented in its dialect's shape."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ResolvedComponent, append_meta
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 
@@ -19,7 +20,38 @@ class RamAutoSchema(AutoSchema):
             ram = (f"RAM action `{action.name}` ({action.access_level}), checked against "
                    f"`{action.resource('<org_id>', '<id>' if action.resource_type != 'department' else '*')}`.")
             operation["description"] = f"{operation.get('description', '')}\n\n{ram}".strip()
+        if operation is not None and getattr(self.view, "body_nulls_mean_not_given", False):
+            for content in operation.get("requestBody", {}).get("content", {}).values():
+                self._optional_fields_take_null(content.get("schema", {}))
         return operation
+
+    def _optional_fields_take_null(self, schema: dict, seen: set | None = None) -> None:
+        """Document what portal.api.views.parse_body does: an optional property of the body, at any
+        depth, may be null (meaning "not given"). Walks the body's components; list items and
+        required properties are left as they are, as parse_body leaves them."""
+        seen = set() if seen is None else seen
+        reference = schema.get("$ref")
+        if reference:
+            name = reference.rsplit("/", 1)[-1]
+            if name in seen:
+                return
+            seen.add(name)
+            try:
+                component = self.registry[(name, ResolvedComponent.SCHEMA)]
+            except KeyError:  # not a serializer's (enums become components only after every operation)
+                return
+            self._optional_fields_take_null(component.schema, seen)
+            return
+        for nested in (*schema.get("allOf", ()), *schema.get("oneOf", ()), *schema.get("anyOf", ())):
+            self._optional_fields_take_null(nested, seen)
+        if "items" in schema:
+            self._optional_fields_take_null(schema["items"], seen)
+        required = set(schema.get("required", ()))
+        properties = schema.get("properties", {})
+        for name, property_schema in properties.items():
+            self._optional_fields_take_null(property_schema, seen)
+            if name not in required and not property_schema.get("readOnly"):
+                properties[name] = append_meta(property_schema, {"nullable": True})
 
     def get_tags(self) -> list[str]:
         dialect = getattr(self.view, "dialect", None)

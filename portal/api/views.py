@@ -4,7 +4,11 @@ A view says what it does (`ram_actions`, one registered action per method) and w
 (`ram_resource`, a declaration from portal.api.permissions); `RamPermission` decides before the
 handler runs. Views never decide themselves."""
 
+from typing import Any
+
+from django.http import QueryDict
 from django.shortcuts import get_object_or_404
+from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.views import APIView
 
@@ -23,6 +27,10 @@ class RamAPIView(APIView):
     ram_department_field = "department_id"
     permission_classes = [IsAuthenticated, RamPermission]
     dialect = AIoneDialect
+    # The body is read by parse_body, where a null for an optional field means "not given"; the
+    # schema then documents those fields as nullable (portal.api.schema). A view that reads its
+    # body some other way (ingestion's compiled fast path) says False.
+    body_nulls_mean_not_given = True
 
     def perform_authentication(self, request) -> None:
         super().perform_authentication(request)
@@ -62,8 +70,46 @@ def parse_query(serializer_class, request) -> dict:
 
 
 def parse_body(serializer_class, request) -> dict:
-    """Validate the body; a failure is the dialect's 4xx naming each `body` field."""
-    return _parse(serializer_class, request.data, "body")
+    """Validate the body; a failure is the dialect's 4xx naming each `body` field.
+
+    An explicit JSON null for an optional field that takes no null means the field was not given,
+    at any depth, in every dialect (API.md §1): clients built on typed models (Weave's Pydantic
+    requests dumped with their unset fields) send one for every field they leave alone. Such nulls
+    are dropped before validation, so the field's default applies. A field declared
+    `allow_null` keeps its null (it means something there), and so does a required field (whose
+    null is still an error naming it)."""
+    return _parse(serializer_class, without_unset_nulls(serializer_class(), request.data), "body")
+
+
+def without_unset_nulls(serializer: serializers.Serializer, data: Any) -> Any:
+    """`data` without the nulls `serializer` reads as "not given", into nested serializers and
+    lists of them. Anything else (unknown keys, values of the wrong type, free-form JSON fields,
+    list items) is left for validation to judge."""
+    if not isinstance(data, dict) or isinstance(data, QueryDict):  # form encodings carry no null
+        return data
+    fields = serializer.fields
+    kept = {}
+    for name, value in data.items():
+        field = fields.get(name)
+        if field is None or field.read_only:
+            kept[name] = value
+        elif value is None:
+            if field.required or field.allow_null:
+                kept[name] = value
+        else:
+            kept[name] = _nested_without_unset_nulls(field, value)
+    return kept
+
+
+def _nested_without_unset_nulls(field: serializers.Field, value: Any) -> Any:
+    if isinstance(field, serializers.ListSerializer | serializers.ListField):
+        child = field.child
+        if isinstance(child, serializers.Serializer) and isinstance(value, list):
+            return [without_unset_nulls(child, item) for item in value]
+        return value
+    if isinstance(field, serializers.Serializer):
+        return without_unset_nulls(field, value)
+    return value
 
 
 def _parse(serializer_class, data, where: str) -> dict:

@@ -60,3 +60,21 @@ def test_an_operator_grants_credit_with_its_ledger_entry(client, world):
     assert LedgerEntry.objects.get(grant=grant).amount == Decimal(25)
     assert BillingAccount.objects.get(organization=world.acme).balance == Decimal(25)
     assert AuditLog.objects.filter(action="credit.grant", actor_label="operator").exists()
+
+
+def test_an_operator_prices_cache_writes_in_the_admin(client, db):
+    from billing.models import Model, Price
+
+    root = get_user_model().objects.create_superuser("root", "root@platform.example", "pass-for-tests")
+    client.force_login(root)
+    model = Model.objects.create(code="claude-like", name="Claude-like", provider="Anthropic")
+    for cache_write in ("3.75", ""):  # blank: cache writes charged as input
+        response = client.post(reverse("admin:billing_price_add"), {
+            "model": model.pk, "currency": "USD",
+            "effective_from_0": "2026-01-01" if cache_write else "2026-02-01", "effective_from_1": "00:00:00",
+            "input_per_mtok": "3", "cached_input_per_mtok": "0.3", "cache_write_per_mtok": cache_write,
+            "output_per_mtok": "15", "per_image": "0", "per_video_second": "0"})
+        assert response.status_code == 302, response.content.decode()[:3000]
+    assert sorted(Price.objects.values_list("cache_write_per_mtok", flat=True), key=str) == [Decimal("3.75"), None]
+    listed = client.get(reverse("admin:billing_price_changelist")).content.decode()
+    assert "column-cache_write_per_mtok" in listed and "$3.75" in listed

@@ -108,6 +108,18 @@ def test_event_cost_follows_the_documented_formula(db):
     assert cost == Decimal("1.60506000")
 
 
+@pytest.mark.parametrize("cache_write_price, per_mtok", [("3.75", Decimal("3.75")), (None, Decimal("3"))],
+                         ids=["its-own-price", "falls-back-to-input"])
+def test_cache_writes_are_part_of_the_prompt_at_the_cache_write_price(db, cache_write_price, per_mtok):
+    prices = ("3", "0.3", "15", "0", "0", *((cache_write_price,) if cache_write_price else ()))
+    price = price_at(factories.make_model("claude-like", cny=prices), "CNY", T2)
+    cost = event_cost(price, discount=Decimal("0.9"), prompt_tokens=10_000, cached_tokens=2_000,
+                      cache_creation_tokens=5_000, completion_tokens=700, image_count=0, video_seconds=0)
+    # ((10,000 − 2,000 − 5,000) × 3 + 2,000 × 0.3 + 5,000 × cache write + 700 × 15) / 1e6 × 0.9
+    expected = (3_000 * 3 + 2_000 * Decimal("0.3") + 5_000 * per_mtok + 700 * 15) / Decimal(10**6) * Decimal("0.9")
+    assert cost == expected.quantize(Decimal("0.00000001"))
+
+
 @pytest.mark.parametrize(
     "raw, event_amount, display_amount",
     [("0.000000005", "0.00000001", "0.00"), ("1.005", "1.00500000", "1.01"), ("2.344999999", "2.34500000", "2.34")],
@@ -149,12 +161,14 @@ def test_every_organization_gets_one_billing_account_with_a_currency(world):
     dict(prompt_tokens=1000, cached_tokens=400, completion_tokens=250, image_count=2, video_seconds=3),
     dict(prompt_tokens=1, cached_tokens=0, completion_tokens=1, image_count=0, video_seconds=0),
     dict(prompt_tokens=333, cached_tokens=111, completion_tokens=0, image_count=0, video_seconds=0),
-], ids=["everything", "one-token-each", "no-output"])
+    dict(prompt_tokens=777, cached_tokens=111, cache_creation_tokens=333, completion_tokens=9, image_count=1,
+         video_seconds=0),
+], ids=["everything", "one-token-each", "no-output", "cache-writes"])
 def test_the_cost_parts_add_up_to_the_cost(db, quantities):
     from billing.rating import rate
 
-    model = factories.make_model("parts", cny=("0.7", "0.33", "2.9", "0.14", "0.5"))
+    model = factories.make_model("parts", cny=("0.7", "0.33", "2.9", "0.14", "0.5", "0.87"))
     cost = rate(price_at(model, "CNY", T2), discount=Decimal("0.9"), **quantities)
-    assert cost.input + cost.cache_read + cost.output + cost.units == cost.total
+    assert cost.input + cost.cache_read + cost.cache_write + cost.output + cost.units == cost.total
     assert cost.total == event_cost(price_at(model, "CNY", T2), discount=Decimal("0.9"), **quantities)
-    assert min(cost.input, cost.cache_read, cost.output, cost.units) >= 0
+    assert min(cost.input, cost.cache_read, cost.cache_write, cost.output, cost.units) >= 0

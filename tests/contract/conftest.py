@@ -38,7 +38,9 @@ def history(ram_world):
     marketing = factories.make_department(world.acme, "Marketing", discount=Decimal("0.9"))
     models = [factories.make_model("qwen-plus", cny=("0.8", "0.16", "2", "0", "0")),
               factories.make_model("deepseek-chat", cny=("2", "0.5", "8", "0", "0")),
-              factories.make_model("wanx", modality="image", cny=("0", "0", "0", "0.14", "0"))]
+              factories.make_model("wanx", modality="image", cny=("0", "0", "0", "0.14", "0")),
+              # Anthropic-style: its cache writes cost more than input (the others' cost as input).
+              factories.make_model("claude-sonnet", cny=("21.6", "2.16", "108", "0", "0", "27"))]
     keys = {
         "research": factories.make_inference_key(world.research, owner=world.alice)[0],
         "support": factories.make_inference_key(world.support, owner=world.bob)[0],
@@ -53,9 +55,11 @@ def history(ram_world):
         moment = now - timedelta(minutes=rng.randrange(0, 12 * 24 * 60))
         image = model.modality == "image"
         prompt = 0 if image else rng.randrange(10, 5000)
+        cached = prompt // rng.choice([1, 3, 10, 100]) if prompt else 0
         batch.append(factories.event(
             key, model, request_id=f"h-{number}", timestamp=moment.astimezone(UTC).isoformat(),
-            prompt_tokens=prompt, cached_tokens=prompt // rng.choice([1, 3, 10, 100]) if prompt else 0,
+            prompt_tokens=prompt, cached_tokens=cached,
+            cache_creation_tokens=(prompt - cached) // rng.choice([1, 2, 5]) if rng.random() < 0.4 else 0,
             completion_tokens=0 if image else rng.randrange(0, 2000), image_count=rng.choice([1, 2]) if image else 0,
             input_chars=rng.randrange(0, 9000), output_chars=rng.randrange(0, 9000),
             latency_ms=rng.randrange(50, 30_000), status_code=rng.choice([200] * 9 + [500, 429]),

@@ -126,31 +126,36 @@ def test_analytics_breakdowns_match_the_raw_events(history, alice, schema_valida
         per_day[e.timestamp.astimezone(zone).date().isoformat()] += e.cost
     assert {d["date"]: Decimal(str(d["CNY"])) for d in body["byDate"] if d["CNY"]} == dict(per_day)
     assert all(d["USD"] == 0 and d["DIEM"] == 0 for d in body["byDate"])
-    by_model = defaultdict(lambda: [Decimal(0), Decimal(0), Decimal(0), Decimal(0), 0, 0, 0])
+    by_model = defaultdict(lambda: [Decimal(0), Decimal(0), Decimal(0), Decimal(0), Decimal(0), 0, 0, 0, 0])
     for e in events:
         totals = by_model[e.model.code]
         totals[0] += e.cost
         totals[1] += e.input_cost
         totals[2] += e.output_cost
         totals[3] += e.cache_read_cost
-        totals[4] += e.prompt_tokens - e.cached_tokens
-        totals[5] += e.completion_tokens
-        totals[6] += e.cached_tokens
+        totals[4] += e.cache_write_cost
+        totals[5] += e.prompt_tokens - e.cached_tokens - e.cache_creation_tokens
+        totals[6] += e.completion_tokens
+        totals[7] += e.cached_tokens
+        totals[8] += e.cache_creation_tokens
     names = {m.code: m.name for m in history.models}
     assert {m["modelId"] for m in body["byModel"]} == set(by_model)
     for item in body["byModel"]:
-        cost, input_cost, output_cost, cache_cost, inputs, outputs, cached = by_model[item["modelId"]]
+        cost, input_cost, output_cost, cache_cost, write_cost, inputs, outputs, cached, written = \
+            by_model[item["modelId"]]
         assert item["modelName"] == names[item["modelId"]]
         assert Decimal(str(item["totalCny"])) == cost and item["totalUsd"] == 0 and item["totalDiem"] == 0
         if item["modelId"] == "wanx":
             assert item["unitType"] == "images" and item["modelType"] == "IMAGE" and item["breakdown"] is None
             continue
-        assert item["unitType"] == "tokens" and item["totalUnits"] == inputs + outputs + cached
+        assert item["unitType"] == "tokens" and item["totalUnits"] == inputs + outputs + cached + written
         kinds = {b["type"]: b for b in item["breakdown"]}
-        assert [b["type"] for b in item["breakdown"]] == ["Input", "Output", "Cache Read"]
+        assert [b["type"] for b in item["breakdown"]] == ["Input", "Output", "Cache Read", "Cache Write"]
         assert (Decimal(str(kinds["Input"]["cny"])), kinds["Input"]["units"]) == (input_cost, inputs)
         assert (Decimal(str(kinds["Output"]["cny"])), kinds["Output"]["units"]) == (output_cost, outputs)
         assert (Decimal(str(kinds["Cache Read"]["cny"])), kinds["Cache Read"]["units"]) == (cache_cost, cached)
+        assert (Decimal(str(kinds["Cache Write"]["cny"])), kinds["Cache Write"]["units"]) == (write_cost, written)
+        assert sum(Decimal(str(b["cny"])) for b in item["breakdown"]) == cost  # text models: tokens only
         assert all(b["usd"] == 0 and b["diem"] == 0 for b in item["breakdown"])
     assert body["topModels"] == [m["modelName"] for m in body["byModel"]][:8]
     by_key = defaultdict(Decimal)

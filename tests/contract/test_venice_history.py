@@ -305,7 +305,7 @@ def test_analytics_by_dates_for_a_usd_account(globex, schema_validator):
     image = [e for e in events if e.model.code == "img-test"]
     assert Decimal(str(by_name["Gpt-Test"]["totalUsd"])) == sum(e.cost for e in text)
     assert by_name["Gpt-Test"]["totalDiem"] == 0 and by_name["Gpt-Test"]["unitType"] == "tokens"
-    assert [b["type"] for b in by_name["Gpt-Test"]["breakdown"]] == ["Input", "Output", "Cache Read"]
+    assert [b["type"] for b in by_name["Gpt-Test"]["breakdown"]] == ["Input", "Output", "Cache Read", "Cache Write"]
     assert sum(Decimal(str(b["usd"])) for b in by_name["Gpt-Test"]["breakdown"]) == sum(e.cost for e in text)
     assert by_name["Img-Test"]["totalUnits"] == sum(e.image_count for e in image)
     assert {k["description"]: Decimal(str(k["totalUsd"])) for k in body["byKey"]} == {

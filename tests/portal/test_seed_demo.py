@@ -121,3 +121,17 @@ def test_the_demo_invoices_the_ended_months_its_usage_covers_and_none_without_us
     today = timezone.now().astimezone(acme.zone).date()
     assert all(invoice.period_end < today for invoice in invoices)
     assert all(invoice.period_start >= today - timedelta(days=70) for invoice in invoices)
+
+
+@pytest.mark.django_db
+def test_seed_demo_writes_prompt_caches_at_the_cache_write_price():
+    _seed("--days", "7")
+    price = Price.objects.filter(model__code="claude-sonnet-4", currency="USD").get()
+    assert price.cache_write_per_mtok > price.input_per_mtok > price.cached_input_per_mtok
+    written = UsageEvent.objects.filter(model__code="claude-sonnet-4", cache_creation_tokens__gt=0)
+    assert written.exists()
+    for event in written[:20]:
+        assert event.cached_tokens + event.cache_creation_tokens <= event.prompt_tokens
+        assert event.cache_write_cost > 0
+    # Other models report no cache writes.
+    assert not UsageEvent.objects.exclude(model__code="claude-sonnet-4").filter(cache_creation_tokens__gt=0).exists()

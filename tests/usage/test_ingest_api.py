@@ -59,3 +59,21 @@ def test_a_batch_with_a_charset_in_its_content_type_is_stored_too(world, gateway
     body = json.dumps({"events": [factories.event(key, model, request_id="cs")]})
     response = gateway.post(EVENTS, body, content_type="application/json; charset=utf-8")
     assert response.json() == {"accepted": 1, "duplicates": 0}
+
+
+def test_the_gateway_reports_cache_writes_within_the_prompt(world, gateway):
+    model = factories.make_model("claude-like", cny=("3", "0.3", "15", "0", "0", "3.75"))
+    key, _ = factories.make_inference_key(world.research)
+    written = factories.event(key, model, request_id="w", prompt_tokens=1000, cached_tokens=300,
+                              cache_creation_tokens=700)
+    assert gateway.post(EVENTS, {"events": [written]}, format="json").json() == {"accepted": 1, "duplicates": 0}
+    stored = UsageEvent.objects.get(request_id="w")
+    assert (stored.cache_creation_tokens, stored.cache_write_cost) == (700, stored.cost - stored.output_cost
+                                                                       - stored.cache_read_cost - stored.input_cost)
+    too_many = dict(written, request_id="x", cache_creation_tokens=701)
+    response = gateway.post(EVENTS, {"events": [too_many]}, format="json")
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert [str(part) for part in problem["loc"]] == ["body", "events", "0", "cache_creation_tokens"]
+    assert "cannot exceed prompt_tokens" in problem["msg"]
+    assert not UsageEvent.objects.filter(request_id="x").exists()

@@ -31,6 +31,39 @@ def test_an_event_is_resolved_rated_and_frozen(setup):
     assert stored.cost == Decimal("0.00250000")  # (800×2 + 200×0.5 + 100×8) / 1e6
 
 
+@pytest.fixture
+def cache_writing_model(db):
+    # Anthropic-style: a cache write costs more than plain input, a cache read far less.
+    return factories.make_model("claude-like", cny=("3", "0.3", "15", "0", "0", "3.75"))
+
+
+def test_cache_writes_are_rated_at_the_cache_write_price(setup, cache_writing_model):
+    world, model, key, cheap_key, globex_key = setup
+    ingest_events([factories.event(key, cache_writing_model, request_id="writes", prompt_tokens=10_000,
+                                   cached_tokens=2_000, cache_creation_tokens=5_000, completion_tokens=1_000),
+                   factories.event(cheap_key, cache_writing_model, request_id="discounted", prompt_tokens=10_000,
+                                   cached_tokens=2_000, cache_creation_tokens=5_000, completion_tokens=1_000)])
+    stored = UsageEvent.objects.get(request_id="writes")
+    assert stored.cache_creation_tokens == 5_000
+    # (3,000 × 3 + 2,000 × 0.3 + 5,000 × 3.75 + 1,000 × 15) / 1e6
+    assert stored.cost == Decimal("0.04335000")
+    assert (stored.input_cost, stored.cache_read_cost, stored.cache_write_cost, stored.output_cost) == (
+        Decimal("0.00900000"), Decimal("0.00060000"), Decimal("0.01875000"), Decimal("0.01500000"))
+    assert UsageEvent.objects.get(request_id="discounted").cost == Decimal("0.03901500")  # × 0.9
+
+
+def test_without_a_cache_write_price_cache_writes_cost_as_input(setup):
+    world, model, key, *_ = setup
+    ingest_events([factories.event(key, model, request_id="plain", prompt_tokens=1000, cached_tokens=200,
+                                   completion_tokens=100),
+                   factories.event(key, model, request_id="written", prompt_tokens=1000, cached_tokens=200,
+                                   cache_creation_tokens=500, completion_tokens=100)])
+    plain, written = UsageEvent.objects.get(request_id="plain"), UsageEvent.objects.get(request_id="written")
+    assert plain.cost == written.cost == Decimal("0.00250000")
+    assert (written.input_cost, written.cache_write_cost) == (Decimal("0.00060000"), Decimal("0.00100000"))
+    assert plain.cache_creation_tokens == 0
+
+
 def test_the_department_discount_and_the_account_currency_apply(setup):
     world, model, key, cheap_key, globex_key = setup
     ingest_events([factories.event(cheap_key, model, request_id="cheap", prompt_tokens=10**6, completion_tokens=0),
@@ -63,6 +96,10 @@ def test_a_repeat_inside_one_batch_is_a_duplicate(setup):
         ({"prompt_tokens": "12"}, "prompt_tokens"),
         ({"completion_tokens": True}, "completion_tokens"),
         ({"cached_tokens": 2000}, "cached_tokens"),
+        ({"cache_creation_tokens": 1001}, "cache_creation_tokens"),
+        ({"cached_tokens": 600, "cache_creation_tokens": 401}, "cache_creation_tokens"),
+        ({"cache_creation_tokens": -1}, "cache_creation_tokens"),
+        ({"cache_creation_tokens": None}, "cache_creation_tokens"),
         ({"timestamp": "2026-03-01T10:00:00"}, "timestamp"),
         ({"timestamp": "yesterday"}, "timestamp"),
         ({"key_id": "not-a-uuid"}, "key_id"),
@@ -76,7 +113,9 @@ def test_a_repeat_inside_one_batch_is_a_duplicate(setup):
         ({"surprise": 1}, "surprise"),
         ({"latency_ms": None}, "latency_ms"),
     ],
-    ids=["negative", "string-count", "bool-count", "cached-over-prompt", "naive-time", "garbage-time",
+    ids=["negative", "string-count", "bool-count", "cached-over-prompt", "cache-writes-over-prompt",
+         "cache-reads-and-writes-over-prompt", "negative-cache-writes", "null-cache-writes", "naive-time",
+         "garbage-time",
          "bad-key-uuid", "unknown-key", "list-key", "object-key", "unknown-model", "bad-status", "long-request-id",
          "non-string-trace",
          "unknown-field", "missing-latency"],

@@ -504,3 +504,35 @@ def test_row_counts_and_keyset_pages_equal_the_raw_events(zoned, models, granula
     assert numbers(walked) == numbers(stored_order)
     # One page across the whole range reads the same rows in the same order.
     assert numbers(query.run(UsageQuery(**fields, limit=7)).rows) == numbers(stored_order[:7])
+
+
+@pytest.mark.parametrize("level", [None, KEY_DAILY, DAILY, MODEL_DAILY, FINE, RAW])
+def test_true_counts_are_the_events_whose_value_is_not_zero(zoned, models, level):
+    """count_true / count_false: read off the sums where a measure counts them (errors, requests),
+    else counted over raw events, per bucket and group, 0 in empty buckets."""
+    organization, department, key = zoned("Asia/Kolkata")
+    zone = organization.zone
+    day = datetime(2026, 3, 2, tzinfo=zone)
+    shapes = [(models[0], 1000, 0, 200), (models[0], 1000, 500, 500), (models[1], 0, 0, 200),
+              (models[1], 300, 300, 429), (models[0], 10, 0, 503)]
+    ingest_events([factories.event(key, model, request_id=f"t{number}",
+                                   timestamp=(day + timedelta(hours=number * 3)).isoformat(), prompt_tokens=prompt,
+                                   cache_creation_tokens=written, completion_tokens=0 if number == 2 else 5,
+                                   status_code=status)
+                   for number, (model, prompt, written, status) in enumerate(shapes)])
+    values = ("cache_creation_tokens", "prompt_tokens", "errors", "requests", "completion_tokens", "input_cost")
+    result = query.run(UsageQuery(organization_id=organization.pk, start=day, end=day + timedelta(days=2),
+                                  timezone=organization.timezone, granularity=Granularity.of("day"),
+                                  group_by=("model",), true_counts=values), level=level)
+    by_model = {(row.bucket.start.date(), row.group["model"]): row for row in result.rows}
+    first, second = day.date(), day.date() + timedelta(days=1)
+    alpha, beta = by_model[(first, models[0].pk)], by_model[(first, models[1].pk)]
+    assert alpha.true_counts == {"cache_creation_tokens": 1, "prompt_tokens": 3, "errors": 2, "requests": 3,
+                                 "completion_tokens": 3, "input_cost": 3}
+    assert (alpha.false_count("cache_creation_tokens"), alpha.false_count("errors")) == (2, 1)
+    assert beta.true_counts == {"cache_creation_tokens": 1, "prompt_tokens": 1, "errors": 1, "requests": 2,
+                                "completion_tokens": 1, "input_cost": 1}
+    assert beta.false_count("prompt_tokens") == 1
+    for model in models:
+        empty = by_model[(second, model.pk)]
+        assert empty.true_counts == dict.fromkeys(values, 0) and empty.false_count("requests") == 0

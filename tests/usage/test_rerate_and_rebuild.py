@@ -75,3 +75,19 @@ def test_a_timezone_change_is_followed_by_a_rebuild(billed):
     assert query.run(q).level == query.MODEL_DAILY
     for level in (query.MODEL_DAILY, query.DEPARTMENT_DAILY, query.DAILY, query.HOURLY, query.FINE, query.RAW):
         assert [row.requests for row in query.run(q, level=level).rows] == [1, 1, 1], level
+
+
+def test_a_new_cache_write_price_rerates_cache_writes_only(world):
+    model = factories.make_model("claude-like", cny=("3", "0.3", "15", "0", "0"))  # writes charged as input
+    key, _ = factories.make_inference_key(world.research)
+    ingest_events([factories.event(key, model, request_id="w", timestamp="2026-02-10T12:00:00Z",
+                                   prompt_tokens=1_000_000, cached_tokens=0, cache_creation_tokens=400_000,
+                                   completion_tokens=0)])
+    assert UsageEvent.objects.get().cost == Decimal("3.00000000")
+    factories.add_price(model, "CNY", CORRECTION, ("3", "0.3", "15", "0", "0", "3.75"))
+    call_command("rerate", "--org", world.acme.slug, "--from", "2026-02-01", "--to", "2026-03-01", stdout=StringIO())
+    event = UsageEvent.objects.get()
+    assert (event.cost, event.input_cost, event.cache_write_cost) == (
+        Decimal("3.30000000"), Decimal("1.80000000"), Decimal("1.50000000"))  # 600,000 × 3 + 400,000 × 3.75
+    assert sum(d.cache_write_cost_units for d in UsageDaily.objects.filter(organization=world.acme)) == 150_000_000
+    assert sum(d.cache_creation_tokens for d in UsageDaily.objects.filter(organization=world.acme)) == 400_000

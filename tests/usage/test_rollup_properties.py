@@ -42,8 +42,10 @@ def estate(django_db_setup, django_db_blocker):
                 department = factories.make_department(organization, name)
                 keys += [factories.make_inference_key(department)[0] for _ in range(2)]
             built.append((organization, keys))
-        models = [factories.make_model(f"prop-{i}", cny=(str(i + 1), "0.3", "2.5", "0.1", "0.05"))
-                  for i in range(3)]
+        # The first model prices cache writes of its own; the others charge them as input.
+        cache_write_prices = (("3.75",), (), ())
+        models = [factories.make_model(f"prop-{i}", cny=(str(i + 1), "0.3", "2.5", "0.1", "0.05", *written))
+                  for i, written in enumerate(cache_write_prices)]
         yield built, models
         for table in (*(level.model for level in LEVELS), UsageFillState, UsageEvent):
             table.objects.all().delete()
@@ -54,6 +56,7 @@ event_shapes = st.lists(
         st.integers(0, 1), st.integers(0, 3), st.integers(0, 2),  # organization, key, model
         st.integers(0, 4 * 24 * 3600 - 1),  # seconds after START
         st.integers(0, 5000), st.integers(0, 3000), st.integers(0, 100),  # prompt, completion, cached %
+        st.integers(0, 100),  # cache writes, % of the rest of the prompt
         st.integers(0, 3), st.integers(0, 10),  # images, video seconds
         st.integers(0, 120_000), st.sampled_from([200, 200, 200, 429, 500]),
     ),
@@ -69,12 +72,14 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
     for table in (*(level.model for level in LEVELS), UsageFillState, UsageEvent):
         table.objects.all().delete()
     events = []
-    for number, (org, key, model, second, prompt, completion, cached_pct, images, video, latency, status) in \
-            enumerate(shapes):
+    for number, (org, key, model, second, prompt, completion, cached_pct, written_pct, images, video, latency,
+                 status) in enumerate(shapes):
+        cached = prompt * cached_pct // 100
         events.append(factories.event(
             built[org][1][key], models[model], request_id=f"prop-{number}",
             timestamp=(START + timedelta(seconds=second)).isoformat(), prompt_tokens=prompt,
-            completion_tokens=completion, cached_tokens=prompt * cached_pct // 100, image_count=images,
+            completion_tokens=completion, cached_tokens=cached,
+            cache_creation_tokens=(prompt - cached) * written_pct // 100, image_count=images,
             video_seconds=video, latency_ms=latency, status_code=status))
     # Two batches, the second replaying part of the first: replays must add nothing.
     ingest_events(events[: len(events) // 2 + 1])

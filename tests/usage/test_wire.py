@@ -29,8 +29,10 @@ def _body(*events) -> bytes:
     _event(),
     _event(timestamp=1767225600, cached_tokens=1000, error_type=None, conversation_id="c" * 128),
     _event(timestamp="2026-03-01T02:00:00Z", status_code=503, error_type="overloaded", trace_id="t", op_name="x"),
+    _event(cached_tokens=300, cache_creation_tokens=700),
     {k: v for k, v in _event().items() if k not in ("prompt_tokens", "completion_tokens")},
-], ids=["plain", "unix-seconds-and-limits", "zulu", "counts-default-to-zero"])
+], ids=["plain", "unix-seconds-and-limits", "zulu", "cache-reads-and-writes-fill-the-prompt",
+        "counts-default-to-zero"])
 def test_a_good_batch_is_shaped_as_the_per_field_checks_shape_it(event):
     shaped = shaped_events(_body(event, dict(event, request_id="r2")))
     clean, errors = _validate_shapes([event, dict(event, request_id="r2")])
@@ -40,7 +42,9 @@ def test_a_good_batch_is_shaped_as_the_per_field_checks_shape_it(event):
 
 @pytest.mark.parametrize("override", [
     {"prompt_tokens": -1}, {"prompt_tokens": "12"}, {"completion_tokens": True}, {"prompt_tokens": 1.0},
-    {"prompt_tokens": None}, {"cached_tokens": 2000}, {"timestamp": "2026-03-01T10:00:00"},
+    {"prompt_tokens": None}, {"cached_tokens": 2000}, {"cache_creation_tokens": 1001},
+    {"cached_tokens": 1, "cache_creation_tokens": 1000}, {"cache_creation_tokens": None},
+    {"cache_creation_tokens": -3}, {"timestamp": "2026-03-01T10:00:00"},
     {"timestamp": "yesterday"}, {"timestamp": 1.5}, {"key_id": "not-a-uuid"}, {"key_id": ["a"]},
     {"model": 5}, {"status_code": 99}, {"status_code": 600}, {"request_id": "x" * 129}, {"request_id": ""},
     {"trace_id": 5}, {"trace_id": "t" * 129}, {"surprise": 1}, {"latency_ms": None},
@@ -59,11 +63,12 @@ def test_a_malformed_body_is_left_to_the_general_path(body):
     assert shaped_events(body) is None
 
 
-_values = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**40), st.floats(allow_nan=False),
+# Small counts too, around the prompt's 1000, where cache reads and writes together meet it.
+_values = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**40), st.integers(0, 1200), st.floats(allow_nan=False),
                     st.text(max_size=140), st.sampled_from([KEY, "2026-03-01T10:00:00+00:00", "2026-03-01T10:00:00",
                                                             "x" * 128, "x" * 129]))
 _fields = st.sampled_from(["request_id", "timestamp", "key_id", "model", "prompt_tokens", "cached_tokens",
-                           "latency_ms", "status_code", "error_type", "trace_id", "bogus"])
+                           "cache_creation_tokens", "latency_ms", "status_code", "error_type", "trace_id", "bogus"])
 
 
 @settings(max_examples=300, deadline=None)

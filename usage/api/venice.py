@@ -67,8 +67,9 @@ TOP = 8
 MTOKENS = Decimal(1_000_000)
 NO_COST = from_units(0)
 # What the analytics show of each model's and key's totals.
-ANALYTICS_MEASURES = ("cost_units", "input_cost_units", "cache_read_cost_units", "output_cost_units", "prompt_tokens",
-                      "completion_tokens", "cached_tokens", "image_count", "video_seconds")
+ANALYTICS_MEASURES = ("cost_units", "input_cost_units", "cache_read_cost_units", "cache_write_cost_units",
+                      "output_cost_units", "prompt_tokens", "completion_tokens", "cached_tokens",
+                      "cache_creation_tokens", "image_count", "video_seconds")
 
 
 class UsageParams(_S.Serializer):
@@ -288,12 +289,14 @@ def amount_names(account_currency_code: str) -> list[AmountNames]:
 
 
 # A model's spend by kind of unit, in Venice's breakdown order: (type, amount on the row, units
-# on the row). Cache writes join as "Cache Write" (Venice's name) once the engine carries
-# cache_creation_tokens: a fourth line here, and Input's units less those tokens.
+# on the row). Input is the prompt tokens neither read from nor written to a cache, so that the
+# four add up to the model's total.
 TOKEN_BREAKDOWN = (
-    ("Input", lambda row: row.input_cost, lambda row: row.prompt_tokens - row.cached_tokens),
+    ("Input", lambda row: row.input_cost,
+     lambda row: row.prompt_tokens - row.cached_tokens - row.cache_creation_tokens),
     ("Output", lambda row: row.output_cost, lambda row: row.completion_tokens),
     ("Cache Read", lambda row: row.cache_read_cost, lambda row: row.cached_tokens),
+    ("Cache Write", lambda row: row.cache_write_cost, lambda row: row.cache_creation_tokens),
 )
 # Venice's unitType per modality: what a model's totalUnits counts.
 UNIT_TYPES = {Model.Modality.IMAGE: "images", Model.Modality.VIDEO: "seconds"}

@@ -15,7 +15,10 @@ def backfill(apps, schema_editor):
             activity.backfill_postgresql(cursor)
         return
     after = 0
-    while chunk := list(UsageEvent.objects.filter(id__gt=after).order_by("id")[:5000]):
+    # Only the columns this fold reads, which every later migration keeps: the live model may
+    # have columns this migration's database does not have yet.
+    columns = ("id", "timestamp", "organization_id", "department_id", "conversation_id")
+    while chunk := list(UsageEvent.objects.filter(id__gt=after).only(*columns).order_by("id")[:5000]):
         activity.fold_events(chunk, organization_zones({event.organization_id for event in chunk}))
         after = chunk[-1].pk
 
