@@ -200,11 +200,13 @@ _CREATE_FOLD_STAGING = sql.SQL("""
     SELECT id AS event_id, organization_id, "timestamp", {extra_columns} FROM {events} WITH NO DATA""")
 
 # The folder's statement: add the staged stored events (`new`: each event's row with its slots
-# and bins) into every level and the fill state; return how many.
+# and bins) into every level and the fill state; return how many. Each stored row is fetched by
+# its primary key whatever the statistics say (LATERAL with LIMIT 1 is never turned into a join):
+# the temporary table has none, and a hash join would read the whole raw table.
 _FOLD = sql.SQL("""
     WITH new AS (
         SELECT stored.*, {staged_extras} FROM {staging} AS staged
-        JOIN {events} AS stored ON stored.id = staged.event_id
+        CROSS JOIN LATERAL (SELECT * FROM {events} WHERE id = staged.event_id LIMIT 1) AS stored
     ),
     {levels},
     fill_state AS (
