@@ -74,6 +74,7 @@ from billing.periods import Period
 from billing.webhooks import emit_event
 from portal.models import Organization
 from portal.services import SYSTEM, Actor, record_audit
+from usage.folding import fold_pending
 from usage.models import UsageModelDaily
 from usage.query import for_organization
 from usage.selectors import objects_named_in
@@ -341,6 +342,9 @@ def _quantity(model: Model, row) -> tuple[Decimal, str]:
 
 def usage_lines(organization: Organization, period: Period) -> list[InvoiceLine]:
     """One line per (model, department) with requests in the period, from the query engine."""
+    # Batches committed but not yet folded into the rollups would be left out of the invoice for
+    # good (a settled period is never looked at again): fold them first.
+    fold_pending(organization_ids=[organization.pk], wait=True)
     start, end = period.bounds(organization.zone)
     rows = [row for row in for_organization(organization).run(
         start, end, group_by=("model", "department"), sums=USAGE_SUMS, latency_range=False, fill_empty=False).rows

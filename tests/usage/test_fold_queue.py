@@ -259,3 +259,18 @@ def test_folders_racing_each_other_and_a_hard_limit_fold_count_every_batch_exact
     assert not UsageFoldQueue.objects.exists()
     assert _requests(acme) == _everywhere(320) and _requests(globex) == _everywhere(160)
     assert UsageConversationDaily.objects.filter(organization=acme, department_id_or_zero=0).get().conversations == 3
+
+
+def test_the_invoice_of_a_month_counts_its_batches_still_queued(queued, two_orgs):
+    from billing.invoicing import run_billing
+    from billing.models import Invoice, InvoiceLine
+
+    world, model, acme_key, _ = two_orgs
+    record_usage(_batch(acme_key, model, "march", 4))  # 4 × 0.002 CNY, committed, never folded by a folder
+    assert _requests(world.acme) == _everywhere(0)
+    with time_machine.travel(datetime(2026, 4, 2, 12, tzinfo=UTC), tick=False):
+        run_billing(date=datetime(2026, 4, 2).date())
+    invoice = Invoice.objects.get(organization=world.acme)
+    usage = invoice.lines.get(kind=InvoiceLine.Kind.USAGE)
+    assert usage.exact_amount == Decimal("0.008")
+    assert _requests(world.acme) == _everywhere(4)
