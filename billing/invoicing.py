@@ -131,6 +131,9 @@ def run_billing(*, date: date, actor: Actor = SYSTEM, now: datetime | None = Non
     report = RunReport(date=date)
     accounts = list(BillingAccount.objects.select_related("organization").order_by("organization_id"))
     report.accounts = len(accounts)
+    # Usage committed but not yet folded into the rollups is usage all the same: fold it, as the
+    # first days of activity and the lines are read from the rollups.
+    fold_pending(organization_ids=[account.organization_id for account in accounts], wait=True)
     first_activity = _first_activity_days([account for account in accounts if account.invoiced_through is None])
     for done, account in enumerate(accounts, start=1):
         outcome = _invoice_account(account, first_activity.get(account.organization_id), date=date, now=now,
