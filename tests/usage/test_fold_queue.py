@@ -274,3 +274,32 @@ def test_the_invoice_of_a_month_counts_its_batches_still_queued(queued, two_orgs
     usage = invoice.lines.get(kind=InvoiceLine.Kind.USAGE)
     assert usage.exact_amount == Decimal("0.008")
     assert _requests(world.acme) == _everywhere(4)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_folds_the_committed_batches_from_the_broker(settings, tmp_path):
+    import time
+
+    from tests.celery_worker_helpers import broker_for_test, private_queue, running_worker
+
+    settings.USAGE_FOLD_IN_TRANSACTION = False
+    model = factories.make_model("qwen-plus")
+    acme = factories.make_organization("Acme", timezone="Asia/Shanghai")
+    key, _ = factories.make_inference_key(factories.make_department(acme, "Research"))
+    eager, celery_app.conf.task_always_eager = celery_app.conf.task_always_eager, False
+    try:  # committed; the fold each commit enqueues goes to the default queue, which no worker here reads
+        for n in range(3):
+            with transaction.atomic():
+                ingest_events(_batch(key, model, f"w{n}", 11))
+    finally:
+        celery_app.conf.task_always_eager = eager
+    assert _requests(acme) == _everywhere(0)
+    broker, queue = broker_for_test(tmp_path), private_queue()
+    log_path = tmp_path / "worker.log"
+    with running_worker(broker, queue, log_path) as worker:
+        broker.publish("usage.tasks.fold_usage", queue=queue)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and worker.poll() is None and UsageFoldQueue.objects.exists():
+            time.sleep(0.3)
+    assert _requests(acme) == _everywhere(33), log_path.read_text()[-4000:]
+    assert "usage.tasks.fold_usage" in log_path.read_text()
