@@ -34,7 +34,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import chain
 from typing import Any
 
@@ -136,11 +136,6 @@ def oldest_queued(organization_id: int | None = None) -> datetime | None:
     if organization_id is not None:
         queued = queued.filter(organization_id=organization_id)
     return queued.aggregate(oldest=Min("queued_at"))["oldest"]
-
-
-def lag(now: datetime | None = None) -> timedelta:
-    oldest = oldest_queued()
-    return timedelta(0) if oldest is None else (now or timezone.now()) - oldest
 
 
 def _take_folder_lock() -> bool:
