@@ -14,14 +14,21 @@ organizations in mixed zones, 5,000 keys, 30 priced models):
    gateway sends them, so concurrent batches meet on the same hourly and daily rollup rows;
 3. freshness: a probe organization of its own gets a one-event batch every second; after each
    response the probe polls every rollup level (usage.levels.ROLLUPS) until they all count it;
-4. lock waits: pg_stat_activity sampled every 100 ms while the writers run;
-5. exactly once: after the run, the raw events, every rollup level's requests and the fill
-   state all equal the sum of what the responses accepted;
+4. lock waits: pg_stat_activity sampled every 100 ms while the writers run (the folder's
+   backend apart), and the fold queue's depth and age with them;
+5. exactly once: after the run (and the fold queue drained), the raw events, every rollup
+   level's requests and the fill state all equal the sum of what the responses accepted;
 6. COPY of the same stored rows into a bare table and into a table with the raw table's indexes.
+
+Rollups are folded after the ingest commit (usage/folding.py) by a real Celery worker
+(`celery -A portal worker`, started here against the same database) on CELERY_BROKER_URL, which
+the bench, gunicorn and the worker share; without CELERY_BROKER_URL every ingest transaction
+folds its own batch (USAGE_FOLD_IN_TRANSACTION), and the bench says so.
 
 It ends with one table (Markdown, for bench/RESULTS.md).
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/NAME python -m bench.ingest_http [--seconds 30]
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/NAME CELERY_BROKER_URL=redis://127.0.0.1:6379/N \
+        python -m bench.ingest_http [--seconds 30]
 """
 
 import argparse
@@ -75,6 +82,10 @@ class Phase:
     lock_waits: Counter = field(default_factory=Counter)
     active_samples: int = 0
     freshness_ms: list[float] = field(default_factory=list)
+    folder_samples: int = 0  # samples in which the folder's backend was active
+    folder_waits: Counter = field(default_factory=Counter)
+    queue_events_max: int = 0  # the most events queued and not yet folded, in one sample
+    queue_age_max_ms: float = 0.0  # the oldest queued batch's age, at worst
 
     @property
     def rate(self) -> float:
@@ -175,13 +186,25 @@ class LockSampler(threading.Thread):
                 # another waiter, waiting for) a tuple lock that names the table.
                 rows = conn.execute(
                     "SELECT a.wait_event_type, a.wait_event, (SELECT c.relname FROM pg_locks t "
-                    "JOIN pg_class c ON c.oid = t.relation WHERE t.pid = a.pid AND t.locktype = 'tuple' LIMIT 1) "
+                    "JOIN pg_class c ON c.oid = t.relation WHERE t.pid = a.pid AND t.locktype = 'tuple' LIMIT 1), "
+                    "a.query LIKE '%%usage_fold_staging%%' OR a.query LIKE '%%SKIP LOCKED%%' "
+                    "OR a.query LIKE '%%pg_try_advisory_xact_lock%%' "
                     "FROM pg_stat_activity a WHERE a.datname = %s AND a.state = 'active' "
                     "AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'",
                     [self.database]).fetchall()
+                queued_events, age = conn.execute(
+                    "SELECT COALESCE(SUM(events), 0), EXTRACT(EPOCH FROM now() - MIN(queued_at)) * 1000 "
+                    "FROM usage_usagefoldqueue").fetchone()
+                self.phase.queue_events_max = max(self.phase.queue_events_max, int(queued_events))
+                self.phase.queue_age_max_ms = max(self.phase.queue_age_max_ms, float(age or 0))
                 self.phase.lock_samples += 1
-                self.phase.active_samples += len(rows)
-                for wait_type, wait_event, relname in rows:
+                for wait_type, wait_event, relname, folder in rows:
+                    if folder:
+                        self.phase.folder_samples += 1
+                        if wait_type:
+                            self.phase.folder_waits[f"{wait_type}:{wait_event}"] += 1
+                        continue
+                    self.phase.active_samples += 1
                     if wait_type == "Lock":
                         # An ON CONFLICT upsert meeting another batch's uncommitted rollup row waits
                         # on that batch's transaction id without any tuple lock: no table to name.
@@ -222,6 +245,10 @@ class FreshnessProbe(threading.Thread):
         query = "SELECT " + ", ".join(sql_levels)
         with (httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60) as client,
               psycopg.connect(self.dsn, autocommit=True) as conn):
+            # Probe events of earlier phases (every one stored: raw events are committed with
+            # the response): a level counts this phase's n-th probe when it counts before + n.
+            before = conn.execute("SELECT count(*) FROM usage_usageevent WHERE organization_id = %s",
+                                  [self.organization_id]).fetchone()[0]
             while not self.stopping.wait(1.0):
                 self.sent += 1
                 event = {"request_id": f"probe-{uuid.uuid4()}", "timestamp": datetime.now(UTC).isoformat(),
@@ -234,7 +261,7 @@ class FreshnessProbe(threading.Thread):
                     continue
                 while True:
                     counts = conn.execute(query, [self.organization_id] * len(ROLLUPS)).fetchone()
-                    if all(count >= self.sent for count in counts):
+                    if all(count >= before + self.sent for count in counts):
                         break
                     if time.perf_counter() - answered > 60:
                         print("probe: a level did not count the probe within 60 s", file=sys.stderr)
@@ -276,6 +303,46 @@ def gunicorn(database: str, port: int, log_path: Path):
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@contextlib.contextmanager
+def celery_folder(database: str, log_path: Path):
+    """A real Celery worker on the bench's database and CELERY_BROKER_URL: it runs the fold task
+    each ingest commit enqueues (usage.tasks.fold_usage). None without a broker."""
+    if not os.environ.get("CELERY_BROKER_URL"):
+        yield None
+        return
+    env = {**os.environ, "DATABASE_URL": database_url(database), "LOG_LEVEL": "WARNING",
+           "DJANGO_SETTINGS_MODULE": "portal.settings"}
+    celery = [sys.executable, "-m", "celery", "-A", "portal"]
+    # Tasks left on the broker by an earlier run would fold nothing here, but cost the worker time.
+    subprocess.run([*celery, "purge", "-f"], cwd=ROOT, env=env, check=True, capture_output=True)
+    with log_path.open("w") as log:
+        process = subprocess.Popen([*celery, "worker", "--concurrency", "2", "--without-gossip", "--without-mingle",
+                                    "--without-heartbeat", "--loglevel", "WARNING"],
+                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            time.sleep(3)  # its processes forked and connected
+            if process.poll() is not None:
+                raise SystemExit(f"the Celery worker did not start; see {log_path}")
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def drain_fold_queue(seconds: float = 120) -> float:
+    """Wait until the folder has folded everything queued; returns how long that took."""
+    started = time.perf_counter()
+    while sql("SELECT EXISTS (SELECT 1 FROM usage_usagefoldqueue)")[0][0]:
+        if time.perf_counter() - started > seconds:
+            print(f"the fold queue was not drained within {seconds:.0f} s", file=sys.stderr)
+            break
+        time.sleep(0.1)
+    return time.perf_counter() - started
 
 
 def warm_up(url: str, token: str, pool: list[bytes], workers: int) -> None:
@@ -339,7 +406,7 @@ PROFILED = (
     ("usage.services", "_validate_shapes", "per-field Python checks (when usage.wire declines)"),
     ("usage.services", "_look_up_references", "key, model and price look-ups"),
     ("usage.services", "_rate_events", "rating"),
-    ("usage.services", "store_and_fold", "store_and_fold (staging COPY, insert, every level)"),
+    ("usage.services", "store_and_queue", "store_and_queue (staging COPY, insert, queue rows)"),
     ("billing.services", "charge_usage", "ledger charges"),
     ("billing.services", "enforce_hard_limits", "hard-limit check"),
 )
@@ -468,7 +535,8 @@ def main() -> None:
     print(f"$ python -m bench.ingest_http {' '.join(sys.argv[1:])}")
     print(f"started {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC; load average {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} cores")
-    with throwaway_database("ingest"), tempfile.TemporaryDirectory(prefix="bench-ingest-") as scratch_dir:
+    with (throwaway_database("ingest"), tempfile.TemporaryDirectory(prefix="bench-ingest-") as scratch_dir,
+          contextlib.ExitStack() as folder_stack):
         from django.db import connection
 
         from bench.usage_engine import build_world
@@ -497,8 +565,16 @@ def main() -> None:
             profiler = cProfile.Profile()
             profiled_accepted = profiler.runcall(in_process, pool[::-1], args.in_process_batches)[1]
             pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        from django.conf import settings
+
+        folder = (f"a Celery worker on {os.environ['CELERY_BROKER_URL']}, after each commit"
+                  if not settings.USAGE_FOLD_IN_TRANSACTION else "each ingest transaction, before its commit")
+        print(f"rollups folded by {folder}")
+        worker_log = scratch / "celery.log"
+        folder_stack.enter_context(celery_folder(database, worker_log))
         in_seconds, in_accepted, stages, statements = in_process(pool, args.in_process_batches)
         in_rate = in_accepted / in_seconds
+        print(f"in-process: the fold queue drained {drain_fold_queue():,.1f} s after the last batch")
         print(f"in-process record_usage: {in_accepted:,} events in {in_seconds:,.1f} s = {in_rate:,.0f} events/s; "
               f"per 1,000-event batch ({statements:,.0f} SQL statements):")
         for slot, milliseconds in sorted(stages.items(), key=lambda item: -item[1]):
@@ -525,6 +601,8 @@ def main() -> None:
                 print(f"{phase.writers} writer(s): {phase.accepted:,} accepted in {phase.seconds:,.1f} s = "
                       f"{phase.rate:,.0f} events/s; {phase.requests} requests, {phase.failures} failed")
         accepted_total += warm
+        print(f"the fold queue drained {drain_fold_queue():,.1f} s after the last batch")
+        folder_stack.close()  # the worker stopped: nothing folds behind the counts below
         # The rollups may still be folding the last batches (if folding is deferred): wait for them.
         settle_started = time.perf_counter()
         places = exactly_once(accepted_total)
@@ -533,6 +611,7 @@ def main() -> None:
             places = exactly_once(accepted_total)
         copy_rows, bare_seconds, indexed_seconds = copy_figures(scratch)
         gunicorn_log = log_path.read_text() if log_path.exists() else ""
+        gunicorn_log += worker_log.read_text() if worker_log.exists() else ""
 
     print_summary(phases, in_rate, copy_rows, bare_seconds, indexed_seconds, places, accepted_total)
     errors = [line for line in gunicorn_log.splitlines() if "Traceback" in line or "ERROR" in line]
@@ -559,10 +638,17 @@ def print_summary(phases: list[Phase], in_rate: float, copy_rows: int, bare_seco
         add(f"HTTP, {phase.writers} writer(s): replays answered 0 accepted / 1,000 duplicates",
             f"{phase.replays_ok} of {phase.replays_ok + phase.replays_bad}", "all", phase.replays_bad == 0)
         if phase.freshness_ms:
-            add(f"HTTP, {phase.writers} writer(s): freshness, response → every rollup level counts it (median / max)",
-                f"{statistics.median(phase.freshness_ms):,.0f} / {max(phase.freshness_ms):,.0f} ms "
-                f"({len(phase.freshness_ms)} probes)", f"≤ {TARGET_FRESHNESS_SECONDS:.0f} s",
-                max(phase.freshness_ms) <= TARGET_FRESHNESS_SECONDS * 1000)
+            add(f"HTTP, {phase.writers} writer(s): freshness, response → every rollup level counts it "
+                "(p50 / p99 / max)",
+                f"{statistics.median(phase.freshness_ms):,.0f} / {percentile(phase.freshness_ms, 0.99):,.0f} / "
+                f"{max(phase.freshness_ms):,.0f} ms ({len(phase.freshness_ms)} probes)",
+                f"≤ {TARGET_FRESHNESS_SECONDS:.0f} s", max(phase.freshness_ms) <= TARGET_FRESHNESS_SECONDS * 1000)
+        add(f"HTTP, {phase.writers} writer(s): fold queue at worst (events waiting / oldest batch's age)",
+            f"{phase.queue_events_max:,} / {phase.queue_age_max_ms:,.0f} ms")
+        folder_top = ", ".join(f"{name} {count / max(phase.folder_samples, 1):.0%}" for name, count in
+                               phase.folder_waits.most_common(3))
+        add(f"HTTP, {phase.writers} writer(s): folder backend active in samples (waiting on)",
+            f"{phase.folder_samples / max(phase.lock_samples, 1):.0%}" + (f" ({folder_top})" if folder_top else ""))
         waits = sum(phase.lock_waits.values())
         top = ", ".join(f"{name} {count / max(phase.active_samples, 1):.0%}" for name, count in
                         phase.lock_waits.most_common(4))

@@ -7,7 +7,9 @@ Two paths act on budgets:
 - `enforce_hard_limits`, inside the ingestion transaction: a hard budget that the batch takes to
   its amount is marked exhausted for the period in that same transaction, so the keys under it
   answer `budget_exhausted: true` from the moment the batch commits (their cached verify answers
-  are dropped on commit).
+  are dropped on commit). The rollups are folded after commits (usage/folding.py), so before a
+  hard budget's spending is read its organization's queued batches, this one's included, are
+  folded first (`_count_every_committed_event`).
 - `run_budget_job` (Celery beat, every 5 minutes; `manage.py run_budgets`): threshold alerts,
   once per threshold and period (a unique row per alert decides it, however many jobs run),
   as a `budget.threshold` webhook event and an email; the hard limits again (for usage that
@@ -43,6 +45,7 @@ from keys.services import forget_verification
 from portal.models import Department, Organization
 from portal.selectors import department_in
 from portal.services import Actor, record_audit
+from usage.folding import fold_pending
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +155,8 @@ def create_budget(*, actor: Actor, organization: Organization, scope: str, amoun
 def update_budget(*, actor: Actor, budget: Budget, amount: Decimal | None = None,
                   thresholds: Iterable[int] | None = None, hard_limit: bool | None = None) -> Budget:
     budget = Budget.objects.select_for_update().select_related("organization").get(pk=budget.pk)
+    if budget.hard_limit or hard_limit:
+        _count_every_committed_event([budget.organization_id])  # whether it reopens reads spending
     changes: dict = {}
     if amount is not None:
         if amount <= ZERO:
@@ -203,10 +208,22 @@ def _forget_keys_under(budget: Budget) -> None:
     transaction.on_commit(lambda: forget_verification(*hashes))
 
 
+def _count_every_committed_event(organization_ids: Iterable[int]) -> None:
+    """Fold the organizations' queued batches now (waiting for a folder that holds some), so that
+    the rollups a hard budget's spending is read from count every event committed so far, and
+    the caller's own. Callers hold the organizations' hard budgets locked (select_for_update):
+    every batch of theirs takes that lock before it commits, so none can commit unfolded between
+    this fold and the caller's commit."""
+    organization_ids = sorted(set(organization_ids))
+    if organization_ids:
+        fold_pending(organization_ids=organization_ids, wait=True)
+
+
 def _enforce(budget: Budget, now: datetime) -> bool:
     """Mark a hard budget exhausted for the current period once its spending reaches it."""
     if not budget.hard_limit:
         return False
+    _count_every_committed_event([budget.organization_id])
     state = budget_state(budget, now)
     if budget.exhausted_period == state.period.start or state.spent < budget.amount:
         return False
@@ -232,9 +249,12 @@ def enforce_hard_limits(organization_ids: Iterable[int], *, now: datetime | None
     # commits, and then reads a spending that includes it, so the batch that crosses the amount
     # is the one that marks it (without the lock two batches could each see the other's spending
     # missing and neither mark it).
-    hard = (Budget.objects.select_for_update(of=("self",)).filter(organization_id__in=set(organization_ids),
-                                                                   hard_limit=True)
-            .select_related("organization").order_by("pk"))
+    hard = list(Budget.objects.select_for_update(of=("self",)).filter(organization_id__in=set(organization_ids),
+                                                                        hard_limit=True)
+                .select_related("organization").order_by("pk"))
+    # Every organization's queue at once, before any rollup row is locked: folding them one at a
+    # time could hold one organization's rollup rows while waiting for a folder that waits for them.
+    _count_every_committed_event(budget.organization_id for budget in hard)
     return sum(_enforce(budget, now) for budget in hard)
 
 

@@ -74,6 +74,7 @@ from billing.periods import Period
 from billing.webhooks import emit_event
 from portal.models import Organization
 from portal.services import SYSTEM, Actor, record_audit
+from usage.folding import fold_pending
 from usage.models import UsageModelDaily
 from usage.query import for_organization
 from usage.selectors import objects_named_in
@@ -130,6 +131,9 @@ def run_billing(*, date: date, actor: Actor = SYSTEM, now: datetime | None = Non
     report = RunReport(date=date)
     accounts = list(BillingAccount.objects.select_related("organization").order_by("organization_id"))
     report.accounts = len(accounts)
+    # Usage committed but not yet folded into the rollups is usage all the same: fold it, as the
+    # first days of activity and the lines are read from the rollups.
+    fold_pending(organization_ids=[account.organization_id for account in accounts], wait=True)
     first_activity = _first_activity_days([account for account in accounts if account.invoiced_through is None])
     for done, account in enumerate(accounts, start=1):
         outcome = _invoice_account(account, first_activity.get(account.organization_id), date=date, now=now,
@@ -341,6 +345,9 @@ def _quantity(model: Model, row) -> tuple[Decimal, str]:
 
 def usage_lines(organization: Organization, period: Period) -> list[InvoiceLine]:
     """One line per (model, department) with requests in the period, from the query engine."""
+    # Batches committed but not yet folded into the rollups would be left out of the invoice for
+    # good (a settled period is never looked at again): fold them first.
+    fold_pending(organization_ids=[organization.pk], wait=True)
     start, end = period.bounds(organization.zone)
     rows = [row for row in for_organization(organization).run(
         start, end, group_by=("model", "department"), sums=USAGE_SUMS, latency_range=False, fill_empty=False).rows

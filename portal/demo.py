@@ -30,6 +30,7 @@ from portal import services
 from portal.models import Department, Member, Organization
 from portal.ram import services as ram
 from portal.ram.system_policies import ADMINISTRATOR_ACCESS, READ_ONLY_ACCESS
+from usage import folding
 from usage.services import MAX_BATCH
 
 D = Decimal
@@ -365,6 +366,8 @@ def generate_usage(days: int, on_unit_done: Callable[[int, int], None] | None = 
                 duplicates += result.duplicates
         if on_unit_done:
             on_unit_done(accepted, duplicates)
+    # With a broker, a worker folds after each commit; the budgets seeded next read the rollups.
+    folding.fold_until_empty()
     return accepted, duplicates
 
 

@@ -2,7 +2,7 @@
 
 Sized for the gateway's ingestion (`POST /api/v1/usage/events`, 1,000 events a request), the
 heaviest thing the server does: 2 × cores + 1 sync worker processes. A batch spends about two
-thirds of its time waiting on PostgreSQL (the insert and rollup fold, then COMMIT's WAL flush;
+thirds of its time waiting on PostgreSQL (the insert and its fold-queue rows, then COMMIT's WAL flush;
 bench/ingest_http.py prints the split), so with more workers than cores one worker's Python
 (decoding, look-ups, rating) runs while another's transaction is in the database, and four
 concurrent gateway writers each find a free worker (cores + 1 = 3 would queue the fourth).

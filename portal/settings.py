@@ -189,6 +189,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 CELERY_TASK_EAGER_PROPAGATES = True
+# Usage is folded into the rollups after the ingest transaction commits, by a worker, from the
+# queue of unfolded batches (usage/folding.py). Without a broker there is no worker: each ingest
+# transaction folds its own batch before it commits (and the test suite does so everywhere).
+USAGE_FOLD_IN_TRANSACTION = env.bool("USAGE_FOLD_IN_TRANSACTION", default=CELERY_TASK_ALWAYS_EAGER)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -197,6 +201,12 @@ CELERY_TIMEZONE = "UTC"
 # into it when beat starts, and operators see, change or pause them in the admin.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
+    # The sweep behind the fold enqueued on each ingest commit (a lost enqueue, a killed worker):
+    # freshness is promised within 5 s (bench/RESULTS.md).
+    "fold-usage-queue": {
+        "task": "usage.tasks.fold_usage",
+        "schedule": 2.0,
+    },
     "expire-subscriptions": {
         "task": "billing.tasks.expire_subscriptions",
         "schedule": 3600.0,

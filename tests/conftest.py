@@ -84,6 +84,14 @@ def _system_policies_in_transactional_tests(request):
 
 
 @pytest.fixture(autouse=True)
+def _fold_usage_in_the_ingest_transaction(settings):
+    """Tests read right after ingesting, mostly inside a transaction that never commits (so no
+    on_commit folding would ever run): each ingest transaction folds its own batch, as without a
+    broker. Tests of the fold queue itself (tests/usage/test_fold_queue.py) turn this off."""
+    settings.USAGE_FOLD_IN_TRANSACTION = True
+
+
+@pytest.fixture(autouse=True)
 def _empty_cache():
     # Cached verifications and throttles must not leak from one test into the next.
     from django.core.cache import cache

@@ -1,8 +1,9 @@
 """Distinct conversations and per-minute peaks, kept exactly beside the rollup levels.
 
 Neither is a sum over a batch's events, so neither is a level of usage/levels.py; both are kept
-per department and (department 0, `ORGANIZATION`) for the whole organization, folded in the ingest
-transaction and read by the query engine (conversations) and usage.selectors (peaks).
+per department and (department 0, `ORGANIZATION`) for the whole organization, folded with the
+levels (after the ingest commit, usage/folding.py) and read by the query engine (conversations)
+and usage.selectors (peaks).
 
 Distinct conversations (API.md §1: a conversation id, or, without one, the request alone)
 -----------------------------------------------------------------------------------------
@@ -23,8 +24,10 @@ Peak requests per minute
 requests in one UTC minute of it. A minute's count is only known once every batch that adds to
 it is counted, so it is recounted from raw events after the fold statement, in a new snapshot,
 for the minutes the batch touched; the fold statement first locks the organization's rows of
-those hours, so a concurrent batch on the same hours recounts after this one commits and sees
-its events. GREATEST keeps the largest recount: exact, as counts only grow.
+those hours, so a concurrent fold on the same hours recounts after this one commits and sees
+its events. The recount reads raw events, so it also counts events committed but not yet folded:
+never too many, as each is in the raw table for good. GREATEST keeps the largest recount: exact,
+as counts only grow.
 """
 
 import zoneinfo

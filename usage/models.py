@@ -322,3 +322,22 @@ class UsagePeakHourly(models.Model):
 
     def __str__(self) -> str:
         return f"org {self.organization_id} department {self.department_id_or_zero} {self.hour}: {self.peak_requests}"
+
+
+# --- the fold queue: batches stored but not yet folded into the levels -------------------------
+
+class UsageFoldQueue(models.Model):
+    """The events one ingested batch stored for one organization, waiting to be folded into every
+    rollup level, the fill state, conversations and peaks (usage/folding.py). Written in the
+    ingest transaction, deleted in the transaction that folds them: a row exists exactly while
+    its events are stored but not yet counted by any level."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Deleting an organization drops what it had queued, as it drops its rollups.
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    event_ids = models.JSONField()  # the usage_usageevent ids, ascending
+    events = models.PositiveIntegerField()  # len(event_ids): how much a folder takes at once
+    queued_at = models.DateTimeField()  # the ingest transaction's start: the lag's origin
+
+    def __str__(self) -> str:
+        return f"org {self.organization_id}: {self.events} events queued at {self.queued_at}"

@@ -1,16 +1,19 @@
-"""Rollup maintenance: fold newly stored events into every rollup level, in the same
-transaction as the events, with one additive `INSERT ... ON CONFLICT DO UPDATE` per level.
+"""Rollup maintenance: fold stored events into every rollup level, with one additive
+`INSERT ... ON CONFLICT DO UPDATE` per level. When: usage/folding.py (after the ingest commit,
+from the queue of unfolded batches the ingest transaction writes).
 
-Only rows that were really inserted are folded in (what RETURNING gave back), so a replayed
-batch adds nothing. Keys are sorted before writing so that concurrent batches take row locks in
+Only rows that were really inserted are queued (what RETURNING gave back), so a replayed batch
+adds nothing. Keys are sorted before writing so that concurrent batches take row locks in
 the same order and cannot deadlock each other.
 
 Two ways in, checked against each other by tests/usage/test_rollup_properties.py: on PostgreSQL
-ingestion stores and folds a batch in one SQL statement (store_and_fold); SQLite ingestion and
-every rebuild aggregate in Python (fold_events). Both are derived from the registries: what a
+ingestion stores and queues a batch in one SQL statement (store_and_queue) and the folder folds
+queued events in another (fold_stored); SQLite folding and every rebuild aggregate in Python
+(fold_events). Both are derived from the registries: what a
 level is keyed by from usage/levels.py, what it adds up and how from usage/measures.py.
 """
 
+import collections
 import functools
 import operator
 import zlib
@@ -28,7 +31,7 @@ from usage.bulk import column_types, stored_rows, write_rows
 from usage.db import psycopg_cursor
 from usage.levels import ROLLUPS, Level, TimeKey
 from usage.measures import MEASURE_NAMED, MEASURES, Measure, Merge
-from usage.models import UsageEvent, UsageFillState
+from usage.models import UsageEvent, UsageFillState, UsageFoldQueue
 
 # What ingestion folds events into (the rollup levels of usage/levels.py), finest first.
 LEVELS = ROLLUPS
@@ -112,8 +115,8 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
                 freshness: bool = True) -> None:
     """Add `events` (stored, rated UsageEvent rows) into every rollup level and, unless told not to
     (a partial rebuild refolds events already counted), the fill state and the conversations and
-    peaks (usage/activity.py). SQLite ingestion and every rebuild come through here; PostgreSQL
-    ingestion folds in SQL (store_and_fold)."""
+    peaks (usage/activity.py). SQLite folding and every rebuild come through here; PostgreSQL
+    folding is in SQL (fold_stored)."""
     events = list(events)
     if not events:
         return
@@ -152,6 +155,7 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
 # Session-local, so a pooled server session can outlive a deploy that changes its columns: the
 # name carries its shape (_staging_table), and an old-shaped table is simply never used again.
 STAGING_TABLE = "usage_ingest_staging"
+FOLD_STAGING_TABLE = "usage_fold_staging"
 # Histogram bins are worked out in Python (histogram.bin_of) and staged beside each event: SQL's
 # floating point would put a latency at an exact power of γ one bin off.
 _BINNED: tuple[Measure, ...] = tuple(measure for measure in MEASURES if measure.merge is Merge.HISTOGRAM)
@@ -172,16 +176,38 @@ _CREATE_STAGING = sql.SQL("""
     CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS
     SELECT {event_columns}, {extra_columns} FROM {events} WITH NO DATA""")
 
-# One statement: insert the staged events whose request_id is new, add exactly those into every
-# level and the fill state, and return their (id, request_id).
-_FOLD = sql.SQL("""
+# Ingestion's statement: insert the staged events whose request_id is new and queue exactly
+# those for folding (usage/folding.py), one queue row per organization; return the events'
+# (id, request_id) and the queue rows' (id, NULL).
+_STORE = sql.SQL("""
     WITH inserted AS (
         INSERT INTO {events} ({event_columns})
         SELECT {event_columns} FROM {staging}
         ON CONFLICT (request_id) DO NOTHING
-        RETURNING id, request_id
+        RETURNING id, request_id, organization_id
     ),
-    new AS (SELECT staged.* FROM {staging} AS staged JOIN inserted USING (request_id)),
+    queued AS (
+        INSERT INTO {queue} (organization_id, event_ids, events, queued_at)
+        SELECT organization_id, jsonb_agg(id ORDER BY id), COUNT(*), now() FROM inserted GROUP BY 1 ORDER BY 1
+        RETURNING id
+    )
+    SELECT id, request_id FROM inserted UNION ALL SELECT id, NULL FROM queued""")
+
+# What a folder stages for stored events: each one's id, organization and instant, with its slot
+# in each rollup time column and its bin of each histogram (worked out in Python).
+_CREATE_FOLD_STAGING = sql.SQL("""
+    CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS
+    SELECT id AS event_id, organization_id, "timestamp", {extra_columns} FROM {events} WITH NO DATA""")
+
+# The folder's statement: add the staged stored events (`new`: each event's row with its slots
+# and bins) into every level and the fill state; return how many. Each stored row is fetched by
+# its primary key whatever the statistics say (LATERAL with LIMIT 1 is never turned into a join):
+# the temporary table has none, and a hash join would read the whole raw table.
+_FOLD = sql.SQL("""
+    WITH new AS (
+        SELECT stored.*, {staged_extras} FROM {staging} AS staged
+        CROSS JOIN LATERAL (SELECT * FROM {events} WHERE id = staged.event_id LIMIT 1) AS stored
+    ),
     {levels},
     fill_state AS (
         INSERT INTO {fill_state} (organization_id, newest_event_at, events)
@@ -189,7 +215,7 @@ _FOLD = sql.SQL("""
         ON CONFLICT {fill_state_conflict}
     ),
     {activity}
-    SELECT id, request_id FROM inserted""")
+    SELECT COUNT(*) FROM new""")
 
 # GROUP BY makes each key appear once (ON CONFLICT may touch a row only once per statement);
 # ORDER BY takes row locks in key order, so concurrent batches cannot deadlock.
@@ -223,6 +249,17 @@ def _staging_table() -> str:
     return f"{STAGING_TABLE}_{zlib.crc32(shape.encode()):08x}"
 
 
+@functools.cache
+def _fold_staging_table() -> str:
+    shape = ",".join(["event_id", *(f"{name} {kind}" for name, kind in _STAGING_EXTRA)])
+    return f"{FOLD_STAGING_TABLE}_{zlib.crc32(shape.encode()):08x}"
+
+
+def _extra_columns() -> sql.Composed:
+    return sql.SQL(", ").join(sql.SQL("NULL::{} AS {}").format(sql.SQL(kind), sql.Identifier(name))
+                              for name, kind in _STAGING_EXTRA)
+
+
 def _fold_level(number: int, level: Level) -> sql.Composed:
     """One level's part of the fold statement: the batch's new events grouped by the level's key,
     aggregated and added into it."""
@@ -248,47 +285,93 @@ def _fold_level(number: int, level: Level) -> sql.Composed:
 
 
 @functools.cache  # PostgreSQL only, so the text never changes within a process
-def _fold_statement() -> str:
-    staging = sql.Identifier(_staging_table())
-    return _FOLD.format(
+def _store_statement() -> str:
+    return _STORE.format(
         events=sql.Identifier(UsageEvent._meta.db_table), event_columns=_identifiers(_event_columns()),
-        staging=staging, levels=sql.SQL(",\n    ").join(_fold_level(n, level) for n, level in enumerate(LEVELS)),
+        staging=sql.Identifier(_staging_table()), queue=sql.Identifier(UsageFoldQueue._meta.db_table)).as_string()
+
+
+@functools.cache  # PostgreSQL only, so the text never changes within a process
+def _fold_statement() -> str:
+    return _FOLD.format(
+        events=sql.Identifier(UsageEvent._meta.db_table), staging=sql.Identifier(_fold_staging_table()),
+        staged_extras=sql.SQL(", ").join(sql.SQL("staged.{}").format(sql.Identifier(name))
+                                         for name, _kind in _STAGING_EXTRA),
+        levels=sql.SQL(",\n    ").join(_fold_level(n, level) for n, level in enumerate(LEVELS)),
         fill_state=sql.Identifier(UsageFillState._meta.db_table),
         fill_state_conflict=sql.SQL(_fill_state_conflict()),
         activity=sql.SQL(",\n    ".join(activity.fold_sql()))).as_string()
 
 
-def store_and_fold(rows: Sequence[Any], zones: dict[int, zoneinfo.ZoneInfo]) -> list[Any]:
+def store_and_queue(rows: Sequence[Any]) -> tuple[list[Any], list[int]]:
     """PostgreSQL ingestion of rated events (usage.services.RatedEvent): COPY them into a
-    session-local staging table, then one statement stores the new ones and folds them into every
-    level. Returns the rows that were new, with their ids set. Must run inside the ingest
-    transaction."""
+    session-local staging table, then one statement stores the new ones and queues them for
+    folding (usage/folding.py). Returns the rows that were new, with their ids set, and the ids of
+    the queue rows. Must run inside the ingest transaction. No rollup row is touched: the hot
+    rows every concurrent batch would otherwise wait on are the folder's."""
     if not rows:
-        return []
+        return [], []
     columns = _event_columns()
     values_of = operator.attrgetter(*_attnames(columns))
     staging = sql.Identifier(_staging_table())
+    unknown_yet = (None,) * len(_STAGING_EXTRA)  # slots and bins: the folder works them out
     # Never prepared: the statements' text is the same every batch, but the staging table holds
     # a different batch each time, and a plan cached for one batch's size would serve them all.
     with psycopg_cursor() as cursor:
         cursor.execute(_CREATE_STAGING.format(
             staging=staging, events=sql.Identifier(UsageEvent._meta.db_table), event_columns=_identifiers(columns),
-            extra_columns=sql.SQL(", ").join(sql.SQL("NULL::{} AS {}").format(sql.SQL(kind), sql.Identifier(name))
-                                             for name, kind in _STAGING_EXTRA)), prepare=False)
+            extra_columns=_extra_columns()), prepare=False)
         # COPY's rows are encoded in C; the same arrays through unnest() were dumped in Python.
         with cursor.copy(sql.SQL("COPY {} FROM STDIN").format(staging)) as copy:
             for row in rows:
-                slots = _time_slots(row.timestamp, zones[row.organization_id])
-                copy.write_row((*values_of(row), *slots.values(), *[measure.of_event(row) for measure in _BINNED]))
-        cursor.execute(_fold_statement(), prepare=False)
+                copy.write_row((*values_of(row), *unknown_yet))
+        cursor.execute(_store_statement(), prepare=False)
         returned = cursor.fetchall()
-        # A new statement, so a new snapshot: it sees every batch that committed to these hours
-        # while the fold statement waited for their peak rows (usage/activity.py).
-        cursor.execute(activity.recount_peaks_sql(_staging_table()), prepare=False)
         # Inside a longer transaction the staging rows would outlive this batch; ON COMMIT
         # DELETE ROWS clears them otherwise.
         cursor.execute(sql.SQL("DELETE FROM {}").format(staging), prepare=False)
-    return stored_rows(rows, returned)
+    queued = [pk for pk, request_id in returned if request_id is None]
+    return stored_rows(rows, [pair for pair in returned if pair[1] is not None]), queued
+
+
+def fold_stored(event_ids: Sequence[int]) -> int:
+    """PostgreSQL folding of stored events (by id) into every level, the fill state, conversations
+    and peaks: their slots and bins worked out in Python and COPYed into a staging table, then one
+    statement adds them into every level, then their minutes' peaks are recounted. Returns how
+    many were folded. Runs in the caller's transaction (usage.folding claims, folds and dequeues
+    in one)."""
+    if not event_ids:
+        return 0
+    staging = sql.Identifier(_fold_staging_table())
+    stored_row = _stored_row_type()
+    with psycopg_cursor() as cursor:
+        cursor.execute(_CREATE_FOLD_STAGING.format(staging=staging, events=sql.Identifier(UsageEvent._meta.db_table),
+                                                   extra_columns=_extra_columns()), prepare=False)
+        cursor.execute(sql.SQL('SELECT id, organization_id, "timestamp", {binned} FROM {events} '
+                               "WHERE id = ANY(%s::bigint[])").format(
+            binned=_identifiers(measure.event_sql for measure in _BINNED) if _BINNED else sql.SQL("NULL"),
+            events=sql.Identifier(UsageEvent._meta.db_table)), [list(event_ids)], prepare=False)
+        stored = [stored_row(*record) for record in cursor.fetchall()]
+        zones = organization_zones({event.organization_id for event in stored})
+        with cursor.copy(sql.SQL("COPY {} FROM STDIN").format(staging)) as copy:
+            for event in stored:
+                slots = _time_slots(event.timestamp, zones[event.organization_id])
+                copy.write_row((event.id, event.organization_id, event.timestamp, *slots.values(),
+                                *[measure.of_event(event) for measure in _BINNED]))
+        cursor.execute(_fold_statement(), prepare=False)
+        (folded,) = cursor.fetchone()
+        # A new statement, so a new snapshot: it sees every batch that committed to these hours
+        # while the fold statement waited for their peak rows (usage/activity.py).
+        cursor.execute(activity.recount_peaks_sql(_fold_staging_table()), prepare=False)
+        cursor.execute(sql.SQL("DELETE FROM {}").format(staging), prepare=False)
+    return folded
+
+
+@functools.cache
+def _stored_row_type() -> type:
+    """What fold_stored reads of a stored event: enough for its slots and its bins."""
+    binned = [measure.event_sql for measure in _BINNED] or ["unbinned"]
+    return collections.namedtuple("StoredEvent", ["id", "organization_id", "timestamp", *binned])
 
 
 def _attnames(columns: Sequence[str]) -> list[str]:

@@ -26,10 +26,10 @@ from billing.rating import Rates, rate
 from keys.models import InferenceKey
 from portal.models import Organization
 from portal.services import Actor, record_audit
-from usage import activity
+from usage import activity, folding
 from usage.bulk import column_types, stored_rows, write_rows
 from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFillState
-from usage.rollups import LEVELS, fold_events, organization_zones, store_and_fold
+from usage.rollups import LEVELS, fold_events, organization_zones, store_and_queue
 from usage.timebuckets import local_midnight, local_midnight_of
 from usage.wire import MAX_BATCH, ShapedEvents
 
@@ -366,15 +366,17 @@ def _rated(event: dict[str, Any], resolved: _Resolved, rates: dict[tuple[int, De
 
 
 def _store_new(rows: list[RatedEvent]) -> list[RatedEvent]:
-    """Store the rows whose request_id is new and fold exactly those into the rollups; return
-    them, with their ids set."""
-    zones = organization_zones({row.organization_id for row in rows})
+    """Store the rows whose request_id is new and queue exactly those for folding into the
+    rollups (usage/folding.py); return them, with their ids set."""
     with transaction.atomic():
-        # Rollups move in the same transaction: a dashboard is never behind the events.
+        # No rollup row is touched here: concurrent batches would all wait on the same hot rows
+        # (each organization's current hour and day) until each commits. Idempotency stays here.
         if connection.vendor == "postgresql":
-            return store_and_fold(rows, zones)
-        inserted = _insert_new(rows)
-        fold_events(inserted, zones)
+            inserted, queued = store_and_queue(rows)
+        else:
+            inserted = _insert_new(rows)
+            queued = folding.queue(inserted)
+        folding.after_ingest(queued)
         return inserted
 
 
@@ -383,7 +385,7 @@ _INSERT_COLUMNS = [field.column for field in _INSERT_FIELDS]
 
 
 def _insert_new(rows: list[RatedEvent]) -> list[RatedEvent]:
-    """SQLite ingestion (PostgreSQL stores and folds in one statement: store_and_fold): insert
+    """SQLite ingestion (PostgreSQL stores and queues in one statement: store_and_queue): insert
     the rows whose request_id is new, in one statement; return exactly those rows, with their
     ids set (from RETURNING, so a replay inserts and reports nothing)."""
     if not rows:
@@ -426,6 +428,9 @@ def rebuild_rollups(*, organization: Organization, start: datetime | None = None
                     progress: Callable[[int], None] | None = None) -> int:
     """Recompute every rollup level of `organization` from its raw events (whole local days
     around [start, end); everything when no range is given). Returns the events folded."""
+    # Its queued batches first (waiting for a folder that holds some): refolding from raw events
+    # counts them, and their queue rows must not count them again afterwards.
+    folding.fold_pending(organization_ids=[organization.pk], wait=True)
     events = UsageEvent.objects.filter(organization=organization)
     if start is not None and end is not None:
         start, end = _whole_local_days(organization, start, end)
