@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("portal", "0001_initial"),
-        ("usage", "0009_percentiles"),
+        ("usage", "0010_cache_creation_tokens"),
     ]
 
     operations = [
