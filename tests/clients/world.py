@@ -7,10 +7,10 @@ credit grants through `POST /api/v1/billing/credit-grants` and every usage event
 a test expects is recomputed from them (`event_cost` is API.md §1's formula, written again here
 on purpose: a test that imported the product's rating would agree with any bug in it).
 
-- Northwind (USD, America/New_York): two departments (one at a 0.9 discount), two keys, two
-  chat models and an image model, 30 events over the last two days with errors, cache reads,
-  latencies and tracing attributes; two credit grants made before the usage, so the usage draws
-  on them.
+- Northwind (USD, America/New_York, credit limit 100): two departments (one at a 0.9 discount),
+  two keys, two chat models and an image model, 30 events over the last two days with errors,
+  cache reads, latencies, tracing attributes and calls turned away before any unit (zero units,
+  so no unit price); two credit grants (kind "grant") made before the usage, which draws on them.
 - Shenzhou (CNY, Asia/Shanghai): a few events of its own. Its data must never show in Northwind's
   answers, and the clients that allow another currency are asked about it too.
 - Cachewrite (USD, UTC): events with cache-creation (cache-write) tokens, API.md §2's extension
