@@ -53,6 +53,11 @@ serve-prod: install
 test: install
 	$(BIN)/python -m pytest
 
+# The vendors' client libraries against a live server (tests/clients; each in its own cached venv).
+.PHONY: test-clients
+test-clients: install
+	$(BIN)/python -m pytest tests/clients
+
 lint: install
 	$(BIN)/ruff check .
 
