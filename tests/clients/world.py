@@ -204,6 +204,11 @@ def build(base_url: str) -> ClientWorld:
         _ingest(http, world.northwind, _events(world.northwind, start, 30, seed=14))
         _ingest(http, world.shenzhou, _events(world.shenzhou, start, 6, seed=41))
         _ingest(http, world.cachewrite, _events(world.cachewrite, start, 8, seed=7, cache_writes=True), strict=False)
+    # What the background folder (a Celery worker in production) does after each commit: no worker
+    # runs beside the live server, so the world folds its committed batches itself.
+    from usage.folding import fold_until_empty
+
+    fold_until_empty()
     return world
 
 
