@@ -244,3 +244,7 @@ WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
 # Fernet keys (comma-separated; the first encrypts, all decrypt) for secrets stored encrypted,
 # such as webhook signing secrets. Unset: a key derived from SECRET_KEY, so the demo needs no setup.
 FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY", default=[])
+
+# The gateway (API.md §12). A model with no max_output_tokens of its own reserves this many output
+# tokens against hard budgets when a call names no max_tokens.
+GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS = env.int("GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
