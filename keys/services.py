@@ -221,6 +221,15 @@ def _remember(secret_hash: str, answer: dict) -> dict:
     return answer
 
 
+def remembered_verification(secret_hash: str) -> dict | None:
+    """This process's answer for a key, if it is fresh: no I/O at all, so the gateway's event loop
+    may ask it on every call (a miss goes to `verify_inference_key` in a thread)."""
+    remembered = _verify_memo.get(secret_hash)
+    if remembered and remembered[0] > time.monotonic():
+        return remembered[1]
+    return None
+
+
 def verify_inference_key(secret: str, *, budget_exhausted: Callable[[InferenceKey], bool]) -> dict:
     """What the gateway needs to know about a presented key, from cache when possible.
 
