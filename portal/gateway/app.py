@@ -434,6 +434,7 @@ class ChatCall:
     def _windows(answer: dict, facts: KeyFacts) -> list[Window]:
         windows = []
         for subject, rpm, tpm in ((f"key:{answer['key_id']}", answer.get("rpm_limit"), answer.get("tpm_limit")),
+                                  (f"department:{facts.department_id}", facts.department_rpm, facts.department_tpm),
                                   (f"plan:{facts.organization_id}", facts.plan_rpm, facts.plan_tpm)):
             if rpm:
                 windows.append(Window("requests", subject, rpm))

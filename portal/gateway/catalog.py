@@ -98,6 +98,8 @@ class KeyFacts:
     organization_id: int
     department_id: int
     department_models: tuple[str, ...]
+    department_rpm: int | None
+    department_tpm: int | None
     plan_models: tuple[str, ...] | None  # None: no active plan
     plan_rpm: int | None
     plan_tpm: int | None
@@ -132,6 +134,7 @@ def load_key_facts(key_uuid: str, now: datetime | None = None) -> KeyFacts | Non
     return KeyFacts(
         key_id=key.pk, key_uuid=key.uuid, organization_id=key.organization_id, department_id=key.department_id,
         department_models=tuple(key.department.allowed_models or ()),
+        department_rpm=key.department.rpm_limit, department_tpm=key.department.tpm_limit,
         plan_models=tuple(plan.models_allowed or ()) if plan else None,
         plan_rpm=plan.rpm_limit if plan else None, plan_tpm=plan.tpm_limit if plan else None,
         currency=currency, discount=key.department.discount, hard_budgets=hard)

@@ -120,6 +120,23 @@ def test_requests_over_the_keys_rpm_are_429_with_openais_headers(gw):
     assert len(gw.provider.app.seen) == 2  # the third never reached the provider
 
 
+def test_requests_over_the_departments_rpm_are_429_whichever_key_makes_them(gw):
+    from tests import factories
+
+    department = factories.make_department(gw.world.acme, "Limited", rpm_limit=3)
+    secrets = [factories.make_inference_key(department)[1] for _ in range(2)]
+    statuses = []
+    for index in range(5):
+        try:
+            _chat(gw.client(secrets[index % 2]))()
+            statuses.append(200)
+        except openai.RateLimitError as refused:
+            statuses.append(refused.status_code)
+            assert refused.response.headers["x-ratelimit-limit-requests"] == "3"
+    assert statuses == [200, 200, 200, 429, 429]
+    assert len(gw.provider.app.seen) == 3
+
+
 def test_tokens_over_the_plans_tpm_are_429(gw):
     from billing.services import subscribe
     from portal.services import SYSTEM
