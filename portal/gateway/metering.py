@@ -37,7 +37,7 @@ SPOOL = "gw:meter:spool"
 INFLIGHT_PREFIX = "gw:meter:inflight:"
 ALIVE_PREFIX = "gw:meter:alive:"
 BATCH = 500
-FLUSH_SECONDS = 0.25  # events reach the dashboards well within API.md's 5 seconds
+FLUSH_SECONDS = 1.0  # events reach the dashboards well within API.md's 5 seconds; bigger batches cost less per event
 HEARTBEAT_SECONDS = 15
 RECOVER_EVERY_SECONDS = 5.0
 
