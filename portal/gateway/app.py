@@ -66,6 +66,10 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 ORPHAN_READ_SECONDS = 120.0
 MAX_ORPHAN_READS = 64
 SYNC_THREADS = 4
+# On shutdown, calls still running (a stream, a read after the client left) get this long to end
+# and be metered: under gunicorn's graceful_timeout (30 s, portal/gunicorn_conf.py), so the meter
+# is drained before the worker is killed.
+SHUTDOWN_WAIT_SECONDS = 20.0
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
         (b"x-accel-buffering", b"no")]
@@ -146,7 +150,7 @@ class Runtime:
 
     async def close(self) -> None:
         if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=ORPHAN_READ_SECONDS)
+            await asyncio.wait(list(self.tasks), timeout=SHUTDOWN_WAIT_SECONDS)
         self.flusher.cancel()
         try:
             await self.flusher

@@ -139,3 +139,21 @@ def test_models_lists_what_this_key_may_call(gw):
     assert [model.id for model in gw.client(narrow_secret).models.list().data] == ["gpt-other"]
     with pytest.raises(openai.AuthenticationError):
         gw.client("sk-" + "x" * 48).models.list()
+
+
+def test_the_call_shows_on_the_customers_dashboard_within_five_seconds(gw):
+    import time
+
+    from tests.api_helpers import client_for
+
+    dashboard = client_for(gw.world.alice)
+    before = dashboard.get("/api/v1/obs/dashboard?range_days=1").json()["tech"]["total_requests"]
+    gw.client().chat.completions.create(model="gpt-test", messages=HELLO)
+    deadline = time.monotonic() + 5
+    while True:
+        tech = dashboard.get("/api/v1/obs/dashboard?range_days=1").json()["tech"]
+        if tech["total_requests"] == before + 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert tech["total_requests"] == before + 1
+    assert tech["completion_tokens"] >= 12
