@@ -42,6 +42,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "portal.middleware.ServerTimingMiddleware",
+    # Streamed responses stay streamed under the ASGI server (make serve-prod).
+    "portal.middleware.StreamUnderASGI",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the stylesheet, Chart.js) from the application itself, under gunicorn too.
     "whitenoise.middleware.WhiteNoiseMiddleware",
