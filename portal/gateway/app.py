@@ -203,6 +203,11 @@ async def application(scope, receive, send) -> None:
                            f"Unknown path {path} (the gateway serves /v1/chat/completions and /v1/models).")
     except GatewayError as error:
         await _send_error(send, error, request_id)
+    except Exception:
+        # A fault of ours (the database unreachable, say): OpenAI's shape all the same, and the
+        # traceback in the log by request id (tracebacks carry no request bodies or keys).
+        logger.exception("gateway request %s failed", request_id)
+        await _send_error(send, GatewayError("internal_error", "The gateway failed; try again."), request_id)
 
 
 async def _lifespan(receive, send) -> None:

@@ -16,6 +16,7 @@ CODES: dict[str, tuple[int, str]] = {
     "model_not_found": (404, "invalid_request_error"),
     "method_not_allowed": (405, "invalid_request_error"),
     "rate_limit_exceeded": (429, "rate_limit_error"),
+    "internal_error": (500, "api_error"),
     "upstream_error": (502, "api_error"),
     "upstream_timeout": (504, "api_error"),
 }
