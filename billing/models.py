@@ -49,6 +49,9 @@ class Model(models.Model):
     provider = models.CharField(max_length=100)
     modality = models.CharField(max_length=16, choices=Modality.choices, default=Modality.LLM)
     context_window = models.PositiveIntegerField(null=True, blank=True)
+    # The most a call may generate when it names no max_tokens: what the gateway reserves against a
+    # hard budget for the output (API.md §12); empty falls back to settings.GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS.
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

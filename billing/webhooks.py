@@ -20,7 +20,6 @@ Rules this module keeps:
   max_retries; a delivered delivery is never sent again.
 """
 
-import base64
 import hashlib
 import hmac
 import ipaddress
@@ -31,21 +30,19 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.fernet import InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.models import Webhook, WebhookDelivery, WebhookEvent
+from keys.encryption import WEBHOOK_SECRETS, key_ring
 from portal.models import Organization
 from portal.services import Actor, record_audit
 
@@ -79,26 +76,10 @@ class RetryingTask(Protocol):
 
 # --- the secret, encrypted at rest ------------------------------------------------------------------
 
-def _derived_key(secret_key: str) -> bytes:
-    # The zero-setup default: a Fernet key derived from SECRET_KEY, so the demo needs no setup.
-    # Production sets FIELD_ENCRYPTION_KEY; this key stays last in the ring so that secrets written
-    # before that can still be read, then rewritten by `reencrypt_webhook_secrets`.
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"llm-portal field encryption",
-                   info=b"webhook signing secrets").derive(secret_key.encode())
-    return base64.urlsafe_b64encode(derived)
-
-
-@lru_cache(maxsize=8)
-def _key_ring(configured: tuple[str, ...], secret_key: str) -> MultiFernet:
-    keys = [key.encode() for key in configured] + [_derived_key(secret_key)]
-    return MultiFernet([Fernet(key) for key in dict.fromkeys(keys)])
-
-
 def _fernet() -> MultiFernet:
     """The first configured key encrypts; every configured key (then the derived one) decrypts,
     so a key is rotated by putting the new one first and running `reencrypt_webhook_secrets`."""
-    configured = tuple(key.strip() for key in settings.FIELD_ENCRYPTION_KEY if key.strip())
-    return _key_ring(configured, settings.SECRET_KEY)
+    return key_ring(WEBHOOK_SECRETS)
 
 
 def encrypt_secret(secret: str) -> str:

@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from keys import services
-from keys.models import InferenceKey, KeyStatus, ManagementKey, ServiceToken
+from keys.models import InferenceKey, KeyStatus, ManagementKey, ServiceToken, Upstream
 from portal.admin import CatalogModelsField
 from portal.admin_scoping import NetworkListField, OrganizationScopedAdmin, ShownFormatted, admin_actor
 
@@ -187,3 +187,55 @@ class ServiceTokenAdmin(ShownFormatted, admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+class UpstreamForm(forms.ModelForm):
+    """The provider key is write-only: typed in, encrypted, never rendered back (blank keeps it)."""
+
+    api_key = forms.CharField(
+        label=_("API key"), required=False, strip=True, widget=forms.PasswordInput(render_value=False),
+        help_text=_("The provider's key, stored encrypted and never shown again. Leave blank to keep the current one."))
+    model_codes = CatalogModelsField(label=_("Models"), help_text=_("The catalog's models this upstream serves."))
+
+    class Meta:
+        model = Upstream
+        fields = ["name", "base_url", "model_codes", "timeout_seconds", "max_retries"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model_codes"].keep_stored(self.instance.model_codes)
+        if self.instance.pk is None:
+            self.fields["api_key"].required = True
+
+    def clean_model_codes(self) -> list[str]:
+        codes = self.cleaned_data.get("model_codes") or []
+        others = Upstream.objects.exclude(pk=self.instance.pk)
+        taken = sorted({code for upstream in others for code in upstream.model_codes if code in codes})
+        if taken:
+            message = _("Already served by another upstream: %(codes)s")
+            raise forms.ValidationError(message % {"codes": ", ".join(taken)})
+        return codes
+
+
+@admin.register(Upstream)
+class UpstreamAdmin(ShownFormatted, admin.ModelAdmin):
+    """The gateway's providers: superusers only (the default Django permissions apply)."""
+
+    form = UpstreamForm
+    list_display = ["name", "base_url", "model_codes", "timeout_seconds", "max_retries", "created_at"]
+    readonly_fields = ["uuid", "created_at"]
+
+    def save_model(self, request: HttpRequest, obj: Upstream, form: forms.ModelForm, change: bool) -> None:
+        api_key = form.cleaned_data.get("api_key")
+        if not change:
+            created = services.create_upstream(
+                actor=admin_actor(request), name=obj.name, base_url=obj.base_url, api_key=api_key,
+                model_codes=obj.model_codes, timeout_seconds=obj.timeout_seconds, max_retries=obj.max_retries)
+            obj.pk, obj.uuid, obj.api_key_encrypted = created.pk, created.uuid, created.api_key_encrypted
+            return
+        super().save_model(request, obj, form, change)
+        if api_key:
+            services.set_upstream_api_key(actor=admin_actor(request), upstream=obj, api_key=api_key)
+
+    def delete_model(self, request: HttpRequest, obj: Upstream) -> None:
+        services.delete_upstream(actor=admin_actor(request), upstream=obj)

@@ -84,3 +84,27 @@ class ServiceToken(CredentialFields):
 
     class Meta:
         ordering = ["name"]
+
+
+class Upstream(models.Model):
+    """An OpenAI-compatible provider the gateway forwards calls to, configured by operators (a
+    platform object, like a service token: it belongs to no organization).
+
+    The provider's API key is kept encrypted (keys.encryption, Fernet under FIELD_ENCRYPTION_KEY):
+    the gateway must present it, so it cannot be hashed; no page or answer ever shows it again."""
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    name = models.CharField(max_length=200, unique=True)
+    base_url = models.URLField(max_length=500, help_text="An OpenAI-compatible API base, e.g. https://host/v1")
+    api_key_encrypted = models.TextField(editable=False)
+    # Model codes of the catalog (billing.Model) this upstream serves; each code has one upstream.
+    model_codes = models.JSONField(default=list, blank=True)
+    timeout_seconds = models.PositiveIntegerField(default=60)
+    max_retries = models.PositiveSmallIntegerField(default=2)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

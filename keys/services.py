@@ -9,8 +9,10 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
+from billing.models import Model as CatalogModel
+from keys.encryption import UPSTREAM_KEYS, key_ring
 from keys.hashing import SecretKind, display_prefix, generate_secret, hash_secret
-from keys.models import InferenceKey, KeyStatus, ManagementKey, ServiceToken
+from keys.models import InferenceKey, KeyStatus, ManagementKey, ServiceToken, Upstream
 from keys.selectors import forget_service_token_memo, inference_key_for_secret, touch_last_used
 from portal.models import Department, Member
 from portal.services import Actor, record_audit
@@ -219,6 +221,15 @@ def _remember(secret_hash: str, answer: dict) -> dict:
     return answer
 
 
+def remembered_verification(secret_hash: str) -> dict | None:
+    """This process's answer for a key, if it is fresh: no I/O at all, so the gateway's event loop
+    may ask it on every call (a miss goes to `verify_inference_key` in a thread)."""
+    remembered = _verify_memo.get(secret_hash)
+    if remembered and remembered[0] > time.monotonic():
+        return remembered[1]
+    return None
+
+
 def verify_inference_key(secret: str, *, budget_exhausted: Callable[[InferenceKey], bool]) -> dict:
     """What the gateway needs to know about a presented key, from cache when possible.
 
@@ -264,3 +275,55 @@ def verify_inference_key(secret: str, *, budget_exhausted: Callable[[InferenceKe
         cache.set(cache_key, answer, int(timeout))
         return _remember(secret_hash, answer)
     return answer
+
+
+# --- upstreams (the providers behind the gateway) ------------------------------------------------
+
+class UpstreamRefused(ValueError):
+    """An upstream the rules refuse; `field` is the request field to name in the 422."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field, self.message = field, message
+        super().__init__(f"{field}: {message}")
+
+
+@transaction.atomic
+def create_upstream(*, actor: Actor, name: str, base_url: str, api_key: str, model_codes: list[str],
+                    timeout_seconds: int = 60, max_retries: int = 2) -> Upstream:
+    """Record a provider; its API key is stored encrypted and never returned. Each model code must
+    be in the catalog and served by no other upstream (the gateway routes a model to one place)."""
+    codes = list(dict.fromkeys(model_codes))
+    known = set(CatalogModel.objects.filter(code__in=codes).values_list("code", flat=True))
+    unknown = [code for code in codes if code not in known]
+    if unknown:
+        raise UpstreamRefused("models", f"unknown model code(s): {', '.join(unknown)}")
+    taken = {code: upstream.name for upstream in Upstream.objects.select_for_update()
+             for code in upstream.model_codes if code in codes}
+    if taken:
+        raise UpstreamRefused("models", "already served by another upstream: "
+                              + ", ".join(f"{code} ({owner})" for code, owner in sorted(taken.items())))
+    if Upstream.objects.filter(name=name).exists():
+        raise UpstreamRefused("name", "an upstream of that name exists")
+    upstream = Upstream.objects.create(
+        name=name, base_url=base_url.rstrip("/"), model_codes=codes, timeout_seconds=timeout_seconds,
+        max_retries=max_retries, api_key_encrypted=key_ring(UPSTREAM_KEYS).encrypt(api_key.encode()).decode())
+    record_audit(actor=actor, organization=None, action="upstream.create", target=upstream,
+                 detail={"name": name, "base_url": upstream.base_url, "models": codes})
+    return upstream
+
+
+@transaction.atomic
+def set_upstream_api_key(*, actor: Actor, upstream: Upstream, api_key: str) -> Upstream:
+    """Replace the provider key (the admin's write-only field)."""
+    upstream.api_key_encrypted = key_ring(UPSTREAM_KEYS).encrypt(api_key.encode()).decode()
+    upstream.save(update_fields=["api_key_encrypted"])
+    record_audit(actor=actor, organization=None, action="upstream.set_api_key", target=upstream,
+                 detail={"name": upstream.name})
+    return upstream
+
+
+@transaction.atomic
+def delete_upstream(*, actor: Actor, upstream: Upstream) -> None:
+    record_audit(actor=actor, organization=None, action="upstream.delete", target=upstream,
+                 detail={"name": upstream.name, "models": upstream.model_codes})
+    upstream.delete()

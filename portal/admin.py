@@ -55,8 +55,8 @@ class DepartmentForm(forms.ModelForm):
 
     class Meta:
         model = Department
-        fields = ["organization", "name", "parent", "allowed_models", "discount", "contact_name", "contact_email",
-                  "remark"]
+        fields = ["organization", "name", "parent", "allowed_models", "discount", "rpm_limit", "tpm_limit",
+                  "contact_name", "contact_email", "remark"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

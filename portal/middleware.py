@@ -3,10 +3,13 @@
 Server-Timing: every response says how long the server spent on it (`app;dur=<ms>`), so
 clients, load tests and benchmarks read server time without network noise."""
 
+import itertools
 import time
 import zoneinfo
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
 from django.utils import timezone, translation
 
 from portal.selectors import member_of
@@ -21,6 +24,34 @@ class ServerTimingMiddleware:
         response = self.get_response(request)
         response["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.3f}"
         return response
+
+
+class StreamUnderASGI:
+    """Under ASGI (`make serve-prod`: uvicorn workers), Django collects a StreamingHttpResponse's
+    *sync* iterator into one list before it sends a byte (django/http/response.py, `__aiter__`):
+    a large CSV export (the usage explorer's, Venice's) would sit whole in memory. This hands such
+    an iterator to the server in chunks, each pulled through sync_to_async in the thread the view
+    ran in (so with its database connection), so it streams under both servers. Under WSGI
+    (runserver, the test client) nothing changes."""
+
+    CHUNK_PARTS = 256
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if isinstance(request, ASGIRequest) and response.streaming and not response.is_async:
+            response.streaming_content = _pulled_in_chunks(response.streaming_content, self.CHUNK_PARTS)
+        return response
+
+
+async def _pulled_in_chunks(iterable, size: int):
+    iterator = iter(iterable)
+    take = sync_to_async(lambda: list(itertools.islice(iterator, size)), thread_sensitive=True)
+    while chunk := await take():
+        for part in chunk:
+            yield part
 
 
 # Where the APIs live (portal/urls.py): Weave's /calls/ and the gateway's /v1/ have no /api/ prefix.

@@ -70,6 +70,10 @@ class Department(models.Model):
         default=Decimal("1"),
         validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
     )
+    # Requests and tokens per minute for all the department's keys together, enforced by the
+    # gateway (API.md §12); empty: no department-wide limit.
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    tpm_limit = models.PositiveIntegerField(null=True, blank=True)
     contact_name = models.CharField(max_length=200, blank=True)
     contact_email = models.EmailField(blank=True)
     remark = models.TextField(blank=True)

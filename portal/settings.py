@@ -42,6 +42,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "portal.middleware.ServerTimingMiddleware",
+    # Streamed responses stay streamed under the ASGI server (make serve-prod).
+    "portal.middleware.StreamUnderASGI",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the stylesheet, Chart.js) from the application itself, under gunicorn too.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -254,3 +256,11 @@ WEBHOOK_RETRY_BASE_SECONDS = env.int("WEBHOOK_RETRY_BASE_SECONDS", default=30)
 # Fernet keys (comma-separated; the first encrypts, all decrypt) for secrets stored encrypted,
 # such as webhook signing secrets. Unset: a key derived from SECRET_KEY, so the demo needs no setup.
 FIELD_ENCRYPTION_KEY = env.list("FIELD_ENCRYPTION_KEY", default=[])
+
+# The gateway (API.md §12). A model with no max_output_tokens of its own reserves this many output
+# tokens against hard budgets when a call names no max_tokens.
+GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS = env.int("GATEWAY_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
+# The store every gateway worker shares for rate limits, budget reservations and the metering
+# hand-over: Redis (CACHE_URL's when that is Redis). Empty: each process keeps its own (one
+# process only: the development server, the tests).
+GATEWAY_REDIS_URL = env.str("GATEWAY_REDIS_URL", default=CACHE_URL if CACHE_URL.startswith("redis") else "")

@@ -1,10 +1,11 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.renderers import JSONRenderer
 
 from portal.api.errors import AIoneDialect, ApiError
+from portal.gateway.wsgi_bridge import gateway_view
 from portal.pages import urls as portal_pages
 from usage.api import modelrouter, r9s, venice, weave
 
@@ -26,6 +27,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("api-auth/", include("rest_framework.urls")),
+    # The gateway under runserver (WSGI); under ASGI (serve-prod) portal.asgi routes /v1/ before Django.
+    re_path(r"^v1/", gateway_view, name="gateway"),
 ]
 
 

@@ -101,12 +101,20 @@ def _webhook_of(organization):
                                              events=["invoice.issued"], secret_encrypted=encrypt_secret("whsec_walk"))
 
 
+def _upstream():
+    from keys.models import Upstream
+
+    return Upstream.objects.first() or key_services.create_upstream(
+        actor=SYSTEM, name="walk", base_url="https://provider.example/v1", api_key="sk-walk", model_codes=[])
+
+
 def _url_and_body(route, world, key, management_key):
     values = {"<uuid:key_id>": str(key.uuid), "<str:name>": "ResearchKeys",
               "<uuid:member_uuid>": str(world.bob.uuid), "<int:key_id>": str(management_key.pk),
               "<uuid:budget_id>": str(world.budget.uuid), "<uuid:webhook_id>": str(_webhook_of(world.acme).uuid),
               "<uuid:invoice_id>": str(the_walk_invoice(world.acme).uuid),
-              "<uuid:line_id>": str(the_walk_invoice(world.acme).lines.order_by("id").first().uuid)}
+              "<uuid:line_id>": str(the_walk_invoice(world.acme).lines.order_by("id").first().uuid),
+              "<uuid:upstream_id>": str(_upstream().uuid)}
     url = "/" + route
     for placeholder, value in values.items():
         url = url.replace(placeholder, value)

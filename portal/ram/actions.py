@@ -58,6 +58,13 @@ _ACTIONS: Final = [
     _a("keys:EnableKey", WRITE, "keys", "apikey", "keys:write", "Enable an inference key", department_scoped=True),
     _a("keys:VerifyKey", READ, "keys", "apikey", "platform", "Verify an inference key (gateway)",
        platform_only=True),
+    # The gateway's upstreams (API.md §12): platform operators only.
+    _a("gateway:ListUpstreams", LIST, "gateway", "upstream", "platform", "List the gateway's upstreams",
+       platform_only=True),
+    _a("gateway:CreateUpstream", WRITE, "gateway", "upstream", "platform", "Add an upstream to the gateway",
+       platform_only=True),
+    _a("gateway:DeleteUpstream", WRITE, "gateway", "upstream", "platform", "Remove an upstream from the gateway",
+       platform_only=True),
     # Catalog.
     _a("models:ListModels", LIST, "models", "model", "models:read", "List the model catalog"),
     # Usage and analytics.

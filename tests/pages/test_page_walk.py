@@ -14,7 +14,8 @@ from portal.ram.actions import ACTIONS
 # The door's own small views and Django's auth views: no organization data behind them.
 OUTSIDE_THE_DOOR = {"switch-organization", "set-zone", "login", "logout", "password_reset", "password_reset_done",
                     "password_reset_confirm", "password_reset_complete", "set_language"}
-NOT_PAGES = ("admin/", "api/", "api-auth/", "calls/")
+# The APIs; `^v1/` is the gateway under runserver (inference keys, tests/gateway walks its refusals).
+NOT_PAGES = ("admin/", "api/", "api-auth/", "calls/", "^v1/")
 
 
 def _page_patterns(resolver=None, prefix=""):

@@ -246,3 +246,28 @@ def test_an_empty_range_says_what_to_do(client, world):
     client.force_login(world.alice.user)
     html = client.get("/usage/").content.decode()
     assert 'data-testid="usage-empty"' in html and "API keys" in html
+
+
+def test_under_asgi_the_csv_is_streamed_not_collected_first(client, acme_usage):
+    """`make serve-prod` serves Django through ASGI: the export must stream there too (Django would
+    otherwise collect a sync iterator whole before sending it), and say the same as under WSGI."""
+    import warnings
+
+    from asgiref.sync import async_to_sync
+    from django.test import AsyncClient
+
+    client.force_login(acme_usage.alice.user)
+    params = {"group_by": ["model", "day"], "start_date": (acme_usage.today - timedelta(days=9)).isoformat()}
+    over_wsgi = b"".join(client.get("/usage/export.csv", params).streaming_content)
+
+    async def over_asgi() -> tuple[bool, bytes]:
+        asgi_client = AsyncClient()
+        await asgi_client.aforce_login(acme_usage.alice.user)
+        response = await asgi_client.get("/usage/export.csv", params)
+        return response.is_async, b"".join([part async for part in response])
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        streamed_async, body = async_to_sync(over_asgi)()
+    assert streamed_async and body == over_wsgi and body.count(b"\n") > 1
+    assert not [w for w in caught if "consume synchronous iterators" in str(w.message)]
