@@ -14,6 +14,7 @@ from billing.money import decimal_string
 from billing.selectors import budgets_of, credit_grants
 from billing.services import grant_credit
 from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.fields import InstantField
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body, request_actor
@@ -140,7 +141,7 @@ class GrantCreate(_S.Serializer):
     kind = _S.ChoiceField(choices=CreditGrant.Kind.values)
     amount = PositiveAmount()
     priority = _S.IntegerField(required=False, default=10, min_value=0, help_text="Lower is drawn first")
-    expires_at = _S.DateTimeField(required=False, allow_null=True, default=None)
+    expires_at = InstantField(required=False, allow_null=True, default=None)
     note = _S.CharField(required=False, default="", allow_blank=True, max_length=300)
 
 

@@ -18,6 +18,7 @@ from rest_framework.exceptions import ErrorDetail
 from billing.models import Model
 from keys.models import InferenceKey, KeyStatus
 from keys.services import ROTATE_GRACE_DEFAULT, ROTATE_GRACE_MAX_HOURS
+from portal.api.fields import InstantField
 
 
 def validate_ips(values: list[str]) -> list[str]:
@@ -81,7 +82,7 @@ class KeyCreateRequest(serializers.Serializer):
     is_sandbox = serializers.BooleanField(required=False, default=False)
     allowed_ips = EntryListField(child=serializers.CharField(max_length=64), required=False, default=list,
                                  validators=[validate_ips], help_text=ALLOWED_IPS_HELP)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    expires_at = InstantField(required=False, allow_null=True, default=None)
 
     def validate_expires_at(self, value):
         if value is not None and value <= timezone.now():

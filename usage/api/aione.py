@@ -16,6 +16,7 @@ from billing.catalog import model_by_code
 from billing.money import decimal_string
 from keys.selectors import key_in
 from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.fields import DayField
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, parse_query
@@ -30,8 +31,8 @@ _S = serializers
 
 
 class UsageQueryParams(_S.Serializer):
-    start_date = _S.DateField(required=False, help_text="First day (organization's timezone); default 6 days ago")
-    end_date = _S.DateField(required=False, help_text="Day after the last day (exclusive); default tomorrow")
+    start_date = DayField(required=False, help_text="First day (organization's timezone); default 6 days ago")
+    end_date = DayField(required=False, help_text="Day after the last day (exclusive); default tomorrow")
     team_id = _S.UUIDField(required=False)
     key_id = _S.UUIDField(required=False)
     model = _S.CharField(required=False, max_length=100)

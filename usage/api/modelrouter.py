@@ -9,7 +9,7 @@ window of time; the older page/pageIndex/pageSize style keeps working."""
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
@@ -25,12 +25,13 @@ from billing.models import Model
 from billing.selectors import account_currency
 from keys.models import InferenceKey
 from portal.api.errors import ApiError, FieldProblem, InvalidRequest, request_id
+from portal.api.fields import EpochSecondsField
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.views import RamAPIView, parse_query
 from portal.models import Department, Member, Organization
 from usage.query import Result, Row, for_organization
 from usage.selectors import objects_named_in
-from usage.timebuckets import Bucket, Granularity, buckets
+from usage.timebuckets import Bucket, Granularity, buckets, instant_from_epoch
 
 
 class ModelRouterDialect:
@@ -118,8 +119,8 @@ def _ids(value: str) -> list[int]:
 
 
 class CommonParams(_S.Serializer):
-    startTime = _S.IntegerField(min_value=0)  # noqa: N815 - the vendor's spelling
-    endTime = _S.IntegerField(min_value=1)  # noqa: N815
+    startTime = EpochSecondsField(help_text="Unix seconds, inclusive")  # noqa: N815 - the vendor's spelling
+    endTime = EpochSecondsField(help_text="Unix seconds, exclusive; after startTime")  # noqa: N815
     clientId = _S.IntegerField(required=False, min_value=1)  # noqa: N815
     clientIds = _S.RegexField(r"^\d+(,\d+)*$", required=False)  # noqa: N815
     apiKeyId = _S.IntegerField(required=False, min_value=1)  # noqa: N815
@@ -220,8 +221,8 @@ class ModelRouterView(RamAPIView):
             filters["members"] = tuple(members)
         if "modelTypes" in params:
             filters["model_types"] = tuple(params["modelTypes"])
-        return Scope(organization, datetime.fromtimestamp(params["startTime"], tz=UTC),
-                     datetime.fromtimestamp(params["endTime"], tz=UTC), params["granularity"], filters, params)
+        return Scope(organization, instant_from_epoch(params["startTime"]), instant_from_epoch(params["endTime"]),
+                     params["granularity"], filters, params)
 
     def respond(self, request, data, *, max_results=None, next_token=None) -> Response:
         return Response(ModelRouterDialect.envelope(request, data, max_results=max_results, next_token=next_token))

@@ -28,6 +28,7 @@ from billing.models import LedgerEntry, Model
 from billing.money import Currency, from_units
 from billing.selectors import account_currency
 from portal.api.errors import ApiError
+from portal.api.fields import InstantField
 from portal.api.permissions import whole_collection
 from portal.api.views import RamAPIView, parse_query
 from portal.models import Organization
@@ -72,8 +73,8 @@ class UsageParams(_S.Serializer):
         "BUNDLED_CREDITS); every amount is kept in the account's currency, so another currency finds none."))
     format = _S.ChoiceField(choices=["json", "csv"], required=False, help_text=(
         "`csv` streams every entry of the range as CSV, exactly as `Accept: text/csv` does."))
-    startDate = _S.DateTimeField(required=False)  # noqa: N815 - the vendor's spelling
-    endDate = _S.DateTimeField(required=False)  # noqa: N815
+    startDate = InstantField(required=False)  # noqa: N815 - the vendor's spelling
+    endDate = InstantField(required=False)  # noqa: N815
     limit = _S.IntegerField(required=False, default=200, min_value=1, max_value=500)
     page = _S.IntegerField(required=False, default=1, min_value=1)
     sortOrder = _S.ChoiceField(choices=["asc", "desc"], required=False, default="desc")  # noqa: N815
@@ -240,8 +241,8 @@ class BillingUsageView(RamAPIView):
 
 class AnalyticsParams(_S.Serializer):
     lookback = _S.RegexField(r"^\d{1,2}d$", required=False)
-    startDate = _S.DateTimeField(required=False)  # noqa: N815
-    endDate = _S.DateTimeField(required=False)  # noqa: N815
+    startDate = InstantField(required=False)  # noqa: N815
+    endDate = InstantField(required=False)  # noqa: N815
 
     def validate_lookback(self, value: str) -> int:
         days = int(value[:-1])
