@@ -1,9 +1,11 @@
 """OpenAPI: every operation's description names its RAM action, and its error responses are
 documented in its dialect's shape."""
 
+import copy
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 
 from portal.ram.actions import ACTIONS
@@ -19,6 +21,8 @@ class RamAutoSchema(AutoSchema):
             ram = (f"RAM action `{action.name}` ({action.access_level}), checked against "
                    f"`{action.resource('<org_id>', '<id>' if action.resource_type != 'department' else '*')}`.")
             operation["description"] = f"{operation.get('description', '')}\n\n{ram}".strip()
+        if operation is not None:
+            _document_negotiation_errors(operation)
         return operation
 
     def get_tags(self) -> list[str]:
@@ -27,6 +31,25 @@ class RamAutoSchema(AutoSchema):
 
     def get_operation_id(self) -> str:
         return f"{self.view.__class__.__name__}_{self.method.lower()}"
+
+
+def _document_negotiation_errors(operation: dict) -> None:
+    """The errors DRF itself answers before any handler runs, in the operation's own dialect shape
+    (copied from its documented 401 and validation answers, which the same dialect renders):
+    406 for an Accept header naming nothing the operation writes, and for a body, 400 when it is not
+    JSON and 415 when its content type is not JSON."""
+    responses = operation.get("responses", {})
+    plain = responses.get("401")
+    if plain is None:
+        return
+    responses.setdefault("406", {**copy.deepcopy(plain), "description": "Not Acceptable: the Accept header names "
+                                 "no media type this operation answers in."})
+    if "requestBody" in operation:
+        invalid = responses.get("422") or responses.get("400") or plain
+        responses.setdefault("400", {**copy.deepcopy(invalid), "description": "The body is not valid JSON."})
+        responses.setdefault("415", {**copy.deepcopy(plain), "description": "Unsupported Media Type: bodies are "
+                                     "application/json."})
+    operation["responses"] = dict(sorted(responses.items()))
 
 
 class BearerKeyScheme(OpenApiAuthenticationExtension):
@@ -49,8 +72,13 @@ class BasicKeyScheme(OpenApiAuthenticationExtension):
 
 # --- error shapes, documented once per dialect ----------------------------------------------
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "integer"}]})
+class LocationPart(serializers.Field):
+    """One step of a `loc` path: a field name, or a list index (["body", "events", 3, "model"])."""
+
+
 class ValidationErrorItem(serializers.Serializer):
-    loc = serializers.ListField(child=serializers.CharField())
+    loc = serializers.ListField(child=LocationPart())
     msg = serializers.CharField()
     type = serializers.CharField()
 
