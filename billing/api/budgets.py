@@ -1,7 +1,6 @@
 """Budgets and credit grants (API.md §10), AIone style: money as decimal strings, 422s naming the
 field, another organization's budget is not found."""
 
-from decimal import Decimal
 
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import inline_serializer
@@ -14,7 +13,7 @@ from billing.money import decimal_string
 from billing.selectors import budgets_of, credit_grants
 from billing.services import grant_credit
 from portal.api.errors import FieldProblem, InvalidRequest
-from portal.api.fields import InstantField
+from portal.api.fields import InstantField, PositiveDecimalString
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body, request_actor
@@ -23,13 +22,12 @@ from portal.models import Organization
 _S = serializers
 
 
-class PositiveAmount(_S.DecimalField):
+class PositiveAmount(PositiveDecimalString):
     """A decimal string > 0 in the account's currency (8 places at most)."""
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("help_text", "Decimal string > 0, in the account's currency")
-        super().__init__(max_digits=20, decimal_places=8, min_value=Decimal("0.00000001"), coerce_to_string=True,
-                         **kwargs)
+        super().__init__(places=8, **kwargs)
 
 
 class Thresholds(_S.ListField):

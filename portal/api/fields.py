@@ -5,12 +5,16 @@ schema documents the same bounds the check enforces.
 An out-of-range value is an ordinary validation error of the field, so each dialect answers it
 in its own shape, naming the parameter (B.Param.Invalid, Venice's details, r9s's meta, 422 loc)."""
 
+import re
+from decimal import Decimal
+
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from usage.timebuckets import EARLIEST_EPOCH, LATEST_EPOCH, SUPPORTED_RANGE, OutOfRange, checked_day, checked_instant
 
-__all__ = ["DayField", "EpochSecondsField", "InstantField"]
+__all__ = ["DayField", "EpochSecondsField", "InstantField", "PositiveDecimalString"]
 
 # The years 1970-2199 as the schema writes them: the check below is the authority, the pattern
 # lets a generated client know the bound before it asks.
@@ -50,3 +54,37 @@ class DayField(serializers.DateField):
             return checked_day(day)
         except OutOfRange as error:
             raise serializers.ValidationError(str(error), code="out_of_range") from error
+
+
+def positive_decimal_pattern(places: int, integer_digits: int) -> str:
+    """A decimal string > 0 with at most `integer_digits` before the point and `places` after it,
+    written without sign, exponent, spaces or leading zeros: exactly what PositiveDecimalString accepts."""
+    whole = rf"[1-9][0-9]{{0,{integer_digits - 1}}}(\.[0-9]{{1,{places}}})?"
+    # Below 1: some zeros, then a non-zero digit, all within `places`.
+    fractions = "|".join(rf"0{{{zeros}}}[1-9][0-9]{{0,{places - zeros - 1}}}" for zeros in range(places))
+    return rf"^({whole}|0\.({fractions}))$"
+
+
+class PositiveDecimalString(serializers.DecimalField):
+    """Money in, as API.md writes it: a decimal string > 0 ("12.34"), never a JSON number, an
+    exponent, a sign or a leading zero; the schema's pattern is the same rule the field applies.
+    The messages are DRF's own (translated for the portal's forms, which this field judges too)."""
+
+    def __init__(self, *, places: int, integer_digits: int = 12, **kwargs):
+        self.pattern = positive_decimal_pattern(places, integer_digits)
+        super().__init__(max_digits=places + integer_digits, decimal_places=places, coerce_to_string=True,
+                         min_value=Decimal(1).scaleb(-places), **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)  # "ten" and too many places are refused here
+        if value > 0 and not (isinstance(data, str) and re.fullmatch(self.pattern, data)):
+            self.fail("invalid")
+        return value  # a value <= 0 is refused by min_value, with its own message
+
+
+class PositiveDecimalStringSchema(OpenApiSerializerFieldExtension):
+    target_class = PositiveDecimalString
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        return {"type": "string", "format": "decimal", "pattern": self.target.pattern}

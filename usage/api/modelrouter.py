@@ -114,6 +114,11 @@ def _literal(value: Any) -> str:
     return json.dumps(value)
 
 
+# The catalog's modalities, spelled out so the schema's pattern lists exactly what the check accepts.
+_MODALITY = "(" + "|".join(Model.Modality.values) + ")"
+MODEL_TYPES = rf"^{_MODALITY}(,{_MODALITY})*$"
+
+
 def _ids(value: str) -> list[int]:
     return [int(part) for part in value.split(",") if part.strip()]
 
@@ -121,11 +126,12 @@ def _ids(value: str) -> list[int]:
 class CommonParams(_S.Serializer):
     startTime = EpochSecondsField(help_text="Unix seconds, inclusive")  # noqa: N815 - the vendor's spelling
     endTime = EpochSecondsField(help_text="Unix seconds, exclusive; after startTime")  # noqa: N815
-    clientId = _S.IntegerField(required=False, min_value=1)  # noqa: N815
-    clientIds = _S.RegexField(r"^\d+(,\d+)*$", required=False)  # noqa: N815
-    apiKeyId = _S.IntegerField(required=False, min_value=1)  # noqa: N815
+    clientId = _S.IntegerField(required=False, min_value=1, help_text="Not with clientIds")  # noqa: N815
+    clientIds = _S.RegexField(r"^\d+(,\d+)*$", required=False, help_text="Not with clientId")  # noqa: N815
+    apiKeyId = _S.IntegerField(required=False, min_value=1, help_text="Requires clientId")  # noqa: N815
     memberUserIds = _S.RegexField(r"^\d+(,\d+)*$", required=False)  # noqa: N815
-    modelTypes = _S.RegexField(r"^[a-z]+(,[a-z]+)*$", required=False)  # noqa: N815
+    modelTypes = _S.RegexField(MODEL_TYPES, required=False, help_text=(  # noqa: N815
+        "Comma list of " + ", ".join(Model.Modality.values)))
     granularity = _S.ChoiceField(choices=["hourly", "daily"], required=False)
     modelId = _S.IntegerField(required=False, min_value=1)  # noqa: N815
     search = _S.CharField(required=False, max_length=100)
@@ -158,6 +164,10 @@ class CommonParams(_S.Serializer):
         return attrs
 
 
+class ModelDetailParams(CommonParams):
+    modelId = _S.IntegerField(min_value=1)  # noqa: N815 - required here: the model whose rows are asked for
+
+
 @dataclass
 class Scope:
     """A parsed, authorized ModelRouter request."""
@@ -183,6 +193,7 @@ class Scope:
 
 class ModelRouterView(RamAPIView):
     dialect = ModelRouterDialect
+    params_class: type[CommonParams] = CommonParams
 
     def ram_resource(self, request) -> list[RamTarget]:
         # Checked against each department the request names (clientId or clientIds), else all.
@@ -190,7 +201,7 @@ class ModelRouterView(RamAPIView):
 
     @cached_property
     def params(self) -> dict[str, Any]:
-        return parse_query(CommonParams, self.request)
+        return parse_query(self.params_class, self.request)
 
     @cached_property
     def departments(self) -> tuple[int, ...]:
@@ -283,8 +294,8 @@ COLUMN = {"key": _S.CharField(), "label": _S.CharField(), "sortable": _S.Boolean
 TIME_ROW = {"timestamp": _S.IntegerField(), "values": _S.CharField(help_text="JSON-encoded string, as seed 001")}
 
 
-def documented(name: str, data: Any):
-    return extend_schema(parameters=[CommonParams], responses={200: _envelope(name, data), **ERRORS})
+def documented(name: str, data: Any, params: type[CommonParams] = CommonParams):
+    return extend_schema(parameters=[params], responses={200: _envelope(name, data), **ERRORS})
 
 
 # --- views ---------------------------------------------------------------------------------
@@ -362,16 +373,15 @@ class ModelsView(ModelRouterView):
 
 class ModelDetailView(ModelRouterView):
     ram_actions = {"GET": "aicontent:ModelRouterQueryCostModelDetail"}
+    params_class = ModelDetailParams
 
     @documented("CostModelDetail", inline_serializer("CostModelDetailRespDTO", {
         "columns": inline_serializer("CostColumn", COLUMN, many=True), "granularity": _S.CharField(),
         "modelId": _S.IntegerField(), "modelName": _S.CharField(), "page": _S.IntegerField(),
         "pageSize": _S.IntegerField(), "rows": inline_serializer("CostTimeRow", TIME_ROW, many=True),
-        "total": _S.IntegerField()}))
+        "total": _S.IntegerField()}), ModelDetailParams)
     def get(self, request):
         scope = self.scope(request)
-        if "modelId" not in scope.params:
-            raise InvalidRequest([FieldProblem(["query", "modelId"], "required")])
         model = Model.objects.filter(pk=scope.params["modelId"]).first()
         if model is None:
             raise Http404("unknown model")

@@ -240,7 +240,7 @@ class BillingUsageView(RamAPIView):
 # --- analytics -----------------------------------------------------------------------------
 
 class AnalyticsParams(_S.Serializer):
-    lookback = _S.RegexField(r"^\d{1,2}d$", required=False)
+    lookback = _S.RegexField(r"^([1-9]|[1-8][0-9]|90)d$", required=False, help_text="1d to 90d")
     startDate = InstantField(required=False)  # noqa: N815
     endDate = InstantField(required=False)  # noqa: N815
 
