@@ -150,3 +150,4 @@ def test_ingested_timestamps_out_of_range_are_refused_and_nothing_is_stored(ram_
     assert response.status_code == 422, response.content
     assert response.json()["detail"][0]["loc"] == ["body", "events", 1, "timestamp"]
     assert not UsageEvent.objects.exists()
+

@@ -202,9 +202,10 @@ def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[
                 event["key_uuid"] = parsed_uuid
         model = raw.get("model")
         if model is not None:
-            if not isinstance(model, str):
+            if not isinstance(model, str):  # a JSON list or object would not even hash in the look-ups
                 errors.append(FieldError(index, "model", "must be a model code string"))
-            event["model"] = model
+            else:
+                event["model"] = model
         for name in COUNT_FIELDS + ("latency_ms",):
             value = raw.get(name, 0)
             if value is None and name == "latency_ms":

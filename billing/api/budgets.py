@@ -13,7 +13,7 @@ from billing.money import decimal_string
 from billing.selectors import budgets_of, credit_grants
 from billing.services import grant_credit
 from portal.api.errors import FieldProblem, InvalidRequest
-from portal.api.fields import InstantField, PositiveDecimalString
+from portal.api.fields import InstantField, PositiveDecimalString, StrictBooleanField, StrictCharField
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body, request_actor
@@ -48,7 +48,7 @@ class BudgetCreate(_S.Serializer):
                              help_text="The department's or key's uuid; null for the organization")
     amount = PositiveAmount()
     thresholds = Thresholds(required=False, default=list(budgets.DEFAULT_THRESHOLDS))
-    hard_limit = _S.BooleanField(required=False, default=False)
+    hard_limit = StrictBooleanField(required=False, default=False)
 
     def validate(self, attrs):
         if (attrs["scope"] == Budget.Scope.ORGANIZATION) != (attrs["target_id"] is None):
@@ -60,7 +60,7 @@ class BudgetCreate(_S.Serializer):
 class BudgetUpdate(_S.Serializer):
     amount = PositiveAmount(required=False)
     thresholds = Thresholds(required=False)
-    hard_limit = _S.BooleanField(required=False)
+    hard_limit = StrictBooleanField(required=False)
 
 
 BudgetShape = inline_serializer("Budget", {
@@ -140,7 +140,7 @@ class GrantCreate(_S.Serializer):
     amount = PositiveAmount()
     priority = _S.IntegerField(required=False, default=10, min_value=0, help_text="Lower is drawn first")
     expires_at = InstantField(required=False, allow_null=True, default=None)
-    note = _S.CharField(required=False, default="", allow_blank=True, max_length=300)
+    note = StrictCharField(required=False, default="", allow_blank=True, max_length=300)
 
 
 GrantShape = inline_serializer("CreditGrant", {

@@ -27,7 +27,7 @@ from billing.pdf import invoice_pdf_filename, render_invoice_pdf
 from billing.periods import Period
 from billing.selectors import invoice_credit_notes, invoice_lines, invoices_of
 from portal.api.errors import FieldProblem, InvalidRequest
-from portal.api.fields import PositiveDecimalString
+from portal.api.fields import PositiveDecimalString, StrictCharField
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import AIONE_ERRORS, aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body, parse_query, request_actor
@@ -55,7 +55,7 @@ class LineEventsQuery(_S.Serializer):
 class CreditNoteCreateRequest(_S.Serializer):
     amount = PositiveDecimalString(places=2, integer_digits=16,
                                    help_text="decimal string > 0, in the invoice's currency, at most 2 places")
-    reason = _S.CharField(max_length=500)
+    reason = StrictCharField(max_length=500)
 
     def validate_amount(self, value: Decimal) -> Decimal:
         if value <= ZERO:

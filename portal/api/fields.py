@@ -88,3 +88,22 @@ class PositiveDecimalStringSchema(OpenApiSerializerFieldExtension):
 
     def map_serializer_field(self, auto_schema, direction):
         return {"type": "string", "format": "decimal", "pattern": self.target.pattern}
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string and only a string: DRF's own field takes 7 and stores "7", which the schema's
+    `type: string` refuses."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON true or false and only that: DRF's own field also takes "yes", 1 and "off"."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data

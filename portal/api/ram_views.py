@@ -7,6 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.fields import StrictCharField
 from portal.api.permissions import RamTarget, request_context, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body
@@ -79,12 +80,12 @@ class ActionListView(RamAPIView):
 
 class PolicyCreate(serializers.Serializer):
     name = serializers.RegexField(ram.POLICY_NAME_PATTERN)
-    description = serializers.CharField(max_length=1024, required=False, default="", allow_blank=True)
+    description = StrictCharField(max_length=1024, required=False, default="", allow_blank=True)
     document = serializers.JSONField()
 
 
 class PolicyUpdate(serializers.Serializer):
-    description = serializers.CharField(max_length=1024, required=False, allow_blank=True)
+    description = StrictCharField(max_length=1024, required=False, allow_blank=True)
     document = serializers.JSONField(required=False)
 
 
@@ -194,8 +195,8 @@ class MemberListView(RamAPIView):
 
 class SimulateRequest(serializers.Serializer):
     member = serializers.UUIDField()
-    action = serializers.CharField(max_length=200)
-    resource = serializers.CharField(max_length=1024)
+    action = StrictCharField(max_length=200)
+    resource = StrictCharField(max_length=1024)
     context = serializers.DictField(required=False, default=dict)
 
 

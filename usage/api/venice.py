@@ -210,8 +210,8 @@ class BillingUsageView(RamAPIView):
     def _answer_in_json(self) -> None:
         self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), "application/json"
 
-    @extend_schema(parameters=[UsageParams, OpenApiParameter("Accept", str, OpenApiParameter.HEADER,
-                                                             enum=["application/json", "text/csv"])],
+    @extend_schema(parameters=[UsageParams, OpenApiParameter("Accept", str, OpenApiParameter.HEADER, description=(
+                       "application/json (the default) or text/csv; a type matching neither is 406"))],
                    responses={200: inline_serializer("BillingUsageResponse", {
                        "data": LedgerEntryShape, "pagination": inline_serializer("Pagination", {
                            "limit": _S.IntegerField(), "page": _S.IntegerField(), "total": _S.IntegerField(),
