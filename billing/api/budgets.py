@@ -3,7 +3,7 @@ field, another organization's budget is not found."""
 
 
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import inline_serializer
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
@@ -30,6 +30,9 @@ class PositiveAmount(PositiveDecimalString):
         super().__init__(places=8, **kwargs)
 
 
+@extend_schema_field({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 100}, "minItems": 1,
+                      "maxItems": 20, "uniqueItems": True,
+                      "description": "Ascending percents 1-100; each alerts once per period"})
 class Thresholds(_S.ListField):
     def __init__(self, **kwargs) -> None:
         super().__init__(child=_S.IntegerField(min_value=1, max_value=100), min_length=1, max_length=20,
