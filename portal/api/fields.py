@@ -1,9 +1,12 @@
-"""Serializer fields for the times callers name, shared by every dialect: each is range-checked
-by usage.timebuckets (one rule for the whole API) before any view computes with it, and the
-schema documents the same bounds the check enforces.
+"""Serializer fields whose rule and whose schema are one: what a request may say is what the
+OpenAPI schema says it may say (a generated client, and tests/fuzz, hold them to it).
 
-An out-of-range value is an ordinary validation error of the field, so each dialect answers it
-in its own shape, naming the parameter (B.Param.Invalid, Venice's details, r9s's meta, 422 loc)."""
+- Times callers name, in every dialect: range-checked by usage.timebuckets (one rule for the
+  whole API) before any view computes with them. An out-of-range value is an ordinary validation
+  error of the field, so each dialect answers it in its own shape, naming the parameter
+  (B.Param.Invalid, Venice's details, r9s's meta, a 422 loc).
+- Money in: a positive decimal string matching the schema's pattern.
+- Strings and booleans in JSON bodies: only JSON strings and booleans, as their schema types say."""
 
 import re
 from decimal import Decimal
@@ -14,7 +17,8 @@ from rest_framework import serializers
 
 from usage.timebuckets import EARLIEST_EPOCH, LATEST_EPOCH, SUPPORTED_RANGE, OutOfRange, checked_day, checked_instant
 
-__all__ = ["DayField", "EpochSecondsField", "InstantField", "PositiveDecimalString"]
+__all__ = ["DayField", "EpochSecondsField", "InstantField", "PositiveDecimalString", "StrictBooleanField",
+           "StrictCharField"]
 
 # The years 1970-2199 as the schema writes them: the check below is the authority, the pattern
 # lets a generated client know the bound before it asks.
