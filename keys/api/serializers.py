@@ -18,7 +18,7 @@ from rest_framework.exceptions import ErrorDetail
 from billing.models import Model
 from keys.models import InferenceKey, KeyStatus
 from keys.services import ROTATE_GRACE_DEFAULT, ROTATE_GRACE_MAX_HOURS
-from portal.api.fields import InstantField, StrictBooleanField, StrictCharField
+from portal.api.fields import InstantField, PageField, StrictBooleanField, StrictCharField
 
 
 def validate_ips(values: list[str]) -> list[str]:
@@ -103,7 +103,7 @@ class KeyUpdateRequest(serializers.Serializer):
 class KeyListQuery(serializers.Serializer):
     team_id = serializers.UUIDField(required=False)
     status = serializers.ChoiceField(choices=KeyStatus.values, required=False)
-    page = serializers.IntegerField(min_value=1, required=False, default=1)
+    page = PageField(required=False, default=1)
     page_size = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20)
 
 

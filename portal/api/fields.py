@@ -6,7 +6,8 @@ OpenAPI schema says it may say (a generated client, and tests/fuzz, hold them to
   error of the field, so each dialect answers it in its own shape, naming the parameter
   (B.Param.Invalid, Venice's details, r9s's meta, a 422 loc).
 - Money in: a positive decimal string matching the schema's pattern.
-- Strings and booleans in JSON bodies: only JSON strings and booleans, as their schema types say."""
+- Strings and booleans in JSON bodies: only JSON strings and booleans, as their schema types say.
+- Page numbers: bounded, so that no offset overflows."""
 
 import re
 from decimal import Decimal
@@ -17,8 +18,8 @@ from rest_framework import serializers
 
 from usage.timebuckets import EARLIEST_EPOCH, LATEST_EPOCH, SUPPORTED_RANGE, OutOfRange, checked_day, checked_instant
 
-__all__ = ["DayField", "EpochSecondsField", "InstantField", "PositiveDecimalString", "StrictBooleanField",
-           "StrictCharField"]
+__all__ = ["DayField", "EpochSecondsField", "InstantField", "PageField", "PositiveDecimalString",
+           "StrictBooleanField", "StrictCharField"]
 
 # The years 1970-2199 as the schema writes them: the check below is the authority, the pattern
 # lets a generated client know the bound before it asks.
@@ -111,3 +112,17 @@ class StrictBooleanField(serializers.BooleanField):
         if not isinstance(data, bool):
             self.fail("invalid")
         return data
+
+
+# Far past any real list (a million pages of the largest page size is a billion rows) and far
+# inside what a database OFFSET and Python's arithmetic on it hold: 2**61 pages was a 500.
+MAX_PAGE = 1_000_000
+
+
+class PageField(serializers.IntegerField):
+    """A 1-based page number, at most MAX_PAGE (documented as the schema's maximum)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_PAGE)
+        super().__init__(**kwargs)

@@ -25,7 +25,7 @@ from billing.models import Model
 from billing.selectors import account_currency
 from keys.models import InferenceKey
 from portal.api.errors import ApiError, FieldProblem, InvalidRequest, request_id
-from portal.api.fields import EpochSecondsField
+from portal.api.fields import EpochSecondsField, PageField
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.views import RamAPIView, parse_query
 from portal.models import Department, Member, Organization
@@ -137,8 +137,8 @@ class CommonParams(_S.Serializer):
     search = _S.CharField(required=False, max_length=100)
     maxResults = _S.IntegerField(required=False, min_value=1, max_value=100)  # noqa: N815
     nextToken = _S.CharField(required=False, allow_blank=True, max_length=2000)  # noqa: N815
-    page = _S.IntegerField(required=False, min_value=1)
-    pageIndex = _S.IntegerField(required=False, min_value=1)  # noqa: N815
+    page = PageField(required=False)
+    pageIndex = PageField(required=False)  # noqa: N815
     pageSize = _S.IntegerField(required=False, min_value=1, max_value=500)  # noqa: N815
 
     def validate_modelTypes(self, value: str) -> list[str]:  # noqa: N802

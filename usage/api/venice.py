@@ -28,7 +28,7 @@ from billing.models import LedgerEntry, Model
 from billing.money import Currency, from_units
 from billing.selectors import account_currency
 from portal.api.errors import ApiError
-from portal.api.fields import InstantField
+from portal.api.fields import InstantField, PageField
 from portal.api.permissions import whole_collection
 from portal.api.views import RamAPIView, parse_query
 from portal.models import Organization
@@ -76,7 +76,7 @@ class UsageParams(_S.Serializer):
     startDate = InstantField(required=False)  # noqa: N815 - the vendor's spelling
     endDate = InstantField(required=False)  # noqa: N815
     limit = _S.IntegerField(required=False, default=200, min_value=1, max_value=500)
-    page = _S.IntegerField(required=False, default=1, min_value=1)
+    page = PageField(required=False, default=1)
     sortOrder = _S.ChoiceField(choices=["asc", "desc"], required=False, default="desc")  # noqa: N815
 
     def validate(self, attrs):

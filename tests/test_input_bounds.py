@@ -1,6 +1,6 @@
 """Every time a caller names is range-checked before use (usage.timebuckets): 0 and the far past,
 negative numbers, 2**63, year 10000 and spans no timedelta holds are each the dialect's own 4xx
-naming the parameter, never a 500, and nothing is stored."""
+naming the parameter, never a 500, and nothing is stored. Page numbers are bounded the same way."""
 
 from datetime import UTC, datetime
 
@@ -151,3 +151,16 @@ def test_ingested_timestamps_out_of_range_are_refused_and_nothing_is_stored(ram_
     assert response.json()["detail"][0]["loc"] == ["body", "events", 1, "timestamp"]
     assert not UsageEvent.objects.exists()
 
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/api/v1/gateway/keys?page=2305843009213693953", 422),
+    ("/api/v1/billing/invoices?page=10364777057798910709929760176209920", 422),
+    ("/api/v1/obs/usage?page=1000001", 422),
+    ("/api/v1/billing/usage?page=1000001", 400),
+    ("/api/v1/modelRouter/open/billing/cost/models?startTime=0&endTime=86400&pageIndex=1000001", 400),
+], ids=["keys", "invoices", "aione", "venice", "modelrouter"])
+def test_a_page_number_past_any_list_is_refused_not_a_500(ram_world, path, status):
+    response = client_for(ram_world.alice).get(path)
+    assert response.status_code == status, response.content
+    assert "page" in response.content.decode()
