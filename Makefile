@@ -58,6 +58,14 @@ test: install
 test-clients: install
 	$(BIN)/python -m pytest tests/clients
 
+# The schema-driven fuzzer (tests/fuzz, issue 14) with a long budget: FUZZ_EXAMPLES examples per
+# operation and generation mode (the suite's own run takes 10), seed FUZZ_SEED; its figures go to
+# test-artifacts/fuzz.json.
+.PHONY: fuzz
+fuzz: FUZZ_EXAMPLES ?= 100
+fuzz: install
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -p no:cacheprovider -q --show-capture=no tests/fuzz
+
 lint: install
 	$(BIN)/ruff check .
 

@@ -364,7 +364,7 @@ def ingest(world: World, total: int, figures: Figures) -> None:
     figures.generate_seconds = wall - figures.ingest_seconds
     print(f"ingested {total:,} events in {figures.ingest_seconds:,.1f} s inside ingest_events "
           f"({total / figures.ingest_seconds:,.0f} events/s); generating them took {figures.generate_seconds:,.1f} s")
-    print(f"  of which: store and fold (COPY into staging, the insert and the queue row, then the fold into every level, "
+    print(f"  of which: store and fold (COPY into staging, the insert, the queue row, the fold into every level, "
           f"their histograms and the fill state) {figures.ingest_insert_seconds:,.1f} s; "
           f"COMMIT (WAL flush, synchronous_commit on) {spent['commit'] / 1e9:,.1f} s; validation + lookups + rating "
           f"{figures.ingest_seconds - figures.ingest_insert_seconds - spent['commit'] / 1e9:,.1f} s")

@@ -50,3 +50,56 @@ def test_an_unknown_format_is_a_400_naming_the_parameter(ram_world):
 def test_format_elsewhere_is_not_a_renderer_override(ram_world):
     response = client_for(ram_world.alice).get("/api/v1/ram/actions?format=csv")
     assert response.status_code == 200 and response["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete"])
+@pytest.mark.parametrize("path, shape", [
+    ("/api/v1/nothing/", {"detail"}),
+    ("/api/v1/gateway/keys/", {"detail"}),
+    ("/api/", {"detail"}),
+    ("/api/v1/modelRouter/open/billing/cost/trend/", {"requestId", "success", "errCode", "errMessage",
+                                                       "httpStatusCode", "data", "maxResults", "nextToken"}),
+    ("/api/v1/billing/usage/", {"error"}),
+    ("/api/v1/portal/management/usage/", {"meta", "data"}),
+    ("/calls/stats/", {"detail"}),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_unknown_paths_answer_json_for_every_method_and_trailing_slash(ram_world, method, path, shape):
+    response = getattr(client_for(ram_world.alice), method)(path)
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("application/json"), response.content[:200]
+    assert set(response.json()) == shape
+
+
+def test_a_weave_project_not_found_answers_like_every_other_404(ram_world):
+    body = {"project_id": str(ram_world.globex.uuid), "start": "2026-01-01T00:00:00Z"}
+    response = client_for(ram_world.alice).post("/calls/stats", body, format="json")
+    assert response.status_code == 404
+    assert response.json() == client_for(ram_world.alice).get("/api/v1/gateway/keys/not-a-uuid").json() \
+        == {"detail": "Not found."}
+
+
+@pytest.mark.parametrize("path, name, dialect_status", [
+    ("/api/v1/gateway/keys?team_id=", "team_id", 422),
+    ("/api/v1/obs/usage?start_date=", "start_date", 422),
+    ("/api/v1/billing/usage?startDate=", "startDate", 400),
+    ("/api/v1/billing/usage-analytics?lookback=", "lookback", 400),
+    ("/api/v1/modelRouter/open/billing/cost/overview?startTime=0&endTime=86400&clientId=", "clientId", 400),
+    ("/api/v1/billing/invoices?status=", "status", 422),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_an_empty_query_parameter_is_refused_not_ignored(ram_world, path, name, dialect_status):
+    response = client_for(ram_world.alice).get(path)
+    assert response.status_code == dialect_status, response.content
+    assert name in response.content.decode()
+
+
+def test_form_bodies_are_refused_as_unsupported(ram_world):
+    response = client_for(ram_world.alice).post("/api/v1/ram/simulate", {"member": "x"}, format="multipart")
+    assert response.status_code == 415
+    assert set(response.json()) == {"detail"}
+
+
+def test_a_body_that_is_not_json_is_a_documented_400(ram_world, openapi_schema):
+    response = client_for(ram_world.alice).post("/api/v1/ram/simulate", "{nope", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["detail"][0]["loc"] == ["body"]
+    assert {"400", "406", "415"} <= set(openapi_schema["paths"]["/api/v1/ram/simulate"]["post"]["responses"])

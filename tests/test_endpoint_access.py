@@ -141,6 +141,8 @@ def _url_and_body(route, world, key, management_key):
         **{name: {"startTime": 1761955200, "endTime": 1762041600} for name in (
             "modelrouter-breakdown", "modelrouter-model-detail", "modelrouter-models", "modelrouter-overview",
             "modelrouter-trend")},
+        # model-detail's query names its model (required); whether it exists is the handler's business.
+        "modelrouter-model-detail": {"startTime": 1761955200, "endTime": 1762041600, "modelId": 1},
     }
     return url, bodies
 

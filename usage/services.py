@@ -30,7 +30,14 @@ from usage import activity, folding
 from usage.bulk import column_types, stored_rows, write_rows
 from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFillState
 from usage.rollups import LEVELS, fold_events, organization_zones, store_and_queue
-from usage.timebuckets import local_midnight, local_midnight_of
+from usage.timebuckets import (
+    SUPPORTED_RANGE,
+    OutOfRange,
+    checked_instant,
+    instant_from_epoch,
+    local_midnight,
+    local_midnight_of,
+)
 from usage.wire import MAX_BATCH, ShapedEvents
 
 logger = logging.getLogger(__name__)
@@ -128,10 +135,11 @@ def _is_int(value: Any) -> bool:
 
 
 def _parse_timestamp(value: Any) -> datetime | None:
+    # Outside the platform's instants (usage.timebuckets) an event could not be bucketed in every zone.
     if _is_int(value):
         try:
-            return datetime.fromtimestamp(value, tz=UTC)
-        except (OverflowError, OSError, ValueError):
+            return instant_from_epoch(value)
+        except OutOfRange:
             return None
     if isinstance(value, str):
         try:
@@ -140,7 +148,10 @@ def _parse_timestamp(value: Any) -> datetime | None:
             return None
         if parsed is None or timezone.is_naive(parsed):
             return None
-        return parsed.astimezone(UTC)
+        try:
+            return checked_instant(parsed).astimezone(UTC)
+        except OutOfRange:
+            return None
     return None
 
 
@@ -177,7 +188,7 @@ def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[
             parsed = _parse_timestamp(raw["timestamp"])
             if parsed is None:
                 errors.append(FieldError(
-                    index, "timestamp", "must be Unix seconds or ISO 8601 with a UTC offset"))
+                    index, "timestamp", f"must be Unix seconds or ISO 8601 with a UTC offset, {SUPPORTED_RANGE}"))
             event["timestamp"] = parsed
         key_id = raw.get("key_id")
         if key_id is not None:
@@ -193,9 +204,10 @@ def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[
                 event["key_uuid"] = parsed_uuid
         model = raw.get("model")
         if model is not None:
-            if not isinstance(model, str):
+            if not isinstance(model, str):  # a JSON list or object would not even hash in the look-ups
                 errors.append(FieldError(index, "model", "must be a model code string"))
-            event["model"] = model
+            else:
+                event["model"] = model
         for name in COUNT_FIELDS + ("latency_ms",):
             value = raw.get(name, 0)
             if value is None and name == "latency_ms":

@@ -14,6 +14,44 @@ from datetime import UTC, date, datetime, timedelta
 DAY = 86400
 CALENDAR_UNITS = ("day", "week", "month")
 
+# The instants any caller may name, in every dialect and in ingestion: [EARLIEST, LATEST). Python's
+# datetime ends at year 9999 and timedelta at 999,999,999 days, and a local day near either end
+# overflows in a zone ahead of or behind UTC; a bound well inside both keeps every bucket, offset
+# walk and span computation representable, and no usage event predates the Unix epoch.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+EARLIEST_EPOCH, LATEST_EPOCH = int(EARLIEST.timestamp()), int(LATEST.timestamp())
+SUPPORTED_RANGE = "from 1970-01-01T00:00:00Z (inclusive) to 2200-01-01T00:00:00Z (exclusive)"
+
+
+class OutOfRange(ValueError):
+    """An instant, a day or a span the platform cannot represent: a caller's error, never a 500."""
+
+
+def checked_instant(moment: datetime) -> datetime:
+    """`moment` (aware) if it lies in [EARLIEST, LATEST); else OutOfRange saying so."""
+    try:
+        inside = EARLIEST <= moment < LATEST
+    except (OverflowError, TypeError) as error:  # an offset that pushes it past year 1 or 9999
+        raise OutOfRange(f"must be {SUPPORTED_RANGE}") from error
+    if not inside:
+        raise OutOfRange(f"must be {SUPPORTED_RANGE}")
+    return moment
+
+
+def instant_from_epoch(seconds: int) -> datetime:
+    """Unix seconds as an aware UTC datetime, for any int (2**63, -1, ...): OutOfRange outside the range."""
+    if not EARLIEST_EPOCH <= seconds < LATEST_EPOCH:
+        raise OutOfRange(f"must be Unix seconds {SUPPORTED_RANGE} ({EARLIEST_EPOCH} to {LATEST_EPOCH - 1})")
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def checked_day(day: date) -> date:
+    """A calendar day whose local midnight exists in every zone: OutOfRange outside the range."""
+    if not EARLIEST.date() <= day < LATEST.date():
+        raise OutOfRange(f"must be a day {SUPPORTED_RANGE}")
+    return day
+
 
 @dataclass(frozen=True)
 class Granularity:

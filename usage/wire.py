@@ -23,6 +23,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from usage.timebuckets import checked_instant, instant_from_epoch
+
 __all__ = ["ShapedEvents", "shaped_events"]
 
 MAX_BATCH = 1000  # usage.services.MAX_BATCH (that module imports this one, not the reverse)
@@ -69,13 +71,13 @@ class ShapedEvents(list):
 def _instant(value: str | int) -> datetime | None:
     try:
         if type(value) is int:
-            return datetime.fromtimestamp(value, tz=UTC)
+            return instant_from_epoch(value)
         parsed = datetime.fromisoformat(value)  # what django's parse_datetime tries first, too
-    except (ValueError, OverflowError, OSError):
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            return None
+        return checked_instant(parsed).astimezone(UTC)
+    except (ValueError, OverflowError, OSError):  # OutOfRange is a ValueError
         return None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        return None
-    return parsed.astimezone(UTC)
 
 
 def shaped_events(body: bytes) -> ShapedEvents | None:

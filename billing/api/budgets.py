@@ -1,10 +1,9 @@
 """Budgets and credit grants (API.md §10), AIone style: money as decimal strings, 422s naming the
 field, another organization's budget is not found."""
 
-from decimal import Decimal
 
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import inline_serializer
+from drf_spectacular.utils import extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
@@ -14,6 +13,7 @@ from billing.money import decimal_string
 from billing.selectors import budgets_of, credit_grants
 from billing.services import grant_credit
 from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.fields import InstantField, PositiveDecimalString, StrictBooleanField, StrictCharField
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body, request_actor
@@ -22,15 +22,17 @@ from portal.models import Organization
 _S = serializers
 
 
-class PositiveAmount(_S.DecimalField):
+class PositiveAmount(PositiveDecimalString):
     """A decimal string > 0 in the account's currency (8 places at most)."""
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("help_text", "Decimal string > 0, in the account's currency")
-        super().__init__(max_digits=20, decimal_places=8, min_value=Decimal("0.00000001"), coerce_to_string=True,
-                         **kwargs)
+        super().__init__(places=8, **kwargs)
 
 
+@extend_schema_field({"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 100}, "minItems": 1,
+                      "maxItems": 20, "uniqueItems": True,
+                      "description": "Ascending percents 1-100; each alerts once per period"})
 class Thresholds(_S.ListField):
     def __init__(self, **kwargs) -> None:
         super().__init__(child=_S.IntegerField(min_value=1, max_value=100), min_length=1, max_length=20,
@@ -49,7 +51,7 @@ class BudgetCreate(_S.Serializer):
                              help_text="The department's or key's uuid; null for the organization")
     amount = PositiveAmount()
     thresholds = Thresholds(required=False, default=list(budgets.DEFAULT_THRESHOLDS))
-    hard_limit = _S.BooleanField(required=False, default=False)
+    hard_limit = StrictBooleanField(required=False, default=False)
 
     def validate(self, attrs):
         if (attrs["scope"] == Budget.Scope.ORGANIZATION) != (attrs["target_id"] is None):
@@ -61,7 +63,7 @@ class BudgetCreate(_S.Serializer):
 class BudgetUpdate(_S.Serializer):
     amount = PositiveAmount(required=False)
     thresholds = Thresholds(required=False)
-    hard_limit = _S.BooleanField(required=False)
+    hard_limit = StrictBooleanField(required=False)
 
 
 BudgetShape = inline_serializer("Budget", {
@@ -140,8 +142,8 @@ class GrantCreate(_S.Serializer):
     kind = _S.ChoiceField(choices=CreditGrant.Kind.values)
     amount = PositiveAmount()
     priority = _S.IntegerField(required=False, default=10, min_value=0, help_text="Lower is drawn first")
-    expires_at = _S.DateTimeField(required=False, allow_null=True, default=None)
-    note = _S.CharField(required=False, default="", allow_blank=True, max_length=300)
+    expires_at = InstantField(required=False, allow_null=True, default=None)
+    note = StrictCharField(required=False, default="", allow_blank=True, max_length=300)
 
 
 GrantShape = inline_serializer("CreditGrant", {

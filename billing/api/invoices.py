@@ -27,6 +27,7 @@ from billing.pdf import invoice_pdf_filename, render_invoice_pdf
 from billing.periods import Period
 from billing.selectors import invoice_credit_notes, invoice_lines, invoices_of
 from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.fields import PageField, PositiveDecimalString, StrictCharField
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import AIONE_ERRORS, aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body, parse_query, request_actor
@@ -41,7 +42,7 @@ EVENTS_CURSOR_SALT = "billing.invoice-line-events"
 
 class InvoiceListQuery(_S.Serializer):
     status = _S.ChoiceField(choices=Invoice.Status.values, required=False)
-    page = _S.IntegerField(min_value=1, required=False, default=1)
+    page = PageField(required=False, default=1)
     page_size = _S.IntegerField(min_value=1, max_value=100, required=False, default=20)
 
 
@@ -52,9 +53,9 @@ class LineEventsQuery(_S.Serializer):
 
 
 class CreditNoteCreateRequest(_S.Serializer):
-    amount = _S.DecimalField(max_digits=18, decimal_places=2, coerce_to_string=True,
-                             help_text="decimal string > 0, in the invoice's currency, at most 2 places")
-    reason = _S.CharField(max_length=500)
+    amount = PositiveDecimalString(places=2, integer_digits=16,
+                                   help_text="decimal string > 0, in the invoice's currency, at most 2 places")
+    reason = StrictCharField(max_length=500)
 
     def validate_amount(self, value: Decimal) -> Decimal:
         if value <= ZERO:

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 from billing import webhooks
 from billing.models import Webhook
 from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.fields import StrictCharField
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body, request_actor
@@ -17,7 +18,7 @@ _S = serializers
 
 
 class WebhookCreateRequest(_S.Serializer):
-    url = _S.CharField(max_length=2000, help_text="http or https; private network addresses are refused "
+    url = StrictCharField(max_length=2000, help_text="http or https; private network addresses are refused "
                                                   "unless WEBHOOK_ALLOW_PRIVATE_NETWORKS")
     events = _S.ListField(child=_S.ChoiceField(choices=webhooks.EVENT_TYPES), allow_empty=False)
 

@@ -9,6 +9,7 @@ from rest_framework.response import Response
 
 from keys import services
 from keys.models import ManagementKey
+from portal.api.fields import InstantField, StrictCharField
 from portal.api.permissions import RamTarget
 from portal.api.schema import aione
 from portal.api.views import RamObjectView, parse_body, request_actor
@@ -27,10 +28,10 @@ ManagementKeyList = inline_serializer("ManagementKeyList", {"items": _S.ListFiel
 
 
 class ManagementKeyCreate(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
+    name = StrictCharField(max_length=200)
     scopes = serializers.ListField(child=serializers.RegexField(r"^[a-z]+:(read|write)$|^\*$"), required=False,
                                    default=list)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    expires_at = InstantField(required=False, allow_null=True, default=None)
 
 
 def _management_key_body(key: ManagementKey) -> dict:

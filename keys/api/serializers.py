@@ -18,6 +18,7 @@ from rest_framework.exceptions import ErrorDetail
 from billing.models import Model
 from keys.models import InferenceKey, KeyStatus
 from keys.services import ROTATE_GRACE_DEFAULT, ROTATE_GRACE_MAX_HOURS
+from portal.api.fields import InstantField, PageField, StrictBooleanField, StrictCharField
 
 
 def validate_ips(values: list[str]) -> list[str]:
@@ -72,16 +73,16 @@ ALLOWED_IPS_HELP = ("IPv4 or IPv6 addresses or CIDR networks the key may be used
 
 
 class KeyCreateRequest(serializers.Serializer):
-    name = serializers.CharField(max_length=200)
+    name = StrictCharField(max_length=200)
     team_id = serializers.UUIDField(required=True, help_text="The uuid of the team (department) that owns the key.")
-    models_allowed = EntryListField(child=serializers.CharField(max_length=100), required=False, default=list,
+    models_allowed = EntryListField(child=StrictCharField(max_length=100), required=False, default=list,
                                    validators=[validate_model_codes], help_text=MODELS_ALLOWED_HELP)
     rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
     tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True, default=None)
-    is_sandbox = serializers.BooleanField(required=False, default=False)
-    allowed_ips = EntryListField(child=serializers.CharField(max_length=64), required=False, default=list,
+    is_sandbox = StrictBooleanField(required=False, default=False)
+    allowed_ips = EntryListField(child=StrictCharField(max_length=64), required=False, default=list,
                                  validators=[validate_ips], help_text=ALLOWED_IPS_HELP)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    expires_at = InstantField(required=False, allow_null=True, default=None)
 
     def validate_expires_at(self, value):
         if value is not None and value <= timezone.now():
@@ -90,10 +91,10 @@ class KeyCreateRequest(serializers.Serializer):
 
 
 class KeyUpdateRequest(serializers.Serializer):
-    name = serializers.CharField(max_length=200, required=False)
-    models_allowed = EntryListField(child=serializers.CharField(max_length=100), required=False,
+    name = StrictCharField(max_length=200, required=False)
+    models_allowed = EntryListField(child=StrictCharField(max_length=100), required=False,
                                    validators=[validate_model_codes], help_text=MODELS_ALLOWED_HELP)
-    allowed_ips = EntryListField(child=serializers.CharField(max_length=64), required=False,
+    allowed_ips = EntryListField(child=StrictCharField(max_length=64), required=False,
                                  validators=[validate_ips], help_text=ALLOWED_IPS_HELP)
     rpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
     tpm_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
@@ -102,7 +103,7 @@ class KeyUpdateRequest(serializers.Serializer):
 class KeyListQuery(serializers.Serializer):
     team_id = serializers.UUIDField(required=False)
     status = serializers.ChoiceField(choices=KeyStatus.values, required=False)
-    page = serializers.IntegerField(min_value=1, required=False, default=1)
+    page = PageField(required=False, default=1)
     page_size = serializers.IntegerField(min_value=1, max_value=100, required=False, default=20)
 
 
@@ -134,4 +135,4 @@ class RotateQuery(serializers.Serializer):
 
 
 class VerifyRequest(serializers.Serializer):
-    key = serializers.CharField(max_length=256)
+    key = StrictCharField(max_length=256)

@@ -101,6 +101,9 @@ def problems_from_drf(detail: Any, location: list[str | int]) -> list[FieldProbl
 
 
 def to_api_error(exc: Exception, request, validation_status: int = 422) -> ApiError | None:
+    if isinstance(exc, InvalidRequest) and exc.status_code == status.HTTP_404_NOT_FOUND:
+        # Every 404 of a dialect has one body, whatever found nothing (the schema documents one).
+        return ApiError(404, "NotFound", "Not found.")
     if isinstance(exc, InvalidRequest):
         # 422 by default; a dialect whose vendor answers bad input with 400 says so.
         code = validation_status if exc.status_code == status.HTTP_422_UNPROCESSABLE_ENTITY else exc.status_code

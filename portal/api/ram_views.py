@@ -7,6 +7,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.fields import StrictCharField
 from portal.api.permissions import RamTarget, request_context, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, RamObjectView, parse_body
@@ -79,12 +80,12 @@ class ActionListView(RamAPIView):
 
 class PolicyCreate(serializers.Serializer):
     name = serializers.RegexField(ram.POLICY_NAME_PATTERN)
-    description = serializers.CharField(max_length=1024, required=False, default="", allow_blank=True)
+    description = StrictCharField(max_length=1024, required=False, default="", allow_blank=True)
     document = serializers.JSONField()
 
 
 class PolicyUpdate(serializers.Serializer):
-    description = serializers.CharField(max_length=1024, required=False, allow_blank=True)
+    description = StrictCharField(max_length=1024, required=False, allow_blank=True)
     document = serializers.JSONField(required=False)
 
 
@@ -114,7 +115,7 @@ class PolicyDetailView(PolicyObjectView):
     def get(self, request, name):
         return Response(_policy_body(self.get_object()))
 
-    @aione(PolicyShape, request=PolicyUpdate)
+    @aione(PolicyShape, request=PolicyUpdate, description="A system policy is immutable: changing it is 422.")
     def put(self, request, name):
         data = parse_body(PolicyUpdate, request)
         try:
@@ -124,13 +125,21 @@ class PolicyDetailView(PolicyObjectView):
             raise _policy_errors(error) from error
         return Response(_policy_body(policy))
 
-    @aione(None, status=204)
+    @aione(None, status=204, description="A system policy is immutable: deleting it is 422.")
     def delete(self, request, name):
         try:
             ram.delete_policy(actor=_actor(request), policy=self.get_object())
         except ram.PolicyError as error:
             raise _policy_errors(error) from error
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _one_of(*names: str) -> dict:
+    """A body naming exactly one of `names`, as a uuid (what AttachTarget.validate enforces): a body
+    with both matches both alternatives, which oneOf refuses."""
+    return {"application/json": {"oneOf": [
+        {"type": "object", "properties": {name: {"type": "string", "format": "uuid"}}, "required": [name]}
+        for name in names]}}
 
 
 class AttachTarget(serializers.Serializer):
@@ -147,7 +156,7 @@ class PolicyAttachView(PolicyObjectView):
     ram_actions = {"POST": "ram:AttachPolicy"}
     attach = True
 
-    @aione(AttachShape, request=AttachTarget)
+    @aione(AttachShape, request=_one_of("member", "group"))
     def post(self, request, name):
         policy = self.get_object()
         target = parse_body(AttachTarget, request)
@@ -186,8 +195,8 @@ class MemberListView(RamAPIView):
 
 class SimulateRequest(serializers.Serializer):
     member = serializers.UUIDField()
-    action = serializers.CharField(max_length=200)
-    resource = serializers.CharField(max_length=1024)
+    action = StrictCharField(max_length=200)
+    resource = StrictCharField(max_length=1024)
     context = serializers.DictField(required=False, default=dict)
 
 

@@ -1,10 +1,12 @@
 """OpenAPI: every operation's description names its RAM action, and its error responses are
 documented in its dialect's shape."""
 
+import copy
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent, append_meta
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 
 from portal.ram.actions import ACTIONS
@@ -23,6 +25,8 @@ class RamAutoSchema(AutoSchema):
         if operation is not None and getattr(self.view, "body_nulls_mean_not_given", False):
             for content in operation.get("requestBody", {}).get("content", {}).values():
                 self._optional_fields_take_null(content.get("schema", {}))
+        if operation is not None:
+            _document_negotiation_errors(operation)
         return operation
 
     def _optional_fields_take_null(self, schema: dict, seen: set | None = None) -> None:
@@ -61,6 +65,25 @@ class RamAutoSchema(AutoSchema):
         return f"{self.view.__class__.__name__}_{self.method.lower()}"
 
 
+def _document_negotiation_errors(operation: dict) -> None:
+    """The errors DRF itself answers before any handler runs, in the operation's own dialect shape
+    (copied from its documented 401 and validation answers, which the same dialect renders):
+    406 for an Accept header naming nothing the operation writes, and for a body, 400 when it is not
+    JSON and 415 when its content type is not JSON."""
+    responses = operation.get("responses", {})
+    plain = responses.get("401")
+    if plain is None:
+        return
+    responses.setdefault("406", {**copy.deepcopy(plain), "description": "Not Acceptable: the Accept header names "
+                                 "no media type this operation answers in."})
+    if "requestBody" in operation:
+        invalid = responses.get("422") or responses.get("400") or plain
+        responses.setdefault("400", {**copy.deepcopy(invalid), "description": "The body is not valid JSON."})
+        responses.setdefault("415", {**copy.deepcopy(plain), "description": "Unsupported Media Type: bodies are "
+                                     "application/json."})
+    operation["responses"] = dict(sorted(responses.items()))
+
+
 class BearerKeyScheme(OpenApiAuthenticationExtension):
     target_class = "portal.api.authentication.BearerKeyAuthentication"
     name = "bearerKey"
@@ -81,8 +104,13 @@ class BasicKeyScheme(OpenApiAuthenticationExtension):
 
 # --- error shapes, documented once per dialect ----------------------------------------------
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "integer"}]})
+class LocationPart(serializers.Field):
+    """One step of a `loc` path: a field name, or a list index (["body", "events", 3, "model"])."""
+
+
 class ValidationErrorItem(serializers.Serializer):
-    loc = serializers.ListField(child=serializers.CharField())
+    loc = serializers.ListField(child=LocationPart())
     msg = serializers.CharField()
     type = serializers.CharField()
 

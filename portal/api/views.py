@@ -12,7 +12,7 @@ from rest_framework import serializers
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.views import APIView
 
-from portal.api.errors import AIoneDialect, InvalidRequest, problems_from_drf
+from portal.api.errors import AIoneDialect, FieldProblem, InvalidRequest, problems_from_drf
 from portal.api.permissions import RamPermission, client_ip, resolve_tenant, the_object
 from portal.services import Actor
 
@@ -65,7 +65,16 @@ def request_actor(request) -> Actor:
 
 
 def parse_query(serializer_class, request) -> dict:
-    """Validate the query string; a failure is the dialect's 4xx naming each `query` field."""
+    """Validate the query string; a failure is the dialect's 4xx naming each `query` field.
+
+    `?team_id=` is refused, not read as absent (DRF's fields would drop an empty optional value
+    silently): only a parameter that documents an empty value (allow_blank) may be empty."""
+    fields = serializer_class().fields
+    empty = [FieldProblem(["query", name], "may not be empty: leave the parameter out instead", "value_error.empty")
+             for name, values in request.query_params.lists()
+             if name in fields and "" in values and not getattr(fields[name], "allow_blank", False)]
+    if empty:
+        raise InvalidRequest(empty)
     return _parse(serializer_class, request.query_params, "query")
 
 

@@ -16,6 +16,7 @@ from billing.catalog import model_by_code
 from billing.money import decimal_string
 from keys.selectors import key_in
 from portal.api.errors import FieldProblem, InvalidRequest
+from portal.api.fields import DayField, PageField
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.schema import aione
 from portal.api.views import RamAPIView, parse_query
@@ -30,13 +31,13 @@ _S = serializers
 
 
 class UsageQueryParams(_S.Serializer):
-    start_date = _S.DateField(required=False, help_text="First day (organization's timezone); default 6 days ago")
-    end_date = _S.DateField(required=False, help_text="Day after the last day (exclusive); default tomorrow")
+    start_date = DayField(required=False, help_text="First day (organization's timezone); default 6 days ago")
+    end_date = DayField(required=False, help_text="Day after the last day (exclusive); default tomorrow")
     team_id = _S.UUIDField(required=False)
     key_id = _S.UUIDField(required=False)
     model = _S.CharField(required=False, max_length=100)
     group_by = _S.CharField(required=False, default="day", help_text="comma list of day, model, team, key")
-    page = _S.IntegerField(required=False, default=1, min_value=1)
+    page = PageField(required=False, default=1)
     page_size = _S.IntegerField(required=False, default=50, min_value=1, max_value=1000)
 
     def validate_group_by(self, value: str) -> list[str]:

@@ -9,7 +9,7 @@ window of time; the older page/pageIndex/pageSize style keeps working."""
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cached_property
 from typing import Any
@@ -25,12 +25,13 @@ from billing.models import Model
 from billing.selectors import account_currency
 from keys.models import InferenceKey
 from portal.api.errors import ApiError, FieldProblem, InvalidRequest, request_id
+from portal.api.fields import EpochSecondsField, PageField
 from portal.api.permissions import RamTarget, whole_collection
 from portal.api.views import RamAPIView, parse_query
 from portal.models import Department, Member, Organization
 from usage.query import Result, Row, for_organization
 from usage.selectors import objects_named_in
-from usage.timebuckets import Bucket, Granularity, buckets
+from usage.timebuckets import Bucket, Granularity, buckets, instant_from_epoch
 
 
 class ModelRouterDialect:
@@ -113,25 +114,31 @@ def _literal(value: Any) -> str:
     return json.dumps(value)
 
 
+# The catalog's modalities, spelled out so the schema's pattern lists exactly what the check accepts.
+_MODALITY = "(" + "|".join(Model.Modality.values) + ")"
+MODEL_TYPES = rf"^{_MODALITY}(,{_MODALITY})*$"
+
+
 def _ids(value: str) -> list[int]:
     return [int(part) for part in value.split(",") if part.strip()]
 
 
 class CommonParams(_S.Serializer):
-    startTime = _S.IntegerField(min_value=0)  # noqa: N815 - the vendor's spelling
-    endTime = _S.IntegerField(min_value=1)  # noqa: N815
-    clientId = _S.IntegerField(required=False, min_value=1)  # noqa: N815
-    clientIds = _S.RegexField(r"^\d+(,\d+)*$", required=False)  # noqa: N815
-    apiKeyId = _S.IntegerField(required=False, min_value=1)  # noqa: N815
+    startTime = EpochSecondsField(help_text="Unix seconds, inclusive")  # noqa: N815 - the vendor's spelling
+    endTime = EpochSecondsField(help_text="Unix seconds, exclusive; after startTime")  # noqa: N815
+    clientId = _S.IntegerField(required=False, min_value=1, help_text="Not with clientIds")  # noqa: N815
+    clientIds = _S.RegexField(r"^\d+(,\d+)*$", required=False, help_text="Not with clientId")  # noqa: N815
+    apiKeyId = _S.IntegerField(required=False, min_value=1, help_text="Requires clientId")  # noqa: N815
     memberUserIds = _S.RegexField(r"^\d+(,\d+)*$", required=False)  # noqa: N815
-    modelTypes = _S.RegexField(r"^[a-z]+(,[a-z]+)*$", required=False)  # noqa: N815
+    modelTypes = _S.RegexField(MODEL_TYPES, required=False, help_text=(  # noqa: N815
+        "Comma list of " + ", ".join(Model.Modality.values)))
     granularity = _S.ChoiceField(choices=["hourly", "daily"], required=False)
     modelId = _S.IntegerField(required=False, min_value=1)  # noqa: N815
     search = _S.CharField(required=False, max_length=100)
     maxResults = _S.IntegerField(required=False, min_value=1, max_value=100)  # noqa: N815
     nextToken = _S.CharField(required=False, allow_blank=True, max_length=2000)  # noqa: N815
-    page = _S.IntegerField(required=False, min_value=1)
-    pageIndex = _S.IntegerField(required=False, min_value=1)  # noqa: N815
+    page = PageField(required=False)
+    pageIndex = PageField(required=False)  # noqa: N815
     pageSize = _S.IntegerField(required=False, min_value=1, max_value=500)  # noqa: N815
 
     def validate_modelTypes(self, value: str) -> list[str]:  # noqa: N802
@@ -155,6 +162,10 @@ class CommonParams(_S.Serializer):
                                                  f"{(MAX_HOURLY if granularity == 'hourly' else MAX_DAILY).days} days"})
         attrs["granularity"] = granularity
         return attrs
+
+
+class ModelDetailParams(CommonParams):
+    modelId = _S.IntegerField(min_value=1)  # noqa: N815 - required here: the model whose rows are asked for
 
 
 @dataclass
@@ -182,6 +193,7 @@ class Scope:
 
 class ModelRouterView(RamAPIView):
     dialect = ModelRouterDialect
+    params_class: type[CommonParams] = CommonParams
 
     def ram_resource(self, request) -> list[RamTarget]:
         # Checked against each department the request names (clientId or clientIds), else all.
@@ -189,7 +201,7 @@ class ModelRouterView(RamAPIView):
 
     @cached_property
     def params(self) -> dict[str, Any]:
-        return parse_query(CommonParams, self.request)
+        return parse_query(self.params_class, self.request)
 
     @cached_property
     def departments(self) -> tuple[int, ...]:
@@ -220,8 +232,8 @@ class ModelRouterView(RamAPIView):
             filters["members"] = tuple(members)
         if "modelTypes" in params:
             filters["model_types"] = tuple(params["modelTypes"])
-        return Scope(organization, datetime.fromtimestamp(params["startTime"], tz=UTC),
-                     datetime.fromtimestamp(params["endTime"], tz=UTC), params["granularity"], filters, params)
+        return Scope(organization, instant_from_epoch(params["startTime"]), instant_from_epoch(params["endTime"]),
+                     params["granularity"], filters, params)
 
     def respond(self, request, data, *, max_results=None, next_token=None) -> Response:
         return Response(ModelRouterDialect.envelope(request, data, max_results=max_results, next_token=next_token))
@@ -282,8 +294,8 @@ COLUMN = {"key": _S.CharField(), "label": _S.CharField(), "sortable": _S.Boolean
 TIME_ROW = {"timestamp": _S.IntegerField(), "values": _S.CharField(help_text="JSON-encoded string, as seed 001")}
 
 
-def documented(name: str, data: Any):
-    return extend_schema(parameters=[CommonParams], responses={200: _envelope(name, data), **ERRORS})
+def documented(name: str, data: Any, params: type[CommonParams] = CommonParams):
+    return extend_schema(parameters=[params], responses={200: _envelope(name, data), **ERRORS})
 
 
 # --- views ---------------------------------------------------------------------------------
@@ -361,16 +373,15 @@ class ModelsView(ModelRouterView):
 
 class ModelDetailView(ModelRouterView):
     ram_actions = {"GET": "aicontent:ModelRouterQueryCostModelDetail"}
+    params_class = ModelDetailParams
 
     @documented("CostModelDetail", inline_serializer("CostModelDetailRespDTO", {
         "columns": inline_serializer("CostColumn", COLUMN, many=True), "granularity": _S.CharField(),
         "modelId": _S.IntegerField(), "modelName": _S.CharField(), "page": _S.IntegerField(),
         "pageSize": _S.IntegerField(), "rows": inline_serializer("CostTimeRow", TIME_ROW, many=True),
-        "total": _S.IntegerField()}))
+        "total": _S.IntegerField()}), ModelDetailParams)
     def get(self, request):
         scope = self.scope(request)
-        if "modelId" not in scope.params:
-            raise InvalidRequest([FieldProblem(["query", "modelId"], "required")])
         model = Model.objects.filter(pk=scope.params["modelId"]).first()
         if model is None:
             raise Http404("unknown model")

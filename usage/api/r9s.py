@@ -1,7 +1,7 @@
 """r9s Manager dialect (seed 004): `GET /api/v1/portal/management/usage` and `/balance`, in the
 `{"meta", "data"}` envelope. Errors use the same envelope with the HTTP status as `meta.code`."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -9,11 +9,12 @@ from rest_framework.response import Response
 
 from billing.selectors import account_balance
 from portal.api.errors import ApiError, request_id
+from portal.api.fields import EpochSecondsField
 from portal.api.permissions import whole_collection
 from portal.api.views import RamAPIView, parse_query
 from usage.query import for_organization
 from usage.selectors import model_codes
-from usage.timebuckets import Granularity
+from usage.timebuckets import Granularity, instant_from_epoch
 
 
 class R9sDialect:
@@ -52,8 +53,8 @@ R9S_ERRORS = {400: ERROR, 401: ERROR, 403: ERROR}
 
 
 class UsageParams(_S.Serializer):
-    start_time = _S.IntegerField(min_value=0, help_text="Unix seconds, inclusive")
-    end_time = _S.IntegerField(min_value=1, help_text="Unix seconds, exclusive")
+    start_time = EpochSecondsField(help_text="Unix seconds, inclusive")
+    end_time = EpochSecondsField(help_text="Unix seconds, exclusive; after start_time, at most 366 days later")
 
     def validate(self, attrs):
         if attrs["start_time"] >= attrs["end_time"]:
@@ -77,7 +78,7 @@ class ManagementUsageView(RamAPIView):
         params = parse_query(UsageParams, request)
         organization = request.organization
         result = for_organization(organization).run(
-            datetime.fromtimestamp(params["start_time"], tz=UTC), datetime.fromtimestamp(params["end_time"], tz=UTC),
+            instant_from_epoch(params["start_time"]), instant_from_epoch(params["end_time"]),
             granularity=Granularity.of("day"), group_by=("model",), fill_empty=False)
         codes = model_codes()
         records = [{"timestamp": int(row.bucket.start.timestamp()), "tokens": row.total_tokens,

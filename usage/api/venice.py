@@ -33,13 +33,22 @@ from billing.models import LedgerEntry, Model
 from billing.money import Currency, from_units
 from billing.selectors import account_balance, account_currency
 from portal.api.errors import ApiError, FieldProblem, InvalidRequest
+from portal.api.fields import InstantField, PageField
 from portal.api.permissions import whole_collection
 from portal.api.views import RamAPIView, parse_query
 from portal.models import Organization
 from usage.models import UsageEvent
 from usage.query import combine_rows, for_organization
 from usage.selectors import objects_named_in
-from usage.timebuckets import Bucket, Granularity, last_days, local_midnight_of
+from usage.timebuckets import (
+    Bucket,
+    Granularity,
+    OutOfRange,
+    checked_day,
+    checked_instant,
+    last_days,
+    local_midnight_of,
+)
 
 
 class VeniceDialect:
@@ -78,10 +87,10 @@ class UsageParams(_S.Serializer):
         "BUNDLED_CREDITS); every amount is kept in the account's currency, so another currency finds none."))
     format = _S.ChoiceField(choices=["json", "csv"], required=False, help_text=(
         "`csv` streams every entry of the range as CSV, exactly as `Accept: text/csv` does."))
-    startDate = _S.DateTimeField(required=False)  # noqa: N815 - the vendor's spelling
-    endDate = _S.DateTimeField(required=False)  # noqa: N815
+    startDate = InstantField(required=False)  # noqa: N815 - the vendor's spelling
+    endDate = InstantField(required=False)  # noqa: N815
     limit = _S.IntegerField(required=False, default=200, min_value=1, max_value=500)
-    page = _S.IntegerField(required=False, default=1, min_value=1)
+    page = PageField(required=False, default=1)
     sortOrder = _S.ChoiceField(choices=["asc", "desc"], required=False, default="desc")  # noqa: N815
 
     def validate(self, attrs):
@@ -218,8 +227,8 @@ class BillingUsageView(RamAPIView):
     def _answer_in_json(self) -> None:
         self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), "application/json"
 
-    @extend_schema(parameters=[UsageParams, OpenApiParameter("Accept", str, OpenApiParameter.HEADER,
-                                                             enum=["application/json", "text/csv"])],
+    @extend_schema(parameters=[UsageParams, OpenApiParameter("Accept", str, OpenApiParameter.HEADER, description=(
+                       "application/json (the default) or text/csv; a type matching neither is 406"))],
                    responses={200: inline_serializer("BillingUsageResponse", {
                        "data": LedgerEntryShape, "pagination": inline_serializer("Pagination", {
                            "limit": _S.IntegerField(), "page": _S.IntegerField(), "total": _S.IntegerField(),
@@ -301,8 +310,6 @@ TOKEN_BREAKDOWN = (
 # Venice's unitType per modality: what a model's totalUnits counts.
 UNIT_TYPES = {Model.Modality.IMAGE: "images", Model.Modality.VIDEO: "seconds"}
 
-# Dates are accepted from 1970 to 9998 so that a local day and the day after it always exist.
-FIRST_DAY, LAST_DAY = date(1970, 1, 2), date(9998, 12, 31)
 
 
 @extend_schema_field({"type": "string", "example": "2026-01-31"})
@@ -310,8 +317,7 @@ class DayOrInstantField(_S.Field):
     """`YYYY-MM-DD` (a local day of the organization, as venice-py sends it) or an ISO 8601
     instant with its offset."""
 
-    default_error_messages = {"invalid": "give a date (YYYY-MM-DD) or an ISO 8601 date-time",
-                              "range": "must be between 1970-01-02 and 9998-12-31"}
+    default_error_messages = {"invalid": "give a date (YYYY-MM-DD) or an ISO 8601 date-time"}
 
     def to_internal_value(self, value: Any) -> date | datetime:
         text = str(value).strip()
@@ -320,13 +326,15 @@ class DayOrInstantField(_S.Field):
                 default_timezone=UTC).to_internal_value(text)
         except (ValueError, _S.ValidationError):
             self.fail("invalid")
-        if not FIRST_DAY <= (parsed.date() if isinstance(parsed, datetime) else parsed) <= LAST_DAY:
-            self.fail("range")
-        return parsed
+        # The platform's one range rule (usage.timebuckets), as every other time a caller names.
+        try:
+            return checked_instant(parsed) if isinstance(parsed, datetime) else checked_day(parsed)
+        except OutOfRange as error:
+            raise _S.ValidationError(str(error)) from error
 
 
 class AnalyticsParams(_S.Serializer):
-    lookback = _S.RegexField(r"^\d{1,2}d$", required=False, help_text="`Nd`, 1d to 90d (default 7d)")
+    lookback = _S.RegexField(r"^([1-9]|[1-8][0-9]|90)d$", required=False, help_text="`Nd`, 1d to 90d (default 7d)")
     startDate = DayOrInstantField(required=False, help_text=(  # noqa: N815 - the vendor's spelling
         "First day, `YYYY-MM-DD` in the organization's timezone (or an ISO 8601 instant: its local day)"))
     endDate = DayOrInstantField(required=False, help_text=(  # noqa: N815
@@ -537,8 +545,8 @@ class UsageHistoryParams(_S.Serializer):
     currency = _S.ChoiceField(choices=HISTORY_CURRENCIES, required=False, help_text=(
         "Only entries in this currency: the account's own (e.g. USD or CNY) or a credit unit; every amount is "
         "kept in the account's currency, so another currency finds none. First page only."))
-    startTimestamp = _S.DateTimeField(required=False, help_text="Inclusive, ISO 8601. First page only.")  # noqa: N815
-    endTimestamp = _S.DateTimeField(required=False, help_text="Exclusive, ISO 8601. First page only.")  # noqa: N815
+    startTimestamp = InstantField(required=False, help_text="Inclusive, ISO 8601. First page only.")  # noqa: N815
+    endTimestamp = InstantField(required=False, help_text="Exclusive, ISO 8601. First page only.")  # noqa: N815
     pageSize = _S.IntegerField(required=False, min_value=10, max_value=1000, help_text=(  # noqa: N815
         "Entries per page, 10 to 1000 (default 1000). First page only."))
     cursor = _S.CharField(required=False, help_text=(

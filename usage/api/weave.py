@@ -18,6 +18,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from portal.api.errors import AIoneDialect, FieldProblem, InvalidRequest
+from portal.api.fields import InstantField
 from portal.api.permissions import RamTarget
 from portal.api.schema import AIONE_ERRORS
 from portal.api.views import RamAPIView, parse_body
@@ -147,8 +148,8 @@ class CallsStatsRequest(StrictSerializer):
     project_id = StrictCharField(max_length=80, help_text=(
         "The organization's uuid (Weave's entity), optionally followed by `/` and a department's uuid (its "
         "project); another organization's project is not found (404)."))
-    start = _S.DateTimeField()
-    end = _S.DateTimeField(required=False, allow_null=True, default=None)
+    start = InstantField()
+    end = InstantField(required=False, allow_null=True, default=None)
     granularity = _S.IntegerField(required=False, allow_null=True, min_value=1, default=None)
     usage_metrics = UsageMetricSpec(many=True, required=False, default=list)
     call_metrics = CallMetricSpec(many=True, required=False, default=list)
