@@ -339,7 +339,7 @@ def test_a_one_day_range_is_that_day(globex):
     assert body["lookback"] == "2026-03-03:2026-03-03" and [d["date"] for d in body["byDate"]] == ["2026-03-03"]
 
 
-@pytest.mark.parametrize("first, last", [("1970-01-02", "1970-01-03"), ("9998-12-30", "9998-12-31"),
+@pytest.mark.parametrize("first, last", [("1970-01-02", "1970-01-03"), ("2199-12-30", "2199-12-31"),
                                          ("1970-01-02T00:00:00Z", "1970-01-03T00:00:00Z")],
                          ids=["first-days", "last-days", "first-instants"])
 def test_analytics_at_the_ends_of_the_accepted_range(globex, first, last):
@@ -352,10 +352,24 @@ def test_analytics_at_the_ends_of_the_accepted_range(globex, first, last):
 
 
 @pytest.mark.parametrize("start, end", [("1970-01-01T00:00:00Z", "1970-01-02T00:00:00Z"),
-                                        ("9998-12-30T00:00:00Z", "9998-12-31T23:59:59Z")], ids=["epoch", "year-9998"])
+                                        ("2199-12-30T00:00:00Z", "2199-12-31T23:59:59Z")], ids=["epoch", "year-2199"])
 def test_usage_history_at_the_ends_of_time(globex, start, end):
     response = client_for(globex.charlie).get(HISTORY, {"startTimestamp": start, "endTimestamp": end})
     assert response.status_code == 200 and response.json() == {"data": [], "nextCursor": None}
+
+
+@pytest.mark.parametrize("endpoint, params, field", [
+    (ANALYTICS, {"startDate": "2199-12-31", "endDate": "2200-01-01"}, "endDate"),
+    (ANALYTICS, {"startDate": "9998-12-30", "endDate": "9998-12-31"}, "startDate"),
+    (HISTORY, {"startTimestamp": "2200-01-01T00:00:00Z"}, "startTimestamp"),
+    (HISTORY, {"endTimestamp": "9998-12-31T23:59:59Z"}, "endTimestamp"),
+], ids=["analytics-2200", "analytics-9998", "history-2200", "history-9998"])
+def test_times_past_the_platforms_range_are_refused_naming_the_parameter(globex, endpoint, params, field):
+    """Venice's dates follow the one range rule of every dialect (usage.timebuckets: 1970 to 2200)."""
+    cache.clear()
+    response = client_for(globex.charlie).get(endpoint, params)
+    assert response.status_code == 400, response.content
+    assert field in response.json()["details"]
 
 
 def test_a_walk_across_a_credit_tied_with_an_event(history):
