@@ -13,11 +13,12 @@ process memo of keys.services (half a second, then the shared cache), its facts 
 table from this process's memory (portal.gateway.catalog); Django's sync code runs in the
 gateway's own threads when a memo is stale, never on the event loop.
 
-Streams: the provider's stream is read by a task of its own, which hands each chunk to the
-response as it arrives. If the client goes away (or the server cancels the response), that task
-goes on reading to the provider's final usage chunk and meters it, bounded in time
-(ORPHAN_READ_SECONDS) and in how many such reads a worker runs at once (MAX_ORPHAN_READS); past
-either bound it stops and bills what it saw (the estimated prompt, the chunks received).
+Streams: the provider's stream is read by a task of its own, which writes each read's events to
+the response as they arrive (as bytes: only content lengths and usage are decoded). If the
+client goes away (or the server cancels the response), that task goes on reading to the
+provider's final usage chunk and meters it, bounded in time (ORPHAN_READ_SECONDS) and in how
+many such reads a worker runs at once (MAX_ORPHAN_READS); past either bound it stops and bills
+what it saw (the estimated prompt, the chunks received).
 
 Nothing here logs a prompt, a completion or a key.
 """
