@@ -124,7 +124,7 @@ def process(arguments: list[str], port: int, env: dict, log: Path):
                 with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
                 if child.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"{arguments[2]} did not start; see {log}")
+                    raise SystemExit(f"{' '.join(arguments[1:4])} did not start; see {log}")
                 time.sleep(0.1)
             yield child
         finally:
@@ -142,11 +142,39 @@ def database_url() -> str:
             f"{config['PORT'] or 5432}/{config['NAME']}")
 
 
+def serve_profiled(stats_file: str, port: int) -> None:
+    """The gateway worker under cProfile (--profile): uvicorn re-raises SIGTERM after its graceful
+    shutdown, so the stats are written by a SIGTERM handler it restores and calls then."""
+    import cProfile
+    import signal
+
+    import uvicorn
+
+    profiler = cProfile.Profile()
+
+    def write_and_exit(*_signal) -> None:
+        profiler.disable()
+        profiler.dump_stats(stats_file)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, write_and_exit)
+    config = uvicorn.Config("portal.asgi:application", host="127.0.0.1", port=port, log_level="warning",
+                            access_log=False, loop="uvloop", http="httptools")
+    profiler.enable()
+    uvicorn.Server(config).run()
+    write_and_exit()
+
+
 def main() -> None:
     global CLIENTS
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve-profiled":
+        return serve_profiled(sys.argv[2], int(sys.argv[3]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--clients", type=int, default=CLIENTS, help="concurrent clients (issue 15: 32)")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run the gateway worker under cProfile and write its stats to FILE (figures then "
+                             "include the profiler's own cost: for where the time goes, not for the targets)")
     args = parser.parse_args()
     CLIENTS = args.clients
     with throwaway_database("gateway"):
@@ -160,10 +188,24 @@ def main() -> None:
 
         provider_port, gateway_port = free_port(), free_port()
         provider_url = f"http://127.0.0.1:{provider_port}/v1"
+        from decimal import Decimal
+
+        from billing.budgets import create_budget
+        from billing.services import subscribe
+
         organization = factories.make_organization("Bench")
-        department = factories.make_department(organization, "Bench team")
-        _key, secret = factories.make_inference_key(department)
         factories.make_model("gpt-bench")
+        # Every check the gateway makes is on, with room enough never to refuse: RPM and TPM of the
+        # key, its department and the organization's plan (six moving windows), and hard budgets
+        # over the organization and the key (two reservation counters).
+        roomy = {"rpm_limit": 1_000_000, "tpm_limit": 100_000_000}
+        subscribe(actor=SYSTEM, organization=organization, plan=factories.make_plan(**roomy))
+        department = factories.make_department(organization, "Bench team", **roomy)
+        key, secret = factories.make_inference_key(department, **roomy)
+        create_budget(actor=SYSTEM, organization=organization, scope="organization", amount=Decimal("1000000"),
+                      hard_limit=True)
+        create_budget(actor=SYSTEM, organization=organization, scope="key", key=key, amount=Decimal("1000000"),
+                      hard_limit=True)
         services.create_upstream(actor=SYSTEM, name="stand-in", base_url=provider_url, api_key="sk-bench-upstream",
                                  model_codes=["gpt-bench"], timeout_seconds=30, max_retries=0)
         redis_url = settings.GATEWAY_REDIS_URL
@@ -172,10 +214,13 @@ def main() -> None:
         scratch = ROOT / "test-artifacts"
         scratch.mkdir(exist_ok=True)
         print(f"database: {connection.vendor}; shared store: {redis_url or 'process memory (no Redis)'}; "
-              f"{CLIENTS} clients, {args.seconds:.0f} s a phase")
+              f"{CLIENTS} clients, {args.seconds:.0f} s a phase; checks on: key, IP, model, RPM+TPM of key, "
+              f"department and plan, 2 hard budgets (organization, key), metering")
         with (process([sys.executable, "-m", "bench.standin_provider", "--port", str(provider_port)], provider_port,
                       env, scratch / "bench-provider.log"),
-              process([sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1", "--port",
+              process([sys.executable, "-m", "bench.gateway", "--serve-profiled", args.profile, str(gateway_port)]
+                      if args.profile else
+                      [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1", "--port",
                        str(gateway_port), "--log-level", "warning", "--no-access-log", "--loop", "uvloop",
                        "--http", "httptools"], gateway_port, env, scratch / "bench-gateway.log")):
             gateway_url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"

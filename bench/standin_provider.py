@@ -6,7 +6,9 @@ What it answers is decided by markers in the request's messages:
 - `#fail`: 500 with an OpenAI-shaped error; `#flaky`: 500 on the first attempt of each distinct
   body, then success (to see the gateway retry);
 - `#hang`: never answers (the gateway's timeout fires);
-- `#slow=<ms>`: streams with <ms> between chunks (default 0); `#cached`: half the prompt is cached.
+- `#slow=<ms>`: streams with <ms> between chunks (default 0); `#cached`: half the prompt is cached;
+  `#cache-write`: a quarter of the prompt was written to the cache, reported as Anthropic-compatible
+  providers do (`cache_creation_input_tokens` in usage, beside OpenAI's fields).
 The completion is `COMPLETION_WORDS` words ("w0 w1 ..."), cut to max_tokens when that is smaller;
 prompt_tokens is the number of whitespace-separated words of the messages plus 4 per message.
 `GET /_seen` lists the Authorization header and model of every call received (what the gateway
@@ -46,6 +48,12 @@ def usage_for(body: dict) -> tuple[int, int, int]:
     completion = min(COMPLETION_WORDS, int(limit))
     cached = prompt // 2 if any("#cached" in text for text in texts) else 0
     return prompt, completion, cached
+
+
+def cache_writes_for(body: dict) -> int | None:
+    """The cache_creation_input_tokens the stand-in reports for `body` (None: it reports none)."""
+    texts = [_text(message) for message in body.get("messages") or []]
+    return usage_for(body)[0] // 4 if any("#cache-write" in text for text in texts) else None
 
 
 class StandInProvider:
@@ -106,10 +114,14 @@ class StandInProvider:
     @staticmethod
     def _usage(body: dict) -> dict:
         prompt, completion, cached = usage_for(body)
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
-                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                              "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                 "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+                 "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                               "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+        written = cache_writes_for(body)
+        if written is not None:
+            usage["cache_creation_input_tokens"] = written
+        return usage
 
     def _completion(self, body: dict) -> dict:
         _prompt, completion, _cached = usage_for(body)

@@ -13,11 +13,12 @@ process memo of keys.services (half a second, then the shared cache), its facts 
 table from this process's memory (portal.gateway.catalog); Django's sync code runs in the
 gateway's own threads when a memo is stale, never on the event loop.
 
-Streams: the provider's stream is read by a task of its own, which hands each chunk to the
-response as it arrives. If the client goes away (or the server cancels the response), that task
-goes on reading to the provider's final usage chunk and meters it, bounded in time
-(ORPHAN_READ_SECONDS) and in how many such reads a worker runs at once (MAX_ORPHAN_READS); past
-either bound it stops and bills what it saw (the estimated prompt, the chunks received).
+Streams: the provider's stream is read by a task of its own, which writes each read's events to
+the response as they arrive (as bytes: only content lengths and usage are decoded). If the
+client goes away (or the server cancels the response), that task goes on reading to the
+provider's final usage chunk and meters it, bounded in time (ORPHAN_READ_SECONDS) and in how
+many such reads a worker runs at once (MAX_ORPHAN_READS); past either bound it stops and bills
+what it saw (the estimated prompt, the chunks received).
 
 Nothing here logs a prompt, a completion or a key.
 """
@@ -44,6 +45,7 @@ from billing.budgets import budget_exhausted
 from billing.money import to_units
 from keys.hashing import SecretKind, hash_secret, kind_of
 from keys.services import remembered_verification, verify_inference_key
+from portal.gateway.admission import Admission, BudgetKnownExhausted
 from portal.gateway.catalog import (
     KEY_FACTS_SECONDS,
     ROUTES_SECONDS,
@@ -56,7 +58,7 @@ from portal.gateway.catalog import (
 )
 from portal.gateway.errors import GatewayError
 from portal.gateway.metering import Meter
-from portal.gateway.ratelimits import RateLimiter, Window, storage_for
+from portal.gateway.ratelimits import Window
 from portal.gateway.reservations import BudgetExceeded, Reservation, Reservations
 from portal.gateway.upstream import new_client, open_call
 
@@ -89,7 +91,7 @@ def _run_closing_connections(function, *args, **kwargs):
 
 class Runtime:
     """What one worker's event loop holds: the pooled HTTP client, the threads that run Django's
-    sync code, the shared store, the rate limiter, the budget counters, the meter and its flusher."""
+    sync code, the shared store, the admission (rate limits and budget counters), the meter and its flusher."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -97,8 +99,8 @@ class Runtime:
         self.http = new_client()
         redis_url = settings.GATEWAY_REDIS_URL
         self.redis = aioredis.from_url(redis_url) if redis_url else None
-        self.limiter = RateLimiter(storage_for(redis_url))
         self.reservations = Reservations(self.redis, lambda budget_id: self.run_sync(budget_spent_units, budget_id))
+        self.admission = Admission(self.redis, self.reservations)
         self.meter = Meter(self.redis, self.reservations, self.run_sync)
         self.flusher = self.loop.create_task(self.meter.run())
         self._routes: Routes | None = None
@@ -331,16 +333,52 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_creation_tokens: int = 0
     reported: bool = False
 
     @classmethod
     def of(cls, usage: Any) -> "Usage | None":
+        """The provider's usage: OpenAI's (`prompt_tokens`, `prompt_tokens_details.cached_tokens`),
+        with the `cache_creation_input_tokens` Anthropic-compatible providers add beside it, or
+        Anthropic's own (`input_tokens` without the cache reads and writes, which it counts apart)."""
         if not isinstance(usage, dict):
             return None
-        details = usage.get("prompt_tokens_details") or {}
-        prompt = int(usage.get("prompt_tokens") or 0)
-        cached = min(int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0, prompt)
-        return cls(prompt, int(usage.get("completion_tokens") or 0), cached, True)
+        creation = _count(usage.get("cache_creation_input_tokens"))
+        if "prompt_tokens" not in usage and "input_tokens" in usage:
+            cached = _count(usage.get("cache_read_input_tokens"))
+            prompt = _count(usage.get("input_tokens")) + cached + creation
+            return cls(prompt, _count(usage.get("output_tokens")), cached, creation, True)
+        details = usage.get("prompt_tokens_details")
+        prompt = _count(usage.get("prompt_tokens"))
+        cached = min(_count(details.get("cached_tokens")) if isinstance(details, dict) else 0, prompt)
+        # The ingestion path refuses cached + written above the prompt: a provider saying so is
+        # believed up to the prompt it reported.
+        return cls(prompt, _count(usage.get("completion_tokens")), cached, min(creation, prompt - cached), True)
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+# What the gateway reads of a provider's answer, decoded straight from the bytes (everything
+# else in them is passed through untouched, never decoded into Python objects).
+class _Message(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message | None = None
+    delta: _Message | None = None
+
+
+class _Answer(msgspec.Struct):
+    id: Any = None
+    choices: list[_Choice] | None = None
+    usage: Any = None
+
+
+_read_answer = msgspec.json.Decoder(_Answer).decode
+_NULL_USAGE = (b',"usage":null', b', "usage": null')
 
 
 @dataclass
@@ -356,6 +394,7 @@ class ChatCall:
     route: Route | None = None
     reservation: Reservation | None = None
     metered: bool = False
+    ratelimit_headers: list = field(default_factory=list)
 
     @property
     def response_id(self) -> str:
@@ -382,25 +421,32 @@ class ChatCall:
                                    param="model")
             self.prompt_estimate, self.input_chars = _estimate_prompt_tokens(request["messages"])
             max_tokens = _positive_int(request, "max_completion_tokens") or _positive_int(request, "max_tokens")
-            await self.rt.limiter.admit(self._windows(answer, facts), self.prompt_estimate + (max_tokens or 0))
-            if answer.get("budget_exhausted"):
-                raise GatewayError("budget_exceeded", "A hard budget over this key is exhausted for this period.")
-            worst = rates.cost(prompt_tokens=self.prompt_estimate, cached_tokens=0,
-                               completion_tokens=min(max_tokens or route.max_output_tokens, route.max_output_tokens),
-                               image_count=0, video_seconds=0)
+            windows = self._windows(answer, facts)
+            charged_tokens = self.prompt_estimate + (max_tokens or 0)
+            worst = (rates.cost(prompt_tokens=self.prompt_estimate, cached_tokens=0,
+                                completion_tokens=min(max_tokens or route.max_output_tokens, route.max_output_tokens),
+                                image_count=0, video_seconds=0) if facts.hard_budgets else None)
             try:
-                self.reservation = await self.rt.reservations.reserve(facts.hard_budgets, to_units(worst.total))
+                # The rate limits and the budget reservation in one step (one Redis round trip).
+                admitted = await self.rt.admission.admit(
+                    windows, charged_tokens, facts.hard_budgets, to_units(worst.total) if worst else 0,
+                    budget_exhausted=bool(answer.get("budget_exhausted")))
+            except BudgetKnownExhausted as error:
+                raise GatewayError("budget_exceeded",
+                                   "A hard budget over this key is exhausted for this period.") from error
             except BudgetExceeded as error:
                 raise GatewayError("budget_exceeded",
                                    "This call could take a hard budget over this key past its amount.") from error
+            self.reservation = admitted.reservation
+            self.ratelimit_headers = admitted.headers
         except GatewayError as error:
             # A refusal of a known key and model is a call too: it is metered (no tokens), so the
             # dashboards' error rate sees it.
             await self._meter(error.status, error.code, Usage(), output_chars=0)
             raise
         self.rates = rates
-        self.windows = self._windows(answer, facts)
-        self.charged_tokens = self.prompt_estimate + (max_tokens or 0)
+        self.windows = windows
+        self.charged_tokens = charged_tokens
         if request.get("stream") is True:
             await self._stream(request, body)
         else:
@@ -462,24 +508,47 @@ class ChatCall:
         event = {"request_id": self.request_id, "timestamp": self.started_at.isoformat(),
                  "key_id": self.answer["key_id"], "model": self.route.model_code,
                  "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                 "cached_tokens": usage.cached_tokens, "input_chars": getattr(self, "input_chars", 0),
+                 "cached_tokens": usage.cached_tokens, "cache_creation_tokens": usage.cache_creation_tokens,
+                 "input_chars": getattr(self, "input_chars", 0),
                  "output_chars": output_chars, "latency_ms": latency_ms, "status_code": status,
                  "error_type": error_type}
         actual = 0
+        extra_tokens = None
         rates = getattr(self, "rates", None)
         if rates is not None:
-            actual = to_units(rates.cost(prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
-                                         completion_tokens=usage.completion_tokens, image_count=0,
-                                         video_seconds=0).total)
+            if self.reservation is not None:  # the real cost only settles a reservation
+                actual = to_units(rates.cost(prompt_tokens=usage.prompt_tokens, cached_tokens=usage.cached_tokens,
+                                             cache_creation_tokens=usage.cache_creation_tokens,
+                                             completion_tokens=usage.completion_tokens, image_count=0,
+                                             video_seconds=0).total)
             extra = usage.prompt_tokens + usage.completion_tokens - self.charged_tokens
-            if extra > 0:
-                self.rt.spawn(self.rt.limiter.add_tokens(self.windows, extra))
-        await self.rt.meter.record(event, self.reservation, actual)
+            counters = [window.counter for window in self.windows if window.kind == "tokens"]
+            if extra > 0 and counters:
+                if self.rt.redis is None:
+                    self.rt.admission.extra_tokens_in_memory(self.windows, extra)
+                else:
+                    extra_tokens = (counters, extra)
+        await self.rt.meter.record(event, self.reservation, actual, extra_tokens)
 
     def _unreported(self, output_pieces: int) -> Usage:
         # The provider never reported usage (the read was cut short): bill the estimated prompt
         # and one token per content piece received, rather than nothing.
         return Usage(self.prompt_estimate, output_pieces, 0, False)
+
+    def _with_our_id(self, raw: bytes, provider_id: Any) -> bytes | None:
+        """The provider's JSON with its id replaced by ours, as bytes (None: not found as a plain
+        string, decode and encode instead). A JSON string's quotes cannot occur unescaped inside
+        another string, so the quoted id is found only where it is a value; the id comes first."""
+        if not isinstance(provider_id, str):
+            return None
+        needle = _encode(provider_id)
+        if needle not in raw:
+            return None
+        return raw.replace(needle, self.response_id_json, 1)
+
+    @functools.cached_property
+    def response_id_json(self) -> bytes:
+        return _encode(self.response_id)
 
     # --- plain -------------------------------------------------------------------------------------
 
@@ -512,17 +581,21 @@ class ChatCall:
         if response.status_code != 200:
             return await self._provider_refused(response.status_code, raw)
         try:
-            completion = _decode(raw)
-            completion["id"] = self.response_id
+            answer = _read_answer(raw)
+            payload = self._with_our_id(raw, answer.id)
+            if payload is None:
+                completion = _decode(raw)
+                completion["id"] = self.response_id
+                payload = _encode(completion)
         except (msgspec.DecodeError, TypeError):
             error = GatewayError("upstream_error", "The model's provider answered something that is not JSON.")
             await self._meter(error.status, error.code, Usage(), output_chars=0)
             return error.status, [], error.body()
-        usage = Usage.of(completion.get("usage")) or self._unreported(0)
-        output_chars = sum(len(((choice or {}).get("message") or {}).get("content") or "")
-                           for choice in completion.get("choices") or [] if isinstance(choice, dict))
+        usage = Usage.of(answer.usage) or self._unreported(0)
+        output_chars = sum(len(choice.message.content or "") for choice in answer.choices or ()
+                           if choice.message is not None)
         await self._meter(200, None, usage, output_chars=output_chars)
-        return 200, [], _encode(completion)
+        return 200, self.ratelimit_headers, payload
 
     async def _provider_refused(self, status: int, raw: bytes) -> tuple[int, list, bytes]:
         """A provider's 4xx about the request itself (400, 404, 413, 422) is the caller's to see, in
@@ -544,31 +617,13 @@ class ChatCall:
             # did not ask never sees it.
             request["stream_options"] = {**options, "include_usage": True}
             body = _encode(request)
-        queue: asyncio.Queue = asyncio.Queue()
         self.client_gone = False
-        pump = self.rt.spawn(self._pump(body, queue))
+        # The pump reads the provider and writes the response itself, in a task of its own: if
+        # the client leaves (or this response is cancelled), it reads on alone to the usage.
+        pump = self.rt.spawn(self._pump(body))
         watcher = self.rt.spawn(self._watch_disconnect())
         try:
-            kind, value = await queue.get()
-            if kind == "error":
-                status, headers, payload = value
-                await self.send({"type": "http.response.start", "status": status,
-                                 "headers": [*_JSON, (b"x-request-id", self.request_id.encode()), *headers]})
-                await self.send({"type": "http.response.body", "body": payload})
-                return
-            await self.send({"type": "http.response.start", "status": 200,
-                             "headers": [*_SSE, (b"x-request-id", self.request_id.encode())]})
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    return  # the client left: the pump goes on alone
-                kind, value = getter.result()
-                last = kind == "end"
-                await self.send({"type": "http.response.body", "body": value, "more_body": not last})
-                if last:
-                    return
+            await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not pump.done():
                 self.client_gone = True
@@ -577,27 +632,82 @@ class ChatCall:
     async def _watch_disconnect(self) -> None:
         while (await self.receive())["type"] != "http.disconnect":
             pass
+        self.client_gone = True
 
-    async def _pump(self, body: bytes, queue: asyncio.Queue) -> None:
-        """Read the provider's stream to its end, handing chunks to the response while the client
-        is there; meter the call before the response's last line is handed over."""
+    async def _send(self, message: dict) -> None:
+        if not self.client_gone:
+            await self.send(message)
+
+    async def _send_plain(self, status: int, headers: list, payload: bytes) -> None:
+        await self._send({"type": "http.response.start", "status": status,
+                          "headers": [*_JSON, (b"x-request-id", self.request_id.encode()), *headers]})
+        await self._send({"type": "http.response.body", "body": payload})
+
+    def _event(self, data: bytes, reading: "_StreamReading") -> bytes | None:
+        """One provider event's data, as the caller gets it (None: not for the caller). Only what
+        is needed is decoded (content lengths, usage); the bytes pass through with our id."""
+        try:
+            chunk = _read_answer(data)
+        except msgspec.DecodeError:
+            return None
+        for choice in chunk.choices or ():
+            content = choice.delta.content if choice.delta is not None else None
+            if content:
+                reading.output_chars += len(content)
+                reading.pieces += 1
+        reported = Usage.of(chunk.usage)
+        if reported is not None:
+            reading.usage = reported
+        if not self.wants_usage:
+            if reported is not None and not chunk.choices:
+                return None  # the usage chunk the caller did not ask for
+            if chunk.usage is None:
+                for null_usage in _NULL_USAGE:
+                    data = data.replace(null_usage, b"", 1)
+                if b'"usage"' in data:
+                    return self._reencoded(data)
+            else:
+                return self._reencoded(data)
+        replaced = self._with_our_id(data, chunk.id)
+        return replaced if replaced is not None else self._reencoded(data)
+
+    def _reencoded(self, data: bytes) -> bytes | None:
+        # The slow path, for what the byte-level one cannot do exactly (an odd layout).
+        try:
+            chunk = _decode(data)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(chunk, dict):
+            return None
+        chunk["id"] = self.response_id
+        if not self.wants_usage:
+            chunk.pop("usage", None)
+        return _encode(chunk)
+
+    async def _pump(self, body: bytes) -> None:
+        """Read the provider's stream to its end, passing its events on as each read of the
+        provider delivers them while the client is there; meter the call before the response's
+        last line is handed over."""
         try:
             response = await open_call(self.rt.http, self.route, body)
         except GatewayError as error:
             await self._meter(error.status, error.code, Usage(), output_chars=0)
-            queue.put_nowait(("error", (error.status, error.headers, error.body())))
+            await self._send_plain(error.status, error.headers, error.body())
             return
-        usage: Usage | None = None
-        output_chars = pieces = 0
+        reading = _StreamReading()
         orphaned_at: float | None = None
         counted_orphan = False
         try:
             if response.status_code != 200:
                 raw = await response.aread()
-                queue.put_nowait(("error", await self._provider_refused(response.status_code, raw)))
+                await self._send_plain(*await self._provider_refused(response.status_code, raw))
                 return
-            queue.put_nowait(("start", None))
-            async for line in response.aiter_lines():
+            await self._send({"type": "http.response.start", "status": 200,
+                              "headers": [*_SSE, (b"x-request-id", self.request_id.encode()),
+                                          *self.ratelimit_headers]})
+            pending = b""
+            done = False
+            async for received in response.aiter_bytes():
                 if self.client_gone and orphaned_at is None:
                     orphaned_at = time.monotonic()
                     if self.rt.orphan_reads >= MAX_ORPHAN_READS:
@@ -606,46 +716,54 @@ class ChatCall:
                     counted_orphan = True
                 if orphaned_at is not None and time.monotonic() - orphaned_at > ORPHAN_READ_SECONDS:
                     break
-                if not line.startswith("data:"):
+                if done:
+                    # Read past [DONE] to the response's end: a response closed before its end
+                    # cannot go back to the pool, and every next call would open a connection.
                     continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    break
-                try:
-                    chunk = _decode(data)
-                except msgspec.DecodeError:
-                    continue
-                if not isinstance(chunk, dict):
-                    continue
-                chunk["id"] = self.response_id
-                reported = Usage.of(chunk.get("usage"))
-                if reported is not None:
-                    usage = reported
-                for choice in chunk.get("choices") or ():
-                    content = ((choice or {}).get("delta") or {}).get("content") if isinstance(choice, dict) else None
-                    if content:
-                        output_chars += len(content)
-                        pieces += 1
-                if not self.wants_usage:
-                    if reported is not None and not chunk.get("choices"):
-                        continue  # the usage chunk the caller did not ask for
-                    chunk.pop("usage", None)
-                if orphaned_at is None:
-                    queue.put_nowait(("chunk", b"data: " + _encode(chunk) + b"\n\n"))
-            complete = usage is not None
-            await self._meter(200, None if complete else "stream_incomplete", usage or self._unreported(pieces),
-                              output_chars=output_chars)
-            queue.put_nowait(("end", _DONE))
+                pending += received
+                if b"\r" in pending:
+                    pending = pending.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+                *events, pending = pending.split(b"\n\n")
+                out = []
+                for event in events:
+                    for line in event.split(b"\n"):
+                        if not line.startswith(b"data:"):
+                            continue  # comments, event names: not OpenAI's chunks
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            done = True
+                            break
+                        passed = self._event(data, reading)
+                        if passed is not None:
+                            out.append(b"data: " + passed + b"\n\n")
+                    if done:
+                        break
+                if out and orphaned_at is None:
+                    await self._send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+            usage = reading.usage
+            await self._meter(200, None if usage is not None else "stream_incomplete",
+                              usage or self._unreported(reading.pieces), output_chars=reading.output_chars)
+            await self._send({"type": "http.response.body", "body": _DONE, "more_body": False})
         except (httpx.HTTPError, GatewayError) as error:
             # The stream broke after it started: the status line is sent, so the failure is an
             # error event in the stream (as OpenAI sends one), and the call is metered as 502/504.
             timeout = isinstance(error, httpx.TimeoutException)
             failure = GatewayError("upstream_timeout" if timeout else "upstream_error",
                                    "The model's provider stopped answering mid-stream.")
-            await self._meter(failure.status, failure.code, usage or self._unreported(pieces),
-                              output_chars=output_chars)
-            queue.put_nowait(("end", b"data: " + failure.body() + b"\n\n"))
+            await self._meter(failure.status, failure.code, reading.usage or self._unreported(reading.pieces),
+                              output_chars=reading.output_chars)
+            await self._send({"type": "http.response.body", "body": b"data: " + failure.body() + b"\n\n",
+                              "more_body": False})
         finally:
             if counted_orphan:
                 self.rt.orphan_reads -= 1
             await response.aclose()
+
+
+@dataclass(slots=True)
+class _StreamReading:
+    """What a stream's pump has learnt so far."""
+
+    usage: Usage | None = None
+    output_chars: int = 0
+    pieces: int = 0

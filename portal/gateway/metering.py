@@ -28,6 +28,7 @@ import msgspec
 from django.db import close_old_connections
 
 from billing.services import record_usage
+from portal.gateway.ratelimits import WINDOW_SECONDS
 from portal.gateway.reservations import Reservation, Reservations
 from usage.services import IngestValidationError
 
@@ -95,8 +96,11 @@ class Meter:
             self._give_back = redis.register_script(_GIVE_BACK)
         self._last_recovery = 0.0
 
-    async def record(self, event: dict, reservation: Reservation | None, actual_units: int) -> None:
-        """Hand one event over (and settle its reservation), durably when Redis is there."""
+    async def record(self, event: dict, reservation: Reservation | None, actual_units: int,
+                     extra_tokens: tuple[list[str], int] | None = None) -> None:
+        """Hand one event over, settle its reservation and add the tokens the provider reported
+        beyond what admission counted (`extra_tokens`: the tokens windows' hashes, how many), in
+        one transaction: one round trip when Redis is there, durable before the answer ends."""
         payload = msgspec.json.encode(event)
         if self.redis is None:
             if reservation is not None:
@@ -107,6 +111,12 @@ class Meter:
                 if reservation is not None:
                     for counter in reservation.counters:
                         pipe.incrby(counter, actual_units - reservation.units)
+                if extra_tokens is not None:
+                    counters, tokens = extra_tokens
+                    second = int(time.time())
+                    for counter in counters:
+                        pipe.hincrby(counter, second, tokens)
+                        pipe.expire(counter, WINDOW_SECONDS + 1)
                 pipe.rpush(SPOOL, payload)
                 await pipe.execute()
         if len(self._pending) >= BATCH:

@@ -1,23 +1,21 @@
 """RPM and TPM (API.md §12): per key, per department and per plan (the organization's), over a
-moving 60-second window, counted by the `limits` library in the shared store (Redis: its moving
-window is a Lua script, so every worker process shares one count) or in this process's memory
-when no Redis is configured (one process only: the development server, the tests).
+moving 60-second window kept as one-second buckets: a window's count is the sum of its last 60
+seconds' buckets, so it moves every second. In the shared store each window is one Redis hash
+(second -> count), tested and counted by portal.gateway.admission's script in the same round
+trip as the budget reservations; without Redis the same buckets live in this process's memory
+(one process only: the development server, the tests).
 
-A call is admitted only if every window has room; the windows are tested first and hit after,
-so a refused call costs no window anything (two racing calls may both pass the test: `hit` is
-atomic per window and refuses the second, which is then refused). Tokens are counted as OpenAI
-documents its own limits: the request's estimated prompt tokens plus its max_tokens, at admission;
-what the provider reports beyond that is added when the call ends (only while the window has room).
+A call is admitted only if every window has room, and then counted in all of them at once, so a
+refused call costs no window anything. Tokens are counted as OpenAI documents its own limits:
+the request's estimated prompt tokens plus its max_tokens, at admission; what the provider
+reports beyond that is added when the call is metered.
+
+Every answer carries OpenAI's `x-ratelimit-*` headers for the tightest requests and tokens
+windows (the refusal adds `Retry-After`), from the counts the admission itself read.
 """
 
-import asyncio
 import math
-import time
 from dataclasses import dataclass
-
-from limits import RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
 
 from portal.gateway.errors import GatewayError
 
@@ -33,24 +31,20 @@ class Window:
     limit: int
 
     @property
-    def item(self) -> RateLimitItemPerMinute:
-        return _item(self.limit)
+    def counter(self) -> str:
+        return f"gw:rl:{self.kind}:{self.subject}"
 
 
-_items: dict[int, RateLimitItemPerMinute] = {}
+@dataclass(frozen=True, slots=True)
+class Count:
+    """What a window held when the call was tested: its sum, and its oldest occupied second."""
+
+    used: int
+    oldest: int
 
 
-def _item(limit: int) -> RateLimitItemPerMinute:
-    item = _items.get(limit)
-    if item is None:
-        item = _items[limit] = RateLimitItemPerMinute(limit, namespace="gw")
-    return item
-
-
-def storage_for(redis_url: str) -> Storage:
-    if redis_url:
-        return RedisStorage("async+" + redis_url, implementation="redispy")
-    return MemoryStorage()
+def costs_of(windows: list[Window], tokens: int) -> list[int]:
+    return [1 if window.kind == "requests" else tokens for window in windows]
 
 
 def _duration(seconds: float) -> bytes:
@@ -61,53 +55,55 @@ def _duration(seconds: float) -> bytes:
     return (f"{seconds // 60}m{seconds % 60}s" if seconds >= 60 else f"{seconds}s").encode()
 
 
-class RateLimiter:
-    def __init__(self, storage: Storage) -> None:
-        self.limiter = MovingWindowRateLimiter(storage)
+def _reset(count: Count, now: float) -> float:
+    """Seconds until the window's oldest counted second leaves it."""
+    return max(count.oldest + WINDOW_SECONDS - now, 0.0)
 
-    async def admit(self, windows: list[Window], tokens: int) -> None:
-        """Count one request of `tokens` tokens against every window, or refuse with 429."""
-        if not windows:
-            return
-        costs = [1 if window.kind == "requests" else tokens for window in windows]
-        tested = await asyncio.gather(*(self.limiter.test(w.item, w.kind, w.subject, cost=c)
-                                        for w, c in zip(windows, costs, strict=True)))
-        if all(tested):
-            hits = await asyncio.gather(*(self.limiter.hit(w.item, w.kind, w.subject, cost=c)
-                                          for w, c in zip(windows, costs, strict=True)))
-            if all(hits):
-                return
-            tested = hits
-        full = [window for window, ok in zip(windows, tested, strict=True) if not ok]
-        raise await self._refusal(full, windows)
 
-    async def add_tokens(self, windows: list[Window], tokens: int) -> None:
-        """Tokens the provider reported beyond what admission counted (best effort: a full window
-        keeps what it has)."""
-        if tokens > 0:
-            await asyncio.gather(*(self.limiter.hit(w.item, w.kind, w.subject, cost=tokens)
-                                   for w in windows if w.kind == "tokens"), return_exceptions=True)
+def headers(windows: list[Window], counts: list[Count], costs: list[int], now: float, *,
+            admitted: bool) -> list[tuple[bytes, bytes]]:
+    """OpenAI's x-ratelimit-* headers for the tightest requests window and the tightest tokens
+    window; an admitted call's own cost is already taken from the remaining count."""
+    result: list[tuple[bytes, bytes]] = []
+    for kind in ("requests", "tokens"):
+        mine = [(window.limit - count.used - (cost if admitted else 0), window, count)
+                for window, count, cost in zip(windows, counts, costs, strict=True) if window.kind == kind]
+        if not mine:
+            continue
+        remaining, window, count = min(mine, key=lambda entry: entry[0])
+        result += [(f"x-ratelimit-limit-{kind}".encode(), str(window.limit).encode()),
+                   (f"x-ratelimit-remaining-{kind}".encode(), str(max(remaining, 0)).encode()),
+                   (f"x-ratelimit-reset-{kind}".encode(), _duration(_reset(count, now)))]
+    return result
 
-    async def _refusal(self, full: list[Window], windows: list[Window]) -> GatewayError:
-        """The 429, with OpenAI's headers for the tightest requests and tokens windows."""
-        now = time.time()
-        stats = await asyncio.gather(*(self.limiter.get_window_stats(w.item, w.kind, w.subject) for w in windows))
-        headers: list[tuple[bytes, bytes]] = []
-        retry_after = 1.0
-        for kind in ("requests", "tokens"):
-            mine = [(w, s) for w, s in zip(windows, stats, strict=True) if w.kind == kind]
-            if not mine:
-                continue
-            window, stat = min(mine, key=lambda pair: pair[1].remaining)
-            reset = max(stat.reset_time - now, 0.0)
-            headers += [(f"x-ratelimit-limit-{kind}".encode(), str(window.limit).encode()),
-                        (f"x-ratelimit-remaining-{kind}".encode(), str(max(stat.remaining, 0)).encode()),
-                        (f"x-ratelimit-reset-{kind}".encode(), _duration(reset))]
-        for window, stat in zip(windows, stats, strict=True):
-            if window in full:
-                retry_after = max(retry_after, stat.reset_time - now)
-        headers.append((b"retry-after", str(math.ceil(retry_after)).encode()))
-        subject = full[0]
-        return GatewayError("rate_limit_exceeded",
-                            f"Rate limit reached for {subject.kind} per minute ({subject.subject.split(':')[0]}): "
-                            f"limit {subject.limit}. Retry after {math.ceil(retry_after)} s.", headers=headers)
+
+def refusal(windows: list[Window], counts: list[Count], costs: list[int], now: float) -> GatewayError:
+    """The 429, with OpenAI's headers and a Retry-After of the longest wait among the full windows."""
+    full = [(window, count) for window, count, cost in zip(windows, counts, costs, strict=True)
+            if count.used + cost > window.limit]
+    retry_after = max([1.0, *(_reset(count, now) for _window, count in full)])
+    subject = full[0][0]
+    return GatewayError("rate_limit_exceeded",
+                        f"Rate limit reached for {subject.kind} per minute ({subject.subject.split(':')[0]}): "
+                        f"limit {subject.limit}. Retry after {math.ceil(retry_after)} s.",
+                        headers=[*headers(windows, counts, costs, now, admitted=False),
+                                 (b"retry-after", str(math.ceil(retry_after)).encode())])
+
+
+class MemoryWindows:
+    """The windows' one-second buckets in this process (no Redis)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, dict[int, int]] = {}
+
+    def count(self, window: Window, now: int) -> Count:
+        buckets = self._buckets.get(window.counter)
+        if not buckets:
+            return Count(0, now)
+        for second in [second for second in buckets if second <= now - WINDOW_SECONDS]:
+            del buckets[second]
+        return Count(sum(buckets.values()), min(buckets, default=now))
+
+    def add(self, window: Window, now: int, amount: int) -> None:
+        buckets = self._buckets.setdefault(window.counter, {})
+        buckets[now] = buckets.get(now, 0) + amount

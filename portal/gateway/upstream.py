@@ -13,14 +13,19 @@ from portal.gateway.errors import GatewayError
 
 BACKOFF_BASE_SECONDS = 0.05
 BACKOFF_CAP_SECONDS = 2.0
+KEEPALIVE = 40  # idle connections kept per worker: a worker's usual concurrency (32 streams) and a margin
 _CONNECTION_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
                         httpx.WriteError)
 
 
 def new_client() -> httpx.AsyncClient:
     # One pooled client per worker (portal.gateway.app.Runtime): connections to an upstream are
-    # kept alive between calls, which is most of what the gateway adds to a call's latency.
-    return httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200,
+    # kept alive between calls, which is most of what the gateway adds to a call's latency. Few
+    # idle ones are kept: httpcore scans every pooled connection (a poll() each for the idle ones)
+    # on every request, and 200 kept-alive connections cost ~20 % of a worker's CPU under 32
+    # concurrent callers (bench/RESULTS.md, 2026-12-06 gwperf); more callers than that still get
+    # connections, only not kept after their call.
+    return httpx.AsyncClient(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=KEEPALIVE,
                                                  keepalive_expiry=30), follow_redirects=False)
 
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from bench.standin_provider import usage_for
+from bench.standin_provider import cache_writes_for, usage_for
 from tests.gateway.conftest import wait_for_events
 
 HELLO = [{"role": "user", "content": "Say hello to the gateway please"}]
@@ -157,3 +157,64 @@ def test_the_call_shows_on_the_customers_dashboard_within_five_seconds(gw):
         time.sleep(0.2)
     assert tech["total_requests"] == before + 1
     assert tech["completion_tokens"] >= 12
+
+
+def test_cache_writes_an_anthropic_compatible_provider_reports_are_metered(gw):
+    messages = [{"role": "user", "content": "one two three four five six seven eight #cache-write"}]
+    body = {"messages": messages}
+    prompt, completion_tokens, _cached = usage_for(body)
+    written = cache_writes_for(body)
+    assert written > 0
+
+    raw = gw.client().chat.completions.with_raw_response.create(model="gpt-test", messages=messages)
+    (event,) = wait_for_events(1, request_id=raw.headers["x-request-id"])
+    assert (event.prompt_tokens, event.cache_creation_tokens, event.cached_tokens) == (prompt, written, 0)
+    # gpt-test has no cache-write price: writes are charged at the input price (2 per million).
+    assert event.cost == (Decimal(prompt) * 2 + Decimal(completion_tokens) * 8) / 1_000_000
+
+    chunks = list(gw.client().chat.completions.create(model="gpt-test", messages=messages, stream=True))
+    (streamed,) = wait_for_events(1, request_id=chunks[0].id.removeprefix("chatcmpl-"))
+    assert (streamed.prompt_tokens, streamed.cache_creation_tokens) == (prompt, written)
+    assert all(chunk.usage is None for chunk in chunks)
+
+
+def test_a_call_without_cache_writes_meters_none(gw):
+    raw = gw.client().chat.completions.with_raw_response.create(model="gpt-test", messages=HELLO)
+    (event,) = wait_for_events(1, request_id=raw.headers["x-request-id"])
+    assert event.cache_creation_tokens == 0
+
+
+def test_successful_answers_carry_the_rate_limit_headers_of_the_same_window(gw):
+    from tests import factories
+
+    _key, secret = factories.make_inference_key(gw.world.research, rpm_limit=5, tpm_limit=10_000)
+    client = gw.client(secret)
+    first = client.chat.completions.with_raw_response.create(model="gpt-test", messages=HELLO, max_tokens=20)
+    second = client.chat.completions.with_raw_response.create(model="gpt-test", messages=HELLO, max_tokens=20)
+    assert first.headers["x-ratelimit-limit-requests"] == "5"
+    assert (first.headers["x-ratelimit-remaining-requests"], second.headers["x-ratelimit-remaining-requests"]) == (
+        "4", "3")
+    assert first.headers["x-ratelimit-limit-tokens"] == "10000"
+    # Tokens are counted at admission as the estimated prompt plus max_tokens.
+    charged = 10_000 - int(first.headers["x-ratelimit-remaining-tokens"])
+    assert charged > 20 and int(second.headers["x-ratelimit-remaining-tokens"]) == 10_000 - 2 * charged
+    assert first.headers["x-ratelimit-reset-requests"].endswith("s")
+    with httpx.Client(timeout=10) as http, http.stream(
+            "POST", f"{gw.gateway.base_url}/chat/completions",
+            json={"model": "gpt-test", "messages": HELLO, "stream": True, "max_tokens": 20},
+            headers={"authorization": f"Bearer {secret}"}) as streamed:
+        assert streamed.headers["x-ratelimit-remaining-requests"] == "2"
+        streamed.read()
+
+
+def test_usage_in_anthropics_own_shape_counts_cache_reads_and_writes_into_the_prompt():
+    from portal.gateway.app import Usage
+
+    usage = Usage.of({"input_tokens": 10, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 5,
+                      "output_tokens": 7})
+    assert (usage.prompt_tokens, usage.cached_tokens, usage.cache_creation_tokens, usage.completion_tokens) == (
+        45, 30, 5, 7)
+    # A provider claiming more cache writes than its prompt is believed up to the prompt.
+    odd = Usage.of({"prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 4},
+                    "cache_creation_input_tokens": 50})
+    assert (odd.prompt_tokens, odd.cached_tokens, odd.cache_creation_tokens) == (10, 4, 6)
