@@ -6,6 +6,13 @@ is the contract's: a call refused by a window is a 429 even if a budget is also 
 
 The windows are portal.gateway.ratelimits' one-second buckets, the budget counters
 portal.gateway.reservations' (settled when the call is metered).
+
+Why not the `limits` library's moving window (the gateway's first version used it): it tests and
+counts one window per Redis round trip and cannot reserve budgets in the same atomic step. Six
+windows (key, department and plan, requests and tokens) plus the reservation were 12 round trips
+a call; under 32 concurrent clients they exhausted the connection pool (MaxConnectionsError, HTTP
+500s: bench/RESULTS.md, 2026-12-06), and a call could be counted in some windows and refused by
+the next. One script keeps the same model (a moving 60-second window) with none of that.
 """
 
 import time
