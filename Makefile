@@ -29,7 +29,11 @@ demo: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo --days $(DAYS)
 	@echo "Portal on http://$(HOST):$(PORT)/  (Django admin at /admin/)"
-	$(BIN)/python manage.py runserver --insecure $(HOST):$(PORT)
+	@echo "Gateway on http://$(HOST):$(PORT)/v1 (an inference key from /keys/new/), forwarding to the stand-in provider on 127.0.0.1:8001"
+	@# The demo's upstream (seed_demo): a deterministic OpenAI-compatible stand-in, stopped with the portal.
+	$(BIN)/python -m bench.standin_provider --port 8001 & provider=$$!; \
+	  trap 'kill $$provider 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/python manage.py runserver --insecure $(HOST):$(PORT)
 
 serve: install
 	$(BIN)/python manage.py runserver --insecure $(HOST):$(PORT)

@@ -379,6 +379,24 @@ WELCOME_CREDIT = {Currency.CNY: D("200"), Currency.USD: D("30")}
 NEAR_THRESHOLD_PROGRESS = D("0.76")
 
 
+DEMO_PROVIDER_URL = "http://127.0.0.1:8001/v1"
+
+
+def seed_upstream(base_url: str = DEMO_PROVIDER_URL) -> None:
+    """The gateway's upstream for the demo: every chat model of the catalog goes to the stand-in
+    provider `make demo` starts on loopback (bench/standin_provider.py: deterministic answers
+    and usage), so a key made in the portal can call /v1/chat/completions at once. Idempotent."""
+    from keys.models import Upstream  # noqa: PLC0415 - only the demo configures one
+
+    if Upstream.objects.filter(name="demo stand-in").exists():
+        return
+    chat = list(Model.objects.filter(modality__in=[Model.Modality.LLM, Model.Modality.VL])
+                .exclude(code__in=[code for upstream in Upstream.objects.all() for code in upstream.model_codes])
+                .order_by("code").values_list("code", flat=True))
+    key_services.create_upstream(actor=services.SYSTEM, name="demo stand-in", base_url=base_url,
+                                 api_key=generate_secret(SecretKind.INFERENCE), model_codes=chat)
+
+
 def seed_grants() -> None:
     """A welcome grant that expires in five days (drawn before the top-up: priority 5)."""
     actor = services.SYSTEM

@@ -135,3 +135,18 @@ def test_seed_demo_writes_prompt_caches_at_the_cache_write_price():
         assert event.cache_write_cost > 0
     # Other models report no cache writes.
     assert not UsageEvent.objects.exclude(model__code="claude-sonnet-4").filter(cache_creation_tokens__gt=0).exists()
+
+
+@pytest.mark.django_db
+def test_the_demo_routes_every_chat_model_to_the_stand_in_once():
+    """`make demo` serves the stand-in provider on 127.0.0.1:8001; the demo's one upstream sends
+    every chat model there, and a second seed changes nothing."""
+    from keys.models import Upstream
+
+    _seed("--days", "0")
+    _seed("--days", "0")
+    upstream = Upstream.objects.get()
+    chat = set(Model.objects.filter(modality__in=[Model.Modality.LLM, Model.Modality.VL])
+               .values_list("code", flat=True))
+    assert upstream.name == "demo stand-in" and upstream.base_url == "http://127.0.0.1:8001/v1"
+    assert set(upstream.model_codes) == chat and "wanx2.1-t2i-turbo" not in upstream.model_codes

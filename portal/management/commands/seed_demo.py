@@ -31,6 +31,7 @@ class Command(BaseCommand):
                     bar.update(1)
 
                 accepted, duplicates = demo.generate_usage(days, on_unit_done=advance)
+        demo.seed_upstream()
         demo.seed_grants()  # after the usage, so that the welcome credit is still there to expire
         demo.seed_budgets()
         invoices = demo.seed_invoices() if days else 0  # --days 0: no usage, no invoice (API.md §10)
