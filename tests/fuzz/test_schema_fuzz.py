@@ -35,7 +35,8 @@ SEED = int(os.environ.get("FUZZ_SEED", "14"))
 ARTIFACT = Path(__file__).resolve().parents[2] / "test-artifacts" / "fuzz.json"
 # The gateway's own calls: the service token, not a member's key.
 SERVICE_OPERATIONS = {("POST", "/api/v1/usage/events"), ("POST", "/api/v1/gateway/keys/verify"),
-                      ("POST", "/api/v1/billing/credit-grants")}
+                      ("POST", "/api/v1/billing/credit-grants"), ("GET", "/api/v1/gateway/upstreams"),
+                      ("POST", "/api/v1/gateway/upstreams"), ("DELETE", "/api/v1/gateway/upstreams/{upstream_id}")}
 
 CASES: Counter = Counter()
 DOCUMENTED: set[str] = set()  # "METHOD /path" of every operation the schema lists
@@ -78,6 +79,7 @@ RANGES = {  # path prefix: (start, end, longest span in seconds, the values' kin
     "/api/v1/portal/management/usage": ("start_time", "end_time", 366 * DAY, "epoch"),
     "/api/v1/obs/usage": ("start_date", "end_date", 366 * DAY, "date"),
     "/api/v1/billing/usage-analytics": ("startDate", "endDate", 90 * DAY, "instant"),
+    "/api/v1/billing/usage-history": ("startTimestamp", "endTimestamp", None, "instant"),
     "/api/v1/billing/usage": ("startDate", "endDate", None, "instant"),
 }
 # Where a valid request can still be refused for what no schema can say (objects it names that
@@ -106,6 +108,10 @@ SEMANTIC_REFUSALS = {
     ("GET", "/api/v1/modelRouter/open/billing/cost/overview"): "clientId or clientIds, not both; apiKeyId needs "
                                                                "clientId",
     ("GET", "/api/v1/billing/usage-analytics"): "lookback or both dates, never one date alone",
+    ("GET", "/api/v1/billing/usage-history"): "a cursor is one this endpoint issued, and a continuation sends it "
+                                              "alone: the filters travel inside it (400)",
+    ("POST", "/api/v1/gateway/upstreams"): "models must name catalog models no other upstream serves; names are "
+                                           "unique (422)",
     ("POST", "/api/v1/billing/credit-grants"): "org_id must name an organization (422)",
     ("POST", "/api/v1/billing/webhooks"): "the URL's host must resolve (and to a public address in production)",
 }
@@ -115,7 +121,8 @@ def aim_at_real_objects(case, world: FuzzWorld) -> None:
     """Valid requests name the organization's own objects, so that they reach the handler."""
     if _positive(case, "path"):
         real = {"key_id": world.key_uuid, "member_uuid": world.spare_member_uuid, "name": world.policy_name,
-                "budget_id": world.budget_uuid, "webhook_id": world.webhook_uuid}
+                "budget_id": world.budget_uuid, "webhook_id": world.webhook_uuid,
+                "upstream_id": world.upstream_uuid}
         if world.invoice_uuid:
             real |= {"invoice_id": world.invoice_uuid, "line_id": world.invoice_line_uuid}
         if case.path.endswith("/revoke"):
@@ -127,6 +134,8 @@ def aim_at_real_objects(case, world: FuzzWorld) -> None:
         for event in case.body.get("events") or []:
             if isinstance(event, dict):
                 event["key_id"], event["model"] = world.key_uuid, world.model_code
+    if _positive(case, "body") and case.path == "/api/v1/gateway/upstreams" and isinstance(case.body, dict):
+        case.body["models"] = [world.spare_model_code]
     if _positive(case, "body") and case.path == "/calls/stats" and isinstance(case.body, dict):
         case.body["project_id"] = world.organization_uuid
 

@@ -31,6 +31,8 @@ class FuzzWorld:
     webhook_uuid: str
     invoice_uuid: str | None
     invoice_line_uuid: str | None
+    upstream_uuid: str  # a gateway upstream (service token) that DELETE can reach
+    spare_model_code: str  # a catalog model no upstream serves, so a valid POST of an upstream can succeed
 
 
 def seed_fuzz_world() -> FuzzWorld:
@@ -82,6 +84,9 @@ def seed_fuzz_world() -> FuzzWorld:
     webhook, _ = webhooks.create_webhook(actor=actor, organization=organization, url="http://127.0.0.1:9/hook",
                                          events=["budget.threshold"])
     service_token = key_services.create_service_token(actor=actor, name="fuzz-gateway").secret
+    upstream_model, spare_model = Model.objects.filter(modality="llm").exclude(pk=model.pk).order_by("code")[:2]
+    upstream = key_services.create_upstream(actor=actor, name="fuzz upstream", base_url="http://127.0.0.1:9/v1",
+                                            api_key="sk-fuzz", model_codes=[upstream_model.code])
     run_billing(date=today)
     invoice = Invoice.objects.filter(organization=organization).order_by("pk").first()
     line = invoice.lines.filter(kind="usage").first() if invoice else None
@@ -92,4 +97,5 @@ def seed_fuzz_world() -> FuzzWorld:
         policy_name=policy.name, budget_uuid=str(budget.uuid), webhook_uuid=str(webhook.uuid),
         invoice_uuid=str(invoice.uuid) if invoice else None,
         invoice_line_uuid=str(line.uuid) if line else None,
+        upstream_uuid=str(upstream.uuid), spare_model_code=spare_model.code,
     )

@@ -645,8 +645,8 @@ class BillingUsageHistoryView(RamAPIView):
         return super().handle_exception(exc)
 
     @extend_schema(
-        parameters=[UsageHistoryParams, OpenApiParameter("Accept", str, OpenApiParameter.HEADER,
-                                                         enum=["application/json", "text/csv"]),
+        parameters=[UsageHistoryParams, OpenApiParameter("Accept", str, OpenApiParameter.HEADER, description=(
+                        "application/json (the default) or text/csv; a type matching neither is 406")),
                     OpenApiParameter("x-next-cursor", str, OpenApiParameter.HEADER, response=[200],
                                      description="The next page's cursor (absent on the last page)")],
         responses={200: inline_serializer("BillingUsageHistoryResponse", {
@@ -655,6 +655,10 @@ class BillingUsageHistoryView(RamAPIView):
                                        help_text="Send as `cursor` for the next page; null on the last page"),
         }), **VENICE_ERRORS},
         description=("Every ledger entry (charges negative, credits positive), oldest first, in keyset pages. "
+                     "The first request names the filters (`currency`, `startTimestamp`, `endTimestamp`, "
+                     "`pageSize`; `endTimestamp` after `startTimestamp`); a continuation sends `cursor` alone, "
+                     "the previous page's `nextCursor` with the filters inside it: a cursor beside any filter, "
+                     "or one this endpoint did not issue to this organization, is refused with 400. "
                      "With `Accept: text/csv` each page is a CSV document (header row included) and the next "
                      "cursor travels in the `x-next-cursor` header."))
     def get(self, request):
