@@ -1,5 +1,7 @@
 """Calling the API as each persona: with a management key, as real clients do."""
 
+import math
+
 from rest_framework.test import APIClient
 
 from keys import services as key_services
@@ -18,3 +20,14 @@ def client_for(member: Member, *, scopes: list[str] | None = None) -> APIClient:
 def attach(member: Member, *policy_names: str) -> None:
     for name in policy_names:
         ram.attach_policy(actor=SYSTEM, policy=ram.system_policy(name), member=member)
+
+
+def percentile_cont(values, q):
+    """PostgreSQL's percentile_cont: linear between the two values around rank (n - 1) * q / 100."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    position = (len(ordered) - 1) * q / 100
+    below = math.floor(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (position - below) * (ordered[above] - ordered[below])

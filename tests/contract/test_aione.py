@@ -7,7 +7,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from tests.api_helpers import client_for
+from tests.api_helpers import client_for, percentile_cont
 
 USAGE, DASHBOARD = "/api/v1/obs/usage", "/api/v1/obs/dashboard"
 
@@ -52,8 +52,11 @@ def test_dashboard_numbers_match_the_raw_events(history, alice, days, schema_val
     assert tech["total_tokens"] == tech["prompt_tokens"] + tech["completion_tokens"]
     assert tech["total_cost_rmb"] == business["total_cost_rmb"] == money(sum(e.cost for e in events))
     assert tech["error_rate_pct"] == pct(sum(e.status_code >= 400 for e in events), len(events))
-    latencies = sorted(e.latency_ms for e in events)
-    exact_p99 = latencies[-(-99 * len(latencies) // 100) - 1]
+    # The dashboard's p99 is PostgreSQL's percentile_cont (usage/histogram.py), as Weave's: compared
+    # with a nearest-rank p99 it could differ by the gap between two neighbouring latencies, far more
+    # than 2 % on a day of few events.
+    latencies = [e.latency_ms for e in events]
+    exact_p99 = percentile_cont(latencies, 99)
     assert abs(tech["p99_latency_ms"] - exact_p99) <= 0.02 * exact_p99
     assert tech["avg_latency_ms"] == pytest.approx(sum(latencies) / len(latencies), abs=0.06)
     per_minute = defaultdict(int)

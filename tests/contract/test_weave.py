@@ -1,6 +1,5 @@
 """Weave dialect: POST /calls/stats, every bucket recomputed here from the raw events."""
 
-import math
 import zoneinfo
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -9,7 +8,7 @@ from decimal import Decimal
 import pytest
 import time_machine
 
-from tests.api_helpers import client_for
+from tests.api_helpers import client_for, percentile_cont
 from usage.api.weave import choose_granularity
 
 STATS = "/calls/stats"
@@ -18,17 +17,6 @@ STATS = "/calls/stats"
 @pytest.fixture
 def alice(history):
     return client_for(history.world.alice)
-
-
-def percentile_cont(values, q):
-    """PostgreSQL's percentile_cont: linear between the two values around rank (n - 1) * q / 100."""
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    position = (len(ordered) - 1) * q / 100
-    below = math.floor(position)
-    above = min(below + 1, len(ordered) - 1)
-    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
 
 
 def _request(history, **overrides):
