@@ -165,22 +165,24 @@ def _event(chunk: dict) -> bytes:
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
-class RunningProvider:
-    """The stand-in served by uvicorn in a background thread (tests): `base_url`, `app.seen`."""
+class ServedInThread:
+    """An ASGI app served by uvicorn on a free loopback port in a background thread (the tests'
+    stand-in provider and gateway): `base_url` once entered, stopped on exit."""
 
-    def __init__(self, port: int = 0) -> None:
-        self.app = StandInProvider()
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+    def __init__(self, app, *, name: str, lifespan: str = "off", start_seconds: float = 10,
+                 stop_seconds: float = 10) -> None:
+        self.app, self.name, self.start_seconds, self.stop_seconds = app, name, start_seconds, stop_seconds
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan,
                                 access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "RunningProvider":
+    def __enter__(self):
         self.thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + self.start_seconds
         while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the stand-in provider did not start")
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError(f"{self.name} did not start")
             time.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}/v1"
@@ -188,7 +190,14 @@ class RunningProvider:
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=self.stop_seconds)
+
+
+class RunningProvider(ServedInThread):
+    """The stand-in in a background thread (tests): `base_url`, `app.seen`."""
+
+    def __init__(self) -> None:
+        super().__init__(StandInProvider(), name="the stand-in provider")
 
 
 def main() -> None:

@@ -3,42 +3,24 @@ production) in front of the stand-in provider (bench/standin_provider.py), calle
 official `openai` client. Tests are transactional: the gateway's own threads read what the test
 wrote."""
 
-import threading
 import time
 from dataclasses import dataclass
 
 import openai
 import pytest
-import uvicorn
 
-from bench.standin_provider import RunningProvider
+from bench.standin_provider import RunningProvider, ServedInThread
 
 SECRET_PROMPT = "the launch code is ZEBRA-7731-QUOKKA"
 
 
-class RunningGateway:
+class RunningGateway(ServedInThread):
+    """portal.asgi, lifespan on, as a worker of make serve-prod runs it."""
+
     def __init__(self) -> None:
         from portal.asgi import application
 
-        config = uvicorn.Config(application, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-                                access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "RunningGateway":
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the gateway did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        super().__init__(application, name="the gateway", lifespan="on", start_seconds=15, stop_seconds=30)
 
 
 @pytest.fixture(scope="session")
