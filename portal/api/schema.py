@@ -57,12 +57,32 @@ class RamAutoSchema(AutoSchema):
             if name not in required and not property_schema.get("readOnly"):
                 properties[name] = append_meta(property_schema, {"nullable": True})
 
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if direction == "request" and _is_plain_text(field, schema):
+            schema["pattern"] = _TEXT_PATTERN if field.allow_blank or not field.trim_whitespace else _NON_BLANK_PATTERN
+        return schema
+
     def get_tags(self) -> list[str]:
         dialect = getattr(self.view, "dialect", None)
         return [getattr(dialect, "tag", None) or super().get_tags()[0]]
 
     def get_operation_id(self) -> str:
         return f"{self.view.__class__.__name__}_{self.method.lower()}"
+
+
+# What every DRF CharField refuses whatever else it checks: NUL characters (its
+# ProhibitNullCharactersValidator) and, unless blank is allowed, a value that is empty once
+# trimmed (str.strip(): Python's whitespace, spelled out because a schema's \s is not Python's).
+_PY_SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+_TEXT_PATTERN = "^[^\\x00]*$"
+_NON_BLANK_PATTERN = f"^[^\\x00]*[^\\x00{_PY_SPACE}][^\\x00]*$"
+
+
+def _is_plain_text(field, schema: dict) -> bool:
+    """A CharField whose schema says nothing more precise (no format, enum or pattern of its own)."""
+    return (isinstance(field, serializers.CharField) and schema.get("type") == "string"
+            and not {"format", "enum", "pattern"} & schema.keys())
 
 
 def _document_negotiation_errors(operation: dict) -> None:
