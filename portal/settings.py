@@ -150,7 +150,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "portal.api.errors.exception_handler",
     # Every API body is JSON (API.md): no form or multipart parsing, where `null` and lists would
     # arrive as strings. The portal's forms are Django views and never reach DRF's parsers.
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["portal.api.parsers.JSONParser"],
     # No `?format=` renderer override: an endpoint that offers a format says so in its own
     # parameters (Venice's CSV), so the parameter is validated there and never answers a body
     # whose content type lies about it.

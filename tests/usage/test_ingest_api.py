@@ -77,3 +77,39 @@ def test_the_gateway_reports_cache_writes_within_the_prompt(world, gateway):
     assert [str(part) for part in problem["loc"]] == ["body", "events", "0", "cache_creation_tokens"]
     assert "cannot exceed prompt_tokens" in problem["msg"]
     assert not UsageEvent.objects.filter(request_id="x").exists()
+
+
+@pytest.mark.parametrize("field", ["model", "request_id", "trace_id"])
+def test_a_lone_surrogate_is_malformed_json_and_stores_nothing(world, gateway, field):
+    # Python's json takes "\ud969" and returns a str no UTF-8 encoder takes: it was a 500 in the
+    # model look-up (tests/fuzz). RFC 7493 refuses it as JSON, in the API's 400 shape.
+    model = factories.make_model("qwen-plus")
+    key, _ = factories.make_inference_key(world.research)
+    good = factories.event(key, model, request_id="fine")
+    bad = dict(factories.event(key, model, request_id="bad"), **{field: "SURROGATE"})
+    body = json.dumps({"events": [good, bad]}).replace("SURROGATE", "x\\ud969")
+    response = gateway.post(EVENTS, body, content_type="application/json")
+    assert response.status_code == 400
+    assert "lone UTF-16 surrogate" in json.dumps(response.json())
+    assert UsageEvent.objects.count() == 0
+
+
+def test_a_surrogate_pair_is_ordinary_text(world, gateway):
+    model = factories.make_model("qwen-plus")
+    key, _ = factories.make_inference_key(world.research)
+    body = json.dumps({"events": [factories.event(key, model, request_id="pair", trace_id="SMILE")]})
+    response = gateway.post(EVENTS, body.replace("SMILE", "\\ud83d\\ude00"), content_type="application/json")
+    assert response.json() == {"accepted": 1, "duplicates": 0}
+    assert UsageEvent.objects.get(request_id="pair").trace_id == "\N{GRINNING FACE}"
+
+
+@pytest.mark.parametrize("field", ["model", "request_id", "trace_id", "error_type"])
+def test_a_nul_character_is_refused_naming_the_field(world, gateway, field):
+    # PostgreSQL's text columns refuse NUL: it was a 500 in the model look-up (tests/fuzz).
+    model = factories.make_model("qwen-plus")
+    key, _ = factories.make_inference_key(world.research)
+    bad = dict(factories.event(key, model, request_id="bad"), **{field: "a\x00b"})
+    response = gateway.post(EVENTS, {"events": [factories.event(key, model, request_id="fine"), bad]}, format="json")
+    assert response.status_code == 422
+    assert [d["loc"] for d in response.json()["detail"]] == [["body", "events", 1, field]]
+    assert UsageEvent.objects.count() == 0
