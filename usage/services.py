@@ -181,8 +181,9 @@ def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[
                 errors.append(FieldError(index, name, "field required"))
         request_id = raw.get("request_id")
         if request_id is not None:
-            if not isinstance(request_id, str) or not 1 <= len(request_id) <= REQUEST_ID_MAX_LENGTH:
-                errors.append(FieldError(index, "request_id", "must be a string of 1 to 128 characters"))
+            if not _is_text(request_id) or not 1 <= len(request_id) <= REQUEST_ID_MAX_LENGTH:
+                errors.append(FieldError(index, "request_id", "must be a string of 1 to 128 characters, "
+                                                              "without NUL characters"))
             event["request_id"] = request_id
         if raw.get("timestamp") is not None:
             parsed = _parse_timestamp(raw["timestamp"])
@@ -204,7 +205,7 @@ def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[
                 event["key_uuid"] = parsed_uuid
         model = raw.get("model")
         if model is not None:
-            if not isinstance(model, str):  # a JSON list or object would not even hash in the look-ups
+            if not _is_text(model):  # a JSON list or object would not even hash in the look-ups
                 errors.append(FieldError(index, "model", "must be a model code string"))
             else:
                 event["model"] = model
@@ -223,11 +224,18 @@ def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[
         _check_cache_tokens(index, event, errors)
         for name in TRACE_FIELDS + ("error_type",):
             value = raw.get(name)
-            if value is not None and (not isinstance(value, str) or len(value) > TRACE_FIELD_LENGTH):
-                errors.append(FieldError(index, name, "must be a string of at most 128 characters or null"))
+            if value is not None and (not _is_text(value) or len(value) > TRACE_FIELD_LENGTH):
+                errors.append(FieldError(index, name, "must be a string of at most 128 characters, without NUL "
+                                                      "characters, or null"))
             event[name] = value
         clean.append(event)
     return clean, errors
+
+
+def _is_text(value: Any) -> bool:
+    """A string PostgreSQL can store: text columns refuse NUL (it was a 500, found by tests/fuzz).
+    Lone surrogates never get here: portal.api.parsers refuses them as malformed JSON."""
+    return isinstance(value, str) and "\x00" not in value
 
 
 def _check_cache_tokens(index: int, event: dict[str, Any], errors: list[FieldError]) -> None:

@@ -82,6 +82,8 @@ def _instant(value: str | int) -> datetime | None:
 
 def shaped_events(body: bytes) -> ShapedEvents | None:
     """The batch in `body`, shape-checked, or None when the general path must look at it."""
+    if b"\\u0000" in body:  # NUL, which no text column stores: the general path names the field
+        return None
     try:
         batch = _DECODER.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
