@@ -673,6 +673,18 @@ def _key_name(key: object) -> str:
     return key if isinstance(key, str) else _show(key)
 
 
+def _holds_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 64:  # deeper than any valid document; the grammar refuses it anyway
+        return False
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item, depth + 1) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(item, depth + 1) for item in value)
+    return False
+
+
 def _document_size(document: Any) -> int | None:
     try:
         text = json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=_json_default)
@@ -787,6 +799,9 @@ def _collect_errors(document: Any, *, known_keys: frozenset[str] | None, check_s
     else:
         for i, statement in enumerate(statements):
             _check_statement(f"Statement[{i}]", statement, known_keys, errors)
+    if _holds_nul(document):
+        # No stored text holds NUL (PostgreSQL's jsonb refuses it: a 500, found by tests/fuzz).
+        errors.append("document: a key or string holds a NUL character (U+0000)")
     if check_size:
         size = _document_size(document)
         if size is None:

@@ -47,8 +47,11 @@ def test_create_update_delete_a_custom_policy_with_audit(ram_world, alice):
         ({"Version": "1", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*",
                                          "Condition": {"IpAddress": {"acs:SourceIp": "999.1.1.1"}}}]}, "999.1.1.1"),
         ({"Version": "1", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}] * 200}, "6144"),
+        ({"Version": "1", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*",
+                                         "Condition": {"StringEquals": {"acs:SourceIp": "a\x00b"}}}]}, "NUL"),
+        ({"Version": "1", "Statement": [{"Sid": "s\x00", "Effect": "Allow", "Action": "*", "Resource": "*"}]}, "NUL"),
     ],
-    ids=["bad-version", "bad-effect", "unknown-operator", "bad-cidr", "oversized"],
+    ids=["bad-version", "bad-effect", "unknown-operator", "bad-cidr", "oversized", "nul-in-a-value", "nul-in-sid"],
 )
 def test_a_malformed_policy_is_rejected_with_the_reason(ram_world, alice, document, expected):
     response = alice.post(POLICIES, {"name": "Broken", "document": document}, format="json")
