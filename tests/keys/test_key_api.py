@@ -47,12 +47,13 @@ def test_creating_a_key_shows_its_secret_once(ram_world, alice):
     [
         ({"rpm_limit": 0}, ["body", "rpm_limit"]),
         ({"tpm_limit": -5}, ["body", "tpm_limit"]),
+        ({"tpm_limit": 2**31}, ["body", "tpm_limit"]),
         ({"allowed_ips": ["not-an-ip"]}, ["body", "allowed_ips"]),
         ({"expires_at": "2001-01-01T00:00:00Z"}, ["body", "expires_at"]),
         ({"team_id": "nope"}, ["body", "team_id"]),
         ({"team_id": "00000000-0000-0000-0000-000000000000"}, ["body", "team_id"]),
     ],
-    ids=["rpm-zero", "tpm-negative", "bad-ip", "expiry-in-past", "team-not-uuid", "unknown-team"],
+    ids=["rpm-zero", "tpm-negative", "tpm-past-the-column", "bad-ip", "expiry-in-past", "team-not-uuid", "unknown-team"],
 )
 def test_bad_key_requests_get_422_naming_the_field_and_store_nothing(ram_world, alice, fields, location):
     before = InferenceKey.objects.count()
@@ -89,8 +90,11 @@ def test_update_changes_only_the_named_fields(ram_world, alice):
     key.refresh_from_db()
     assert (key.name, key.tpm_limit, key.rpm_limit) == ("renamed", 5000, 10)
     assert alice.put(f"{KEYS}/{key.uuid}", {"rpm_limit": 0}, format="json").status_code == 422
+    # Past the column's 32 bits: PostgreSQL refused the UPDATE, a 500 (tests/fuzz).
+    too_many = alice.put(f"{KEYS}/{key.uuid}", {"tpm_limit": 1071335570920642816}, format="json")
+    assert too_many.status_code == 422 and too_many.json()["detail"][0]["loc"] == ["body", "tpm_limit"]
     key.refresh_from_db()
-    assert key.rpm_limit == 10
+    assert (key.rpm_limit, key.tpm_limit) == (10, 5000)
 
 
 def test_disable_enable_and_delete(ram_world, alice):
