@@ -3,6 +3,7 @@ documented in its dialect's shape."""
 
 import copy
 
+from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.plumbing import ResolvedComponent, append_meta
@@ -80,9 +81,11 @@ _NON_BLANK_PATTERN = f"^[^\\x00]*[^\\x00{_PY_SPACE}][^\\x00]*$"
 
 
 def _is_plain_text(field, schema: dict) -> bool:
-    """A CharField whose schema says nothing more precise (no format, enum or pattern of its own)."""
+    """A CharField whose schema says nothing more precise (no format, enum or pattern of its own,
+    nor a regex validator, whose pattern drf-spectacular writes only after this field is mapped)."""
     return (isinstance(field, serializers.CharField) and schema.get("type") == "string"
-            and not {"format", "enum", "pattern"} & schema.keys())
+            and not {"format", "enum", "pattern"} & schema.keys()
+            and not any(isinstance(validator, RegexValidator) for validator in field.validators))
 
 
 def _document_negotiation_errors(operation: dict) -> None:
