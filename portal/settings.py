@@ -198,6 +198,9 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # queue of unfolded batches (usage/folding.py). Without a broker there is no worker: each ingest
 # transaction folds its own batch before it commits (and the test suite does so everywhere).
 USAGE_FOLD_IN_TRANSACTION = env.bool("USAGE_FOLD_IN_TRANSACTION", default=CELERY_TASK_ALWAYS_EAGER)
+# With a broker: how far (seconds) an organization's rollups may lag its committed events before
+# a writer folds them itself before answering (backpressure, usage/folding.py).
+USAGE_FOLD_LAG_LIMIT = env.float("USAGE_FOLD_LAG_LIMIT", default=2.0)
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

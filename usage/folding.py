@@ -28,13 +28,20 @@ Who folds:
 * `USAGE_FOLD_IN_TRANSACTION` (no broker: the demo, the tests): the ingest transaction folds the
   rows it just queued itself, so a read right after ingesting is fresh even inside a transaction
   that never commits.
+* backpressure: after its commit, a writer whose organizations' oldest queued batch is older than
+  `USAGE_FOLD_LAG_LIMIT` seconds folds those organizations itself (`fold_pending(organization_ids=
+  ..., wait=True)`, the hard limits' path) before it answers. Without it the queue only grows
+  while writers outrun the one background folder: 4 HTTP writers on 2 cores queued 96,000
+  events, 15 s behind, in 30 s (bench/RESULTS.md). With it a writer's answer waits for its fold,
+  so writers go no faster than their events are folded and the rollups lag by about the limit.
 """
 
 import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 from itertools import chain
 from typing import Any
 
@@ -46,7 +53,7 @@ from django.utils import timezone
 from usage.models import UsageEvent, UsageFoldQueue
 from usage.rollups import fold_events, fold_stored, organization_zones
 
-__all__ = ["after_ingest", "fold_pending", "fold_until_empty", "oldest_queued", "queue"]
+__all__ = ["after_ingest", "fold_pending", "fold_until_empty", "keep_up", "oldest_queued", "queue"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +79,10 @@ def queue(stored: Sequence[Any]) -> list[int]:
     return [row.pk for row in rows]
 
 
-def after_ingest(queued: Sequence[int]) -> None:
-    """What the ingest transaction does with the rows it queued: fold them itself
-    (USAGE_FOLD_IN_TRANSACTION), or have the folder fold them once it commits."""
+def after_ingest(queued: Sequence[int], organization_ids: Iterable[int]) -> None:
+    """What the ingest transaction does with the rows it queued (for `organization_ids`): fold
+    them itself (USAGE_FOLD_IN_TRANSACTION), or have the folder fold them once it commits, and
+    then fold them itself if its organizations' rollups lag too far (backpressure)."""
     if not queued:
         return
     if settings.USAGE_FOLD_IN_TRANSACTION:
@@ -84,6 +92,16 @@ def after_ingest(queued: Sequence[int]) -> None:
         # robust: a broker that is down must not turn a committed batch into an error; the sweep
         # folds it.
         transaction.on_commit(_request_fold, robust=True)
+        transaction.on_commit(partial(keep_up, sorted(set(organization_ids))), robust=True)
+
+
+def keep_up(organization_ids: Sequence[int]) -> int:
+    """Backpressure, after an ingest commit: fold these organizations' queue now if its oldest
+    batch waited longer than USAGE_FOLD_LAG_LIMIT seconds. Returns the events folded here."""
+    oldest = oldest_queued(organization_ids)
+    if oldest is None or timezone.now() - oldest < timedelta(seconds=settings.USAGE_FOLD_LAG_LIMIT):
+        return 0
+    return fold_pending(organization_ids=organization_ids, wait=True) or 0
 
 
 def _request_fold() -> None:
@@ -129,12 +147,12 @@ def fold_until_empty(*, seconds: float | None = None) -> int:
             return total
 
 
-def oldest_queued(organization_id: int | None = None) -> datetime | None:
-    """When the oldest batch still waiting to be folded was stored (of one organization, or of
+def oldest_queued(organization_ids: Iterable[int] | None = None) -> datetime | None:
+    """When the oldest batch still waiting to be folded was stored (of some organizations, or of
     any): what every level lags behind by, None when nothing is waiting."""
     queued = UsageFoldQueue.objects.all()
-    if organization_id is not None:
-        queued = queued.filter(organization_id=organization_id)
+    if organization_ids is not None:
+        queued = queued.filter(organization_id__in=organization_ids)
     return queued.aggregate(oldest=Min("queued_at"))["oldest"]
 
 

@@ -396,7 +396,7 @@ def _store_new(rows: list[RatedEvent]) -> list[RatedEvent]:
         else:
             inserted = _insert_new(rows)
             queued = folding.queue(inserted)
-        folding.after_ingest(queued)
+        folding.after_ingest(queued, {row.organization_id for row in inserted})
         return inserted
 
 

@@ -12,6 +12,7 @@ import pytest
 import time_machine
 from django.core.management import call_command
 from django.db import connection, transaction
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from billing.budgets import create_budget
@@ -153,7 +154,7 @@ def test_data_freshness_is_the_newest_event_the_levels_count_not_one_still_queue
     ingest_events(_batch(acme_key, model, "early", 1))
     folding.fold_pending()
     ingest_events(_batch(acme_key, model, "late", 1, start=MARCH_10 + timedelta(hours=1)))
-    assert folding.oldest_queued(world.acme.pk) is not None
+    assert folding.oldest_queued([world.acme.pk]) is not None
     end = MARCH_10 + timedelta(days=1)
     assert data_freshness(world.acme.pk, end) == MARCH_10
     folding.fold_pending()
@@ -303,3 +304,29 @@ def test_a_real_worker_folds_the_committed_batches_from_the_broker(settings, tmp
             time.sleep(0.3)
     assert _requests(acme) == _everywhere(33), log_path.read_text()[-4000:]
     assert "usage.tasks.fold_usage" in log_path.read_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_whose_organizations_lag_past_the_limit_folds_them_before_it_answers(settings):
+    # Backpressure: with the folder down (or outrun), the queue would only grow; a writer finding
+    # its organizations' oldest batch older than USAGE_FOLD_LAG_LIMIT folds them itself.
+    settings.USAGE_FOLD_IN_TRANSACTION = False
+    settings.USAGE_FOLD_LAG_LIMIT = 5.0
+    model = factories.make_model("qwen-plus")
+    acme = factories.make_organization("Acme", timezone="Asia/Shanghai")
+    globex = factories.make_organization("Globex", timezone="America/New_York")
+    acme_key, _ = factories.make_inference_key(factories.make_department(acme, "Research"))
+    globex_key, _ = factories.make_inference_key(factories.make_department(globex, "Sales"))
+    eager, celery_app.conf.task_always_eager = celery_app.conf.task_always_eager, False  # the folder is down
+    try:
+        ingest_events(_batch(acme_key, model, "a1", 10) + _batch(globex_key, model, "g1", 5))
+        ingest_events(_batch(acme_key, model, "a2", 10))
+        # Within the limit: both wait for the folder.
+        assert _requests(acme) == _everywhere(0) and UsageFoldQueue.objects.count() == 3
+        UsageFoldQueue.objects.filter(organization=acme).update(queued_at=timezone.now() - timedelta(seconds=6))
+        ingest_events(_batch(acme_key, model, "a3", 10))
+    finally:
+        celery_app.conf.task_always_eager = eager
+    # Acme lagged 6 s: its writer folded every Acme batch, its own too; Globex's is not its business.
+    assert _requests(acme) == _everywhere(30) and _requests(globex) == _everywhere(0)
+    assert list(UsageFoldQueue.objects.values_list("organization_id", flat=True)) == [globex.pk]
