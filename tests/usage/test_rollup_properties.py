@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import factories
+from tests.usage.raw_checks import assert_daily_levels_equal_raw_events
 from usage import histogram
 from usage.measures import ROW_MEASURES
 from usage.models import (
@@ -20,7 +21,9 @@ from usage.models import (
     UsageFine15,
     UsageHourly,
     UsageKeyDaily,
+    UsageKeyDailyRows,
     UsageModelDaily,
+    UsageOrganizationDaily,
 )
 from usage.rollups import LEVELS
 from usage.services import ingest_events, rebuild_rollups
@@ -47,7 +50,7 @@ def estate(django_db_setup, django_db_blocker):
         models = [factories.make_model(f"prop-{i}", cny=(str(i + 1), "0.3", "2.5", "0.1", "0.05", *written))
                   for i, written in enumerate(cache_write_prices)]
         yield built, models
-        for table in (*(level.model for level in LEVELS), UsageFillState, UsageEvent):
+        for table in (*(level.model for level in LEVELS), UsageKeyDailyRows, UsageFillState, UsageEvent):
             table.objects.all().delete()
 
 
@@ -69,7 +72,7 @@ event_shapes = st.lists(
 @pytest.mark.django_db(transaction=True)
 def test_every_rollup_level_equals_its_raw_events(estate, shapes):
     built, models = estate
-    for table in (*(level.model for level in LEVELS), UsageFillState, UsageEvent):
+    for table in (*(level.model for level in LEVELS), UsageKeyDailyRows, UsageFillState, UsageEvent):
         table.objects.all().delete()
     events = []
     for number, (org, key, model, second, prompt, completion, cached_pct, written_pct, images, video, latency,
@@ -125,6 +128,10 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
         lambda e: (e.organization_id, local(e).date(), e.department_id))
     assert stored(UsageModelDaily, ("organization_id", "day", "model_id")) == expected(
         lambda e: (e.organization_id, local(e).date(), e.model_id))
+    assert stored(UsageOrganizationDaily, ("organization_id", "day")) == expected(
+        lambda e: (e.organization_id, local(e).date()))
+    # The daily histograms and each day's key-daily row count.
+    assert_daily_levels_equal_raw_events()
 
     histograms = defaultdict(lambda: defaultdict(int))
     latencies = defaultdict(list)
@@ -149,9 +156,11 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
     # Ingestion folds in SQL on PostgreSQL and in Python elsewhere; a rebuild always folds in
     # Python. Both must leave every level exactly as it was.
     def snapshot():
-        return {level.model.__name__: sorted(
+        return {**{level.model.__name__: sorted(
             tuple(getattr(row, f) for f in (*level.key_columns, *level.metric_columns))
-            for row in level.model.objects.all()) for level in LEVELS}
+            for row in level.model.objects.all()) for level in LEVELS},
+            "key-daily rows": sorted(UsageKeyDailyRows.objects.filter(rows__gt=0).values_list(
+                "organization_id", "day", "rows"))}
 
     ingested = snapshot()
     for organization, _ in built:
