@@ -1,4 +1,4 @@
-"""The levels usage is read from: the raw events and the seven rollups, declared once.
+"""The levels usage is read from: the raw events and the eight rollups, declared once.
 
 Contract
 --------
@@ -42,6 +42,7 @@ from usage.models import (
     UsageHourly,
     UsageKeyDaily,
     UsageModelDaily,
+    UsageModelHourly,
     UsageOrganizationDaily,
 )
 from usage.timebuckets import epoch
@@ -57,6 +58,7 @@ __all__ = [
     "LEVELS",
     "LEVEL_NAMED",
     "MODEL_DAILY",
+    "MODEL_HOURLY",
     "ORGANIZATION_DAILY",
     "RAW",
     "ROLLUPS",
@@ -210,6 +212,9 @@ class Level:
 RAW = Level("raw", UsageEvent, INSTANT, tuple(dimension.name for dimension in DIMENSIONS))
 FINE = Level("fine", UsageFine15, FIFTEEN_MINUTES, ("department", "key", "model", "member", "status_class"))
 HOURLY = Level("hourly", UsageHourly, LOCAL_HOUR, (), histograms=True)
+# Usage by model in hours of the organization's clock: Weave's usage buckets of 6 hours (at ten
+# million events the fine level's 114,799 rows for 7 days were misestimated, sorted and JIT-compiled).
+MODEL_HOURLY = Level("model_hourly", UsageModelHourly, LOCAL_HOUR, ("model",))
 # The breakdown's groups per local day, in its order (department, key, member, model): its
 # unique index walks a day's groups in the order pages list them.
 KEY_DAILY = Level("key_daily", UsageKeyDaily, LOCAL_DAY, ("department", "key", "member", "model"))
@@ -222,6 +227,7 @@ DEPARTMENT_DAILY = Level("department_daily", UsageDepartmentDaily, LOCAL_DAY, ("
 MODEL_DAILY = Level("model_daily", UsageModelDaily, LOCAL_DAY, ("model",))
 ORGANIZATION_DAILY = Level("organization_daily", UsageOrganizationDaily, LOCAL_DAY, (), histograms=True)
 
-LEVELS: tuple[Level, ...] = (RAW, FINE, HOURLY, KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY, ORGANIZATION_DAILY)
+LEVELS: tuple[Level, ...] = (RAW, FINE, MODEL_HOURLY, HOURLY, KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY,
+                             ORGANIZATION_DAILY)
 ROLLUPS: tuple[Level, ...] = tuple(level for level in LEVELS if not level.is_raw)
 LEVEL_NAMED: dict[str, Level] = {level.name: level for level in LEVELS}

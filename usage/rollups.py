@@ -112,11 +112,12 @@ def _stored_value(measure: Measure) -> Callable[[Any], Any]:
 
 
 def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | None = None, *,
-                freshness: bool = True) -> None:
+                freshness: bool = True, only: Sequence[Level] | None = None) -> None:
     """Add `events` (stored, rated UsageEvent rows) into every rollup level and, unless told not to
     (a partial rebuild refolds events already counted), the fill state and the conversations and
     peaks (usage/activity.py). SQLite folding and every rebuild come through here; PostgreSQL
-    folding is in SQL (fold_stored)."""
+    folding is in SQL (fold_stored). `only` folds into those levels alone (a migration filling a
+    new level on SQLite), nothing else."""
     events = list(events)
     if not events:
         return
@@ -124,7 +125,7 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
         zones = organization_zones({e.organization_id for e in events})
     # Each level with how its measures fold and its rows' running totals, by key.
     levels: list[tuple[Level, tuple, dict[tuple, dict[str, Any]]]] = [
-        (level, _event_folds(level), {}) for level in LEVELS]
+        (level, _event_folds(level), {}) for level in (LEVELS if only is None else only)]
     fresh: dict[int, list] = {}
     for event in events:
         values = {measure.name: measure.of_event(event) for measure in MEASURES}
@@ -145,6 +146,8 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
         # Sorted, so that concurrent batches take row locks in the same order.
         _upsert(level, [[*key, *(store(totals[name]) for name, store in stored)]
                         for key, totals in sorted(rows.items(), key=operator.itemgetter(0))])
+    if only is not None:
+        return
     recount_key_daily_rows({(key[0], key[1]) for key in levels[LEVELS.index(KEY_DAILY)][2]})
     if freshness:
         _upsert_freshness(fresh)

@@ -1,6 +1,7 @@
 """The query engine: calendar buckets in any zone, level choice, and every level agreeing."""
 
 import zoneinfo
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -127,6 +128,33 @@ def test_weeks_and_months_fold_local_days(zoned, models):
                                 granularity=Granularity.of("week")))
     assert [row.requests for row in week.rows] == [28, 28]
     assert week.buckets[0].start.weekday() == 0
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "America/New_York"])
+def test_six_hour_buckets_by_model_come_from_the_model_hourly_level(zoned, models, zone):
+    """Weave's usage buckets: whole hours of the organization's clock grouped by model (across New
+    York's autumn change, and in a half-hour zone) read the model-hourly level and equal raw events."""
+    organization, department, key = zoned(zone)
+    local = zoneinfo.ZoneInfo(zone)
+    start = datetime(2026, 10, 31, tzinfo=local)
+    for number, model in enumerate(models):
+        _ingest_every(key, model, start + timedelta(minutes=number * 13), start + timedelta(days=3),
+                      timedelta(minutes=17 + number * 6), latency_ms=200 + number)
+    q = UsageQuery(organization_id=organization.pk, start=start, end=start + timedelta(days=2, hours=18),
+                   timezone=zone, granularity=Granularity.of(6 * 3600), group_by=("model",))
+    result = query.run(q)
+    assert result.level == query.MODEL_HOURLY
+
+    def numbers(rows):
+        return [(row.bucket.key, row.group["model"], row.requests, row.cost, row.latency_sum_ms, row.latency_min_ms,
+                 row.latency_max_ms) for row in rows]
+
+    assert numbers(result.rows) == numbers(query.run(q, level=RAW).rows)
+    assert sum(row.requests for row in result.rows) > 300
+    narrowed = query.run(replace(q, group_by=(), models=(models[1].pk,)))
+    assert narrowed.level == query.MODEL_HOURLY
+    assert [row.requests for row in narrowed.rows] == [
+        row.requests for row in query.run(replace(q, group_by=(), models=(models[1].pk,)), level=RAW).rows]
 
 
 def test_fixed_width_buckets_are_aligned_to_local_midnight_and_filled(zoned, models):

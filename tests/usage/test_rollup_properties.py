@@ -23,6 +23,7 @@ from usage.models import (
     UsageKeyDaily,
     UsageKeyDailyRows,
     UsageModelDaily,
+    UsageModelHourly,
     UsageOrganizationDaily,
 )
 from usage.rollups import LEVELS
@@ -119,6 +120,8 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
         return epoch - (epoch + int(local(e).utcoffset().total_seconds())) % 3600
 
     assert stored(UsageHourly, ("organization_id", "hour")) == expected(lambda e: (e.organization_id, local_hour(e)))
+    assert stored(UsageModelHourly, ("organization_id", "hour", "model_id")) == expected(
+        lambda e: (e.organization_id, local_hour(e), e.model_id))
     assert stored(UsageKeyDaily, ("organization_id", "day", "department_id", "key_id", "member_id_or_zero",
                                   "model_id")) == expected(
         lambda e: (e.organization_id, local(e).date(), e.department_id, e.key_id, e.member_id or 0, e.model_id))

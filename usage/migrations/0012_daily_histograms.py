@@ -87,15 +87,19 @@ def backfill(apps, schema_editor):
 
 
 def _backfill_in_python(apps):
-    """SQLite (development databases): every organization with events rebuilt with today's folds,
-    which fill the new level, histograms and counts with the rest."""
-    from portal.models import Organization
-    from usage.services import rebuild_rollups
+    """SQLite (development databases): the new level and the department histograms folded in
+    Python from the raw events, and every day's key-daily rows counted."""
+    from usage.levels import DEPARTMENT_DAILY, ORGANIZATION_DAILY
+    from usage.models import UsageEvent, UsageKeyDaily
+    from usage.rollups import fold_events, organization_zones, recount_key_daily_rows
 
-    organization_ids = apps.get_model("usage", "UsageEvent").objects.values_list(
-        "organization_id", flat=True).distinct()
-    for organization in Organization.objects.filter(pk__in=list(organization_ids)):
-        rebuild_rollups(organization=organization)
+    apps.get_model("usage", "UsageDepartmentDaily").objects.all().delete()
+    after = 0
+    while chunk := list(UsageEvent.objects.filter(id__gt=after).order_by("id")[:5000]):
+        fold_events(chunk, organization_zones({event.organization_id for event in chunk}), freshness=False,
+                    only=(DEPARTMENT_DAILY, ORGANIZATION_DAILY))
+        after = chunk[-1].pk
+    recount_key_daily_rows(UsageKeyDaily.objects.values_list("organization_id", "day").distinct())
 
 
 class Migration(migrations.Migration):
