@@ -1,4 +1,4 @@
-"""The levels usage is read from: the raw events and the eight rollups, declared once.
+"""The levels usage is read from: the raw events and the nine rollups, declared once.
 
 Contract
 --------
@@ -37,6 +37,7 @@ from usage.models import (
     HOUR_SECONDS,
     UsageDaily,
     UsageDepartmentDaily,
+    UsageDepartmentKeyDaily,
     UsageEvent,
     UsageFine15,
     UsageHourly,
@@ -50,6 +51,7 @@ from usage.timebuckets import epoch
 __all__ = [
     "DAILY",
     "DEPARTMENT_DAILY",
+    "DEPARTMENT_KEY_DAILY",
     "DIMENSIONS",
     "DIMENSION_NAMED",
     "FINE",
@@ -218,6 +220,8 @@ MODEL_HOURLY = Level("model_hourly", UsageModelHourly, LOCAL_HOUR, ("model",))
 # The breakdown's groups per local day, in its order (department, key, member, model): its
 # unique index walks a day's groups in the order pages list them.
 KEY_DAILY = Level("key_daily", UsageKeyDaily, LOCAL_DAY, ("department", "key", "member", "model"))
+# Per key and day, whatever the member and model: a key's series and totals.
+DEPARTMENT_KEY_DAILY = Level("department_key_daily", UsageDepartmentKeyDaily, LOCAL_DAY, ("department", "key"))
 DAILY = Level("daily", UsageDaily, LOCAL_DAY, ("department", "model"))
 # Daily histograms (measured at ten million events, bench/RESULTS.md): a department's percentiles
 # have no hourly histogram to come from, and merging 2,160 hourly histograms in Python was most of
@@ -227,7 +231,7 @@ DEPARTMENT_DAILY = Level("department_daily", UsageDepartmentDaily, LOCAL_DAY, ("
 MODEL_DAILY = Level("model_daily", UsageModelDaily, LOCAL_DAY, ("model",))
 ORGANIZATION_DAILY = Level("organization_daily", UsageOrganizationDaily, LOCAL_DAY, (), histograms=True)
 
-LEVELS: tuple[Level, ...] = (RAW, FINE, MODEL_HOURLY, HOURLY, KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY,
-                             ORGANIZATION_DAILY)
+LEVELS: tuple[Level, ...] = (RAW, FINE, MODEL_HOURLY, HOURLY, KEY_DAILY, DEPARTMENT_KEY_DAILY, DAILY,
+                             DEPARTMENT_DAILY, MODEL_DAILY, ORGANIZATION_DAILY)
 ROLLUPS: tuple[Level, ...] = tuple(level for level in LEVELS if not level.is_raw)
 LEVEL_NAMED: dict[str, Level] = {level.name: level for level in LEVELS}

@@ -226,6 +226,21 @@ class UsageKeyDaily(RollupMetrics):
             name="usagekeydaily_key")]
 
 
+class UsageDepartmentKeyDaily(RollupMetrics):
+    """Organization × department × key × local day: per-key series and totals (Venice's byKey)
+    from one row per key and day, not one per key, member and model (about 114,000 key-daily rows
+    for 30 days of the heaviest organization at ten million events, against about 10,600)."""
+
+    organization = _fk(Organization)
+    day = models.DateField()
+    department = _fk(Department)
+    key = _fk(InferenceKey)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "day", "department", "key", "currency"],
+                                               name="usagedepartmentkeydaily_key")]
+
+
 class UsageDaily(RollupMetrics):
     """Per day in the organization's own timezone: organization × department × model × local day.
     Rebuilt by `manage.py rebuild_rollups --org` when an organization changes its timezone."""

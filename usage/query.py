@@ -54,7 +54,7 @@ SUM_FIELDS = tuple(measure.name for measure in SUMMED)
 RAW, FINE, HOURLY, DAILY = levels.RAW.name, levels.FINE.name, levels.HOURLY.name, levels.DAILY.name
 DEPARTMENT_DAILY, MODEL_DAILY = levels.DEPARTMENT_DAILY.name, levels.MODEL_DAILY.name
 KEY_DAILY, ORGANIZATION_DAILY = levels.KEY_DAILY.name, levels.ORGANIZATION_DAILY.name
-MODEL_HOURLY = levels.MODEL_HOURLY.name
+MODEL_HOURLY, DEPARTMENT_KEY_DAILY = levels.MODEL_HOURLY.name, levels.DEPARTMENT_KEY_DAILY.name
 # The smallest and the largest latency, which a query may leave out (latency_range=False).
 _LATENCY_RANGE: tuple[Measure, ...] = tuple(measure for measure in ROW_MEASURES
                                             if measure.merge in (Merge.MIN, Merge.MAX))

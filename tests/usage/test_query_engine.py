@@ -184,11 +184,12 @@ def test_group_by_model_and_the_levels_agree_on_every_number(zoned, models):
                   cached_tokens=200, completion_tokens=321, latency_ms=900)
     _ingest_every(other_key, models[1], start, start + timedelta(days=3), timedelta(minutes=91), status_code=500,
                   latency_ms=4000)
-    levels_by_grouping = {(): (KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY, HOURLY, FINE, RAW),
-                          ("model",): (KEY_DAILY, DAILY, MODEL_DAILY, FINE, RAW),
-                          ("department",): (KEY_DAILY, DAILY, DEPARTMENT_DAILY, FINE, RAW),
-                          ("model", "department"): (KEY_DAILY, DAILY, FINE, RAW),
-                          ("key", "member"): (KEY_DAILY, FINE, RAW)}
+    every_level = (KEY_DAILY, query.DEPARTMENT_KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY, ORGANIZATION_DAILY,
+                   query.MODEL_HOURLY, HOURLY, FINE, RAW)
+    levels_by_grouping = {group_by: tuple(level for level in every_level if level == RAW
+                                          or query.LEVEL_NAMED[level].keeps(set(group_by)))
+                          for group_by in ((), ("model",), ("department",), ("model", "department"), ("key",),
+                                           ("key", "member"))}
     for group_by, levels in levels_by_grouping.items():
         answers = {}
         for level in levels:
@@ -528,7 +529,7 @@ def test_ranges_inside_local_days_take_whole_days_from_a_day_level(zoned, models
     assert numbers(result.rows) == numbers(exact.rows)
     assert sum(row.requests for row in result.rows) > 300
     middle = {(): ORGANIZATION_DAILY, ("model",): MODEL_DAILY, ("department",): DEPARTMENT_DAILY,
-              ("key",): KEY_DAILY}[group_by]
+              ("key",): query.DEPARTMENT_KEY_DAILY}[group_by]
     # 10:07:13 is off the 15-minute grid (raw events), 15:30 on it (the fine level).
     assert result.level.split("+") == list(dict.fromkeys([RAW, middle, FINE]))
 

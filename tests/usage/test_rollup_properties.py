@@ -16,6 +16,7 @@ from usage.measures import ROW_MEASURES
 from usage.models import (
     UsageDaily,
     UsageDepartmentDaily,
+    UsageDepartmentKeyDaily,
     UsageEvent,
     UsageFillState,
     UsageFine15,
@@ -125,6 +126,8 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
     assert stored(UsageKeyDaily, ("organization_id", "day", "department_id", "key_id", "member_id_or_zero",
                                   "model_id")) == expected(
         lambda e: (e.organization_id, local(e).date(), e.department_id, e.key_id, e.member_id or 0, e.model_id))
+    assert stored(UsageDepartmentKeyDaily, ("organization_id", "day", "department_id", "key_id")) == expected(
+        lambda e: (e.organization_id, local(e).date(), e.department_id, e.key_id))
     assert stored(UsageDaily, ("organization_id", "day", "department_id", "model_id")) == expected(
         lambda e: (e.organization_id, local(e).date(), e.department_id, e.model_id))
     assert stored(UsageDepartmentDaily, ("organization_id", "day", "department_id")) == expected(
