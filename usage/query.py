@@ -275,7 +275,9 @@ def _pieces(query: UsageQuery, org_timezone: str, all_buckets: Sequence[Bucket])
     for sums that add up across pieces, into buckets of whole local days."""
     level = _choose_level(query, org_timezone, all_buckets)
     granularity = query.granularity
-    splittable = (level in (levels.FINE, levels.RAW) and query.timezone == org_timezone
+    # Hour levels too: a 90-day range on the hour grid read 2,160 rows per model from the
+    # model-hourly level where the model-daily level has 90 (measured at ten million events).
+    splittable = (level.time.kind is not TimeKind.LOCAL_DAY and query.timezone == org_timezone
                   and not (query.conversations or query.trace or query.trace_roots_only)
                   and (granularity is None or granularity.unit is not None))
     if not splittable:
