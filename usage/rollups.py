@@ -3,9 +3,9 @@
 from the queue of unfolded batches the ingest transaction writes).
 
 Only rows that were really inserted are queued (what RETURNING gave back), so a replayed batch
-adds nothing. Beside the levels, each local day's number of key-daily rows (UsageKeyDailyRows, the
-breakdown's row count) is kept by the same folds. Keys are sorted before writing so that concurrent batches take row locks in
-the same order and cannot deadlock each other.
+adds nothing. Beside the levels, each local day's number of key-daily rows (UsageKeyDailyRows,
+the breakdown's row count) is kept by the same folds. Keys are sorted before writing so that
+concurrent batches take row locks in the same order and cannot deadlock each other.
 
 Two ways in, checked against each other by tests/usage/test_rollup_properties.py: on PostgreSQL
 ingestion stores and queues a batch in one SQL statement (store_and_queue) and the folder folds
