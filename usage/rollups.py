@@ -3,8 +3,9 @@
 from the queue of unfolded batches the ingest transaction writes).
 
 Only rows that were really inserted are queued (what RETURNING gave back), so a replayed batch
-adds nothing. Keys are sorted before writing so that concurrent batches take row locks in
-the same order and cannot deadlock each other.
+adds nothing. Beside the levels, each local day's number of key-daily rows (UsageKeyDailyRows,
+the breakdown's row count) is kept by the same folds. Keys are sorted before writing so that
+concurrent batches take row locks in the same order and cannot deadlock each other.
 
 Two ways in, checked against each other by tests/usage/test_rollup_properties.py: on PostgreSQL
 ingestion stores and queues a batch in one SQL statement (store_and_queue) and the folder folds
@@ -29,9 +30,9 @@ from portal.models import Organization
 from usage import activity, histogram
 from usage.bulk import column_types, stored_rows, write_rows
 from usage.db import psycopg_cursor
-from usage.levels import ROLLUPS, Level, TimeKey
+from usage.levels import KEY_DAILY, ROLLUPS, Level, TimeKey
 from usage.measures import MEASURE_NAMED, MEASURES, Measure, Merge
-from usage.models import UsageEvent, UsageFillState, UsageFoldQueue
+from usage.models import UsageEvent, UsageFillState, UsageFoldQueue, UsageKeyDailyRows
 
 # What ingestion folds events into (the rollup levels of usage/levels.py), finest first.
 LEVELS = ROLLUPS
@@ -112,11 +113,12 @@ def _stored_value(measure: Measure) -> Callable[[Any], Any]:
 
 
 def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | None = None, *,
-                freshness: bool = True) -> None:
+                freshness: bool = True, only: Sequence[Level] | None = None) -> None:
     """Add `events` (stored, rated UsageEvent rows) into every rollup level and, unless told not to
     (a partial rebuild refolds events already counted), the fill state and the conversations and
     peaks (usage/activity.py). SQLite folding and every rebuild come through here; PostgreSQL
-    folding is in SQL (fold_stored)."""
+    folding is in SQL (fold_stored). `only` folds into those levels alone (a migration filling a
+    new level on SQLite), nothing else."""
     events = list(events)
     if not events:
         return
@@ -124,7 +126,7 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
         zones = organization_zones({e.organization_id for e in events})
     # Each level with how its measures fold and its rows' running totals, by key.
     levels: list[tuple[Level, tuple, dict[tuple, dict[str, Any]]]] = [
-        (level, _event_folds(level), {}) for level in LEVELS]
+        (level, _event_folds(level), {}) for level in (LEVELS if only is None else only)]
     fresh: dict[int, list] = {}
     for event in events:
         values = {measure.name: measure.of_event(event) for measure in MEASURES}
@@ -145,9 +147,44 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
         # Sorted, so that concurrent batches take row locks in the same order.
         _upsert(level, [[*key, *(store(totals[name]) for name, store in stored)]
                         for key, totals in sorted(rows.items(), key=operator.itemgetter(0))])
+    if only is not None:
+        return
+    recount_key_daily_rows({(key[0], key[1]) for key in levels[LEVELS.index(KEY_DAILY)][2]})
     if freshness:
         _upsert_freshness(fresh)
         activity.fold_events(events, zones)
+
+
+# --- how many key-daily rows a day has (UsageKeyDailyRows) --------------------------------------
+# PostgreSQL's fold statement adds the key-daily rows it inserted (xmax = 0 in RETURNING: the
+# row's first version) to their day's count; the Python folds recount the days they touched.
+
+_KEY_DAILY_ROWS = UsageKeyDailyRows._meta.db_table
+_KEY_DAILY_ROWS_KEY = ("organization_id", KEY_DAILY.time.column)
+
+
+def recount_key_daily_rows(days: Iterable[tuple[int, date]]) -> None:
+    """Set the key-daily row count of each (organization, local day) in `days` to the rows stored
+    now (after a Python fold or a rebuild of those days)."""
+    by_organization: dict[int, list[date]] = collections.defaultdict(list)
+    for organization_id, day in sorted(set(days)):
+        by_organization[organization_id].append(day)
+    if not by_organization:
+        return
+    quote = connection.ops.quote_name
+    day_field = UsageKeyDailyRows._meta.get_field(KEY_DAILY.time.column)
+    day_column = quote(KEY_DAILY.time.column)
+    clauses, params = [], []
+    for organization_id, organization_days in by_organization.items():
+        clauses.append(f"(organization_id = %s AND {day_column} IN ({', '.join(['%s'] * len(organization_days))}))")
+        params.extend([organization_id, *(day_field.get_db_prep_value(day, connection) for day in organization_days)])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(_KEY_DAILY_ROWS)} (organization_id, {day_column}, {quote('rows')}) "
+            f"SELECT organization_id, {day_column}, COUNT(*) FROM {quote(KEY_DAILY.table)} "
+            f"WHERE {' OR '.join(clauses)} GROUP BY 1, 2 ORDER BY 1, 2 "
+            f"ON CONFLICT (organization_id, {day_column}) DO UPDATE SET {quote('rows')} = EXCLUDED.{quote('rows')}",
+            params)
 
 
 # --- PostgreSQL: insert and fold in one statement ---------------------------------------------
@@ -214,6 +251,7 @@ _FOLD = sql.SQL("""
         SELECT organization_id, MAX("timestamp"), COUNT(*) FROM new GROUP BY 1 ORDER BY 1
         ON CONFLICT {fill_state_conflict}
     ),
+    {key_daily_rows},
     {activity}
     SELECT COUNT(*) FROM new""")
 
@@ -222,7 +260,15 @@ _FOLD = sql.SQL("""
 _FOLD_LEVEL = sql.SQL("""{name} AS (
         INSERT INTO {table} ({columns})
         SELECT * FROM ({batch}) AS batch ORDER BY {key_positions}
-        ON CONFLICT {conflict}
+        ON CONFLICT {conflict}{returning}
+    )""")
+# The key-daily rows the fold inserted, added to their day's count (a row whose first version
+# this statement wrote has xmax 0; an updated one carries this transaction's id).
+_KEY_DAILY_RETURNING = sql.SQL(" RETURNING organization_id, {day}, xmax = 0 AS inserted")
+_KEY_DAILY_ROWS_FOLD = sql.SQL("""key_daily_rows AS (
+        INSERT INTO {table} (organization_id, {day}, {rows})
+        SELECT organization_id, {day}, COUNT(*) FROM {key_daily} WHERE inserted GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (organization_id, {day}) DO UPDATE SET {rows} = {table}.{rows} + EXCLUDED.{rows}
     )""")
 _BATCH_AGGREGATES = sql.SQL("SELECT {keys}, {aggregates} FROM new GROUP BY {key_positions}")
 # The batch's histogram of each key: counts per bin (ascending), encoded as stored, beside the aggregates.
@@ -281,7 +327,9 @@ def _fold_level(number: int, level: Level) -> sql.Composed:
     return _FOLD_LEVEL.format(
         name=sql.Identifier(f"level{number}"), table=sql.Identifier(level.table),
         columns=_identifiers([*level.key_columns, *(measure.name for measure in aggregated + binned)]),
-        batch=batch, key_positions=key_positions, conflict=sql.SQL(_conflict_clause(level)))
+        batch=batch, key_positions=key_positions, conflict=sql.SQL(_conflict_clause(level)),
+        returning=_KEY_DAILY_RETURNING.format(day=sql.Identifier(level.time.column)) if level is KEY_DAILY
+        else sql.SQL(""))
 
 
 @functools.cache  # PostgreSQL only, so the text never changes within a process
@@ -300,6 +348,9 @@ def _fold_statement() -> str:
         levels=sql.SQL(",\n    ").join(_fold_level(n, level) for n, level in enumerate(LEVELS)),
         fill_state=sql.Identifier(UsageFillState._meta.db_table),
         fill_state_conflict=sql.SQL(_fill_state_conflict()),
+        key_daily_rows=_KEY_DAILY_ROWS_FOLD.format(
+            table=sql.Identifier(_KEY_DAILY_ROWS), day=sql.Identifier(KEY_DAILY.time.column),
+            rows=sql.Identifier("rows"), key_daily=sql.Identifier(f"level{LEVELS.index(KEY_DAILY)}")),
         activity=sql.SQL(",\n    ".join(activity.fold_sql()))).as_string()
 
 

@@ -28,7 +28,8 @@ from portal.models import Organization
 from portal.services import Actor, record_audit
 from usage import activity, folding
 from usage.bulk import column_types, stored_rows, write_rows
-from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFillState
+from usage.levels import KEY_DAILY
+from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFillState, UsageKeyDailyRows
 from usage.rollups import LEVELS, fold_events, organization_zones, store_and_queue
 from usage.timebuckets import (
     SUPPORTED_RANGE,
@@ -460,9 +461,12 @@ def rebuild_rollups(*, organization: Organization, start: datetime | None = None
             column = level.time.column
             level.model.objects.filter(organization=organization, **{f"{column}__gte": first,
                                                                      f"{column}__lt": last}).delete()
+        # Recounted for the days that still have events by the folds below.
+        first, last = KEY_DAILY.time.bounds(start, end, organization.zone)
+        UsageKeyDailyRows.objects.filter(organization=organization, day__gte=first, day__lt=last).delete()
     else:
         # Conversations and peaks depend on no price, so a partial rebuild (a re-rate) keeps them.
-        for model in (*(level.model for level in LEVELS), *activity.MODELS):
+        for model in (*(level.model for level in LEVELS), UsageKeyDailyRows, *activity.MODELS):
             model.objects.filter(organization=organization).delete()
         UsageFillState.objects.filter(organization=organization).delete()
     zones = organization_zones([organization.pk])

@@ -22,6 +22,7 @@ from keys import services as key_services
 from portal.celery import app as celery_app
 from portal.services import SYSTEM
 from tests import factories
+from tests.usage.raw_checks import assert_daily_levels_equal_raw_events
 from usage import folding
 from usage.activity import MODELS as ACTIVITY_MODELS
 from usage.models import UsageConversationDaily, UsageEvent, UsageFillState, UsageFoldQueue, UsagePeakHourly
@@ -80,6 +81,7 @@ def test_a_committed_batch_waits_in_the_queue_and_one_fold_counts_it_in_every_le
 
     assert folding.fold_pending() == 50
     assert _requests(world.acme) == _everywhere(30) and _requests(world.globex) == _everywhere(20)
+    assert_daily_levels_equal_raw_events()
     assert not UsageFoldQueue.objects.exists()
     whole = {"organization": world.acme, "department_id_or_zero": 0}
     assert UsageConversationDaily.objects.filter(**whole).get().conversations == 1
@@ -171,6 +173,7 @@ def test_a_rebuild_folds_the_queue_first_so_nothing_is_counted_twice(queued, two
     assert list(UsageFoldQueue.objects.values_list("organization_id", flat=True)) == [world.globex.pk]
     folding.fold_until_empty()
     assert _requests(world.acme) == _everywhere(12) and _requests(world.globex) == _everywhere(5)
+    assert_daily_levels_equal_raw_events()
 
 
 def test_a_hard_limit_counts_queued_batches_and_stops_the_keys_when_the_crossing_batch_commits(queued, world):
@@ -259,6 +262,7 @@ def test_folders_racing_each_other_and_a_hard_limit_fold_count_every_batch_exact
     folding.fold_until_empty()  # whatever a folder skipped while another held it
     assert not UsageFoldQueue.objects.exists()
     assert _requests(acme) == _everywhere(320) and _requests(globex) == _everywhere(160)
+    assert_daily_levels_equal_raw_events()
     assert UsageConversationDaily.objects.filter(organization=acme, department_id_or_zero=0).get().conversations == 3
 
 

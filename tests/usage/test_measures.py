@@ -41,8 +41,9 @@ def test_the_engine_rows_and_sums_come_from_the_registry():
     assert names == ["bucket", "group", *(m.name for m in ROW_MEASURES), "conversations", "percentiles",
                      "distributions", "true_counts"]
     assert SUM_FIELDS == tuple(measure.name for measure in SUMMED)
-    assert [level.name for level in LEVELS] == ["raw", "fine", "hourly", "key_daily", "daily", "department_daily",
-                                                  "model_daily"]
+    assert [level.name for level in LEVELS] == ["raw", "fine", "model_hourly", "hourly", "key_daily",
+                                                "department_key_daily", "daily", "department_daily", "model_daily",
+                                                "organization_daily"]
 
 
 def test_each_measure_and_dimension_reads_the_same_in_sql_and_in_python(world):

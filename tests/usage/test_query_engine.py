@@ -1,6 +1,7 @@
 """The query engine: calendar buckets in any zone, level choice, and every level agreeing."""
 
 import zoneinfo
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -8,7 +9,18 @@ import pytest
 
 from tests import factories
 from usage import query
-from usage.query import DAILY, DEPARTMENT_DAILY, FINE, HOURLY, KEY_DAILY, MODEL_DAILY, RAW, UsageQuery
+from usage.models import UsageEvent
+from usage.query import (
+    DAILY,
+    DEPARTMENT_DAILY,
+    FINE,
+    HOURLY,
+    KEY_DAILY,
+    MODEL_DAILY,
+    ORGANIZATION_DAILY,
+    RAW,
+    UsageQuery,
+)
 from usage.selectors import export_events
 from usage.services import ingest_events
 from usage.timebuckets import Granularity
@@ -49,7 +61,8 @@ def _daily(organization, start_local: datetime, end_local: datetime, level=None,
     return query.run(q, level=level)
 
 
-@pytest.mark.parametrize("level", [None, KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY, HOURLY, FINE, RAW])
+@pytest.mark.parametrize("level", [None, ORGANIZATION_DAILY, KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY, HOURLY,
+                                   FINE, RAW])
 def test_new_york_dst_days_have_23_and_25_hours(zoned, models, level):
     from zoneinfo import ZoneInfo
 
@@ -66,7 +79,7 @@ def test_new_york_dst_days_have_23_and_25_hours(zoned, models, level):
     assert spring.buckets[1].start.isoformat() == "2026-03-08T00:00:00-05:00"
     assert spring.buckets[2].start.isoformat() == "2026-03-09T00:00:00-04:00"
     if level is None:
-        assert spring.level == MODEL_DAILY
+        assert spring.level == ORGANIZATION_DAILY
 
 
 @pytest.mark.parametrize("level", [None, DAILY, MODEL_DAILY, HOURLY, FINE, RAW])
@@ -117,6 +130,33 @@ def test_weeks_and_months_fold_local_days(zoned, models):
     assert week.buckets[0].start.weekday() == 0
 
 
+@pytest.mark.parametrize("zone", ["Asia/Kolkata", "America/New_York"])
+def test_six_hour_buckets_by_model_come_from_the_model_hourly_level(zoned, models, zone):
+    """Weave's usage buckets: whole hours of the organization's clock grouped by model (across New
+    York's autumn change, and in a half-hour zone) read the model-hourly level and equal raw events."""
+    organization, department, key = zoned(zone)
+    local = zoneinfo.ZoneInfo(zone)
+    start = datetime(2026, 10, 31, tzinfo=local)
+    for number, model in enumerate(models):
+        _ingest_every(key, model, start + timedelta(minutes=number * 13), start + timedelta(days=3),
+                      timedelta(minutes=17 + number * 6), latency_ms=200 + number)
+    q = UsageQuery(organization_id=organization.pk, start=start, end=start + timedelta(days=2, hours=18),
+                   timezone=zone, granularity=Granularity.of(6 * 3600), group_by=("model",))
+    result = query.run(q)
+    assert result.level == query.MODEL_HOURLY
+
+    def numbers(rows):
+        return [(row.bucket.key, row.group["model"], row.requests, row.cost, row.latency_sum_ms, row.latency_min_ms,
+                 row.latency_max_ms) for row in rows]
+
+    assert numbers(result.rows) == numbers(query.run(q, level=RAW).rows)
+    assert sum(row.requests for row in result.rows) > 300
+    narrowed = query.run(replace(q, group_by=(), models=(models[1].pk,)))
+    assert narrowed.level == query.MODEL_HOURLY
+    assert [row.requests for row in narrowed.rows] == [
+        row.requests for row in query.run(replace(q, group_by=(), models=(models[1].pk,)), level=RAW).rows]
+
+
 def test_fixed_width_buckets_are_aligned_to_local_midnight_and_filled(zoned, models):
     from zoneinfo import ZoneInfo
 
@@ -144,11 +184,12 @@ def test_group_by_model_and_the_levels_agree_on_every_number(zoned, models):
                   cached_tokens=200, completion_tokens=321, latency_ms=900)
     _ingest_every(other_key, models[1], start, start + timedelta(days=3), timedelta(minutes=91), status_code=500,
                   latency_ms=4000)
-    levels_by_grouping = {(): (KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY, HOURLY, FINE, RAW),
-                          ("model",): (KEY_DAILY, DAILY, MODEL_DAILY, FINE, RAW),
-                          ("department",): (KEY_DAILY, DAILY, DEPARTMENT_DAILY, FINE, RAW),
-                          ("model", "department"): (KEY_DAILY, DAILY, FINE, RAW),
-                          ("key", "member"): (KEY_DAILY, FINE, RAW)}
+    every_level = (KEY_DAILY, query.DEPARTMENT_KEY_DAILY, DAILY, DEPARTMENT_DAILY, MODEL_DAILY, ORGANIZATION_DAILY,
+                   query.MODEL_HOURLY, HOURLY, FINE, RAW)
+    levels_by_grouping = {group_by: tuple(level for level in every_level if level == RAW
+                                          or query.LEVEL_NAMED[level].keeps(set(group_by)))
+                          for group_by in ((), ("model",), ("department",), ("model", "department"), ("key",),
+                                           ("key", "member"))}
     for group_by, levels in levels_by_grouping.items():
         answers = {}
         for level in levels:
@@ -227,7 +268,7 @@ def test_conversations_and_trace_filters_read_raw_events(zoned, models):
     # Whole days ending after the newest event: counted from the per-day conversation counts,
     # the sums from a rollup.
     everything = query.run(UsageQuery(**base, conversations=True))
-    assert (everything.level, everything.rows[0].conversations) == (MODEL_DAILY, 2)  # c1, and "3" on its own
+    assert (everything.level, everything.rows[0].conversations) == (ORGANIZATION_DAILY, 2)  # c1, and "3" on its own
     # A range that is not whole days is counted over raw events, with the same answer.
     partial = query.run(UsageQuery(**{**base, "end": datetime(2026, 1, 1, 12, tzinfo=UTC)}, conversations=True))
     assert (partial.level, partial.rows[0].conversations) == (RAW, 2)
@@ -286,6 +327,43 @@ def test_fixed_width_buckets_keep_both_repeated_hours_of_a_dst_fall_back(zoned, 
         ("2026-11-01T01:00:00-05:00", 1), ("2026-11-01T02:00:00-05:00", 1)]
     assert [row.percentiles[50] for row in result.rows] == [pytest.approx(100 * 2**hour, rel=0.015)
                                                             for hour in range(4)]
+
+
+@pytest.mark.parametrize("departments", [(), ("Team",)], ids=["organization", "one department"])
+def test_percentiles_of_whole_local_days_come_from_the_daily_histograms(zoned, models, departments):
+    """Whole days of the organization's clock: the organization's percentiles from one histogram a
+    day, a department's from its own daily histograms (the hourly ones have no department), each
+    within 2 % of percentile_cont over the raw latencies, and per day as well as in total."""
+    import random
+
+    organization, department, key = zoned("Asia/Kolkata")
+    other_key, _ = factories.make_inference_key(factories.make_department(organization, "Other"))
+    rng = random.Random(11)
+    zone = zoneinfo.ZoneInfo("Asia/Kolkata")
+    start = datetime(2026, 1, 1, tzinfo=zone)
+    events = [factories.event(key if i % 3 else other_key, models[i % 2], request_id=f"d{i}",
+                              latency_ms=int(rng.lognormvariate(6.0 + (i % 3 == 0), 0.9)) + 1,
+                              timestamp=(start + timedelta(seconds=173 * i)).isoformat())
+              for i in range(1500)]  # three days and a bit
+    ingest_events(events[:1000])
+    ingest_events(events[1000:])
+    narrowed = {"departments": (department.pk,)} if departments else {}
+    for granularity in (None, Granularity.of("day")):
+        q = UsageQuery(organization_id=organization.pk, start=start, end=start + timedelta(days=3),
+                       timezone="Asia/Kolkata", granularity=granularity, percentiles=(50, 90, 99), **narrowed)
+        estimated = query.run(q)
+        assert estimated.percentile_level == (DEPARTMENT_DAILY if departments else ORGANIZATION_DAILY)
+        assert estimated.level == estimated.percentile_level
+        for row in estimated.rows:
+            events = UsageEvent.objects.filter(organization=organization, timestamp__gte=row.bucket.start,
+                                               timestamp__lt=row.bucket.end, **(
+                                                   {"department": department} if departments else {}))
+            latencies = sorted(events.values_list("latency_ms", flat=True))
+            assert row.requests == len(latencies) > 100
+            for p in (50, 90, 99):
+                # percentile_cont over the raw latencies of the bucket
+                exact = query._percentile(latencies, p)
+                assert row.percentiles[p] == pytest.approx(exact, rel=0.02), (row.bucket, p)
 
 
 def test_percentiles_interpolate_between_ranks_as_percentile_cont_does(zoned, models):
@@ -450,8 +528,8 @@ def test_ranges_inside_local_days_take_whole_days_from_a_day_level(zoned, models
 
     assert numbers(result.rows) == numbers(exact.rows)
     assert sum(row.requests for row in result.rows) > 300
-    middle = {(): MODEL_DAILY, ("model",): MODEL_DAILY, ("department",): DEPARTMENT_DAILY,
-              ("key",): KEY_DAILY}[group_by]
+    middle = {(): ORGANIZATION_DAILY, ("model",): MODEL_DAILY, ("department",): DEPARTMENT_DAILY,
+              ("key",): query.DEPARTMENT_KEY_DAILY}[group_by]
     # 10:07:13 is off the 15-minute grid (raw events), 15:30 on it (the fine level).
     assert result.level.split("+") == list(dict.fromkeys([RAW, middle, FINE]))
 

@@ -7,6 +7,7 @@ from django.core.management import CommandError, call_command
 
 from portal.models import AuditLog
 from tests import factories
+from tests.usage.raw_checks import assert_daily_levels_equal_raw_events
 from usage import query
 from usage.models import UsageDaily, UsageEvent
 from usage.query import UsageQuery
@@ -47,6 +48,7 @@ def test_a_price_correction_is_applied_only_by_an_explicit_rerate(billed):
         Decimal("1.00000000")}
     days = UsageDaily.objects.filter(organization=world.acme)
     assert sum(d.cost_units for d in days) == 8 * 10**8
+    assert_daily_levels_equal_raw_events()
     assert AuditLog.objects.filter(action="usage.rerate", organization=world.acme).exists()
     # Re-rating again changes nothing.
     out = StringIO()
@@ -72,9 +74,11 @@ def test_a_timezone_change_is_followed_by_a_rebuild(billed):
     q = UsageQuery(organization_id=world.acme.pk, start=datetime(2026, 1, 10, tzinfo=world.acme.zone),
                    end=datetime(2026, 1, 13, tzinfo=world.acme.zone), timezone="America/New_York",
                    granularity=Granularity.of("day"))
-    assert query.run(q).level == query.MODEL_DAILY
-    for level in (query.MODEL_DAILY, query.DEPARTMENT_DAILY, query.DAILY, query.HOURLY, query.FINE, query.RAW):
+    assert query.run(q).level == query.ORGANIZATION_DAILY
+    for level in (query.ORGANIZATION_DAILY, query.MODEL_DAILY, query.DEPARTMENT_DAILY, query.DAILY, query.HOURLY,
+                  query.FINE, query.RAW):
         assert [row.requests for row in query.run(q, level=level).rows] == [1, 1, 1], level
+    assert_daily_levels_equal_raw_events()
 
 
 def test_a_new_cache_write_price_rerates_cache_writes_only(world):

@@ -10,17 +10,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import factories
+from tests.usage.raw_checks import assert_daily_levels_equal_raw_events
 from usage import histogram
 from usage.measures import ROW_MEASURES
 from usage.models import (
     UsageDaily,
     UsageDepartmentDaily,
+    UsageDepartmentKeyDaily,
     UsageEvent,
     UsageFillState,
     UsageFine15,
     UsageHourly,
     UsageKeyDaily,
+    UsageKeyDailyRows,
     UsageModelDaily,
+    UsageModelHourly,
+    UsageOrganizationDaily,
 )
 from usage.rollups import LEVELS
 from usage.services import ingest_events, rebuild_rollups
@@ -47,7 +52,7 @@ def estate(django_db_setup, django_db_blocker):
         models = [factories.make_model(f"prop-{i}", cny=(str(i + 1), "0.3", "2.5", "0.1", "0.05", *written))
                   for i, written in enumerate(cache_write_prices)]
         yield built, models
-        for table in (*(level.model for level in LEVELS), UsageFillState, UsageEvent):
+        for table in (*(level.model for level in LEVELS), UsageKeyDailyRows, UsageFillState, UsageEvent):
             table.objects.all().delete()
 
 
@@ -69,7 +74,7 @@ event_shapes = st.lists(
 @pytest.mark.django_db(transaction=True)
 def test_every_rollup_level_equals_its_raw_events(estate, shapes):
     built, models = estate
-    for table in (*(level.model for level in LEVELS), UsageFillState, UsageEvent):
+    for table in (*(level.model for level in LEVELS), UsageKeyDailyRows, UsageFillState, UsageEvent):
         table.objects.all().delete()
     events = []
     for number, (org, key, model, second, prompt, completion, cached_pct, written_pct, images, video, latency,
@@ -116,15 +121,23 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
         return epoch - (epoch + int(local(e).utcoffset().total_seconds())) % 3600
 
     assert stored(UsageHourly, ("organization_id", "hour")) == expected(lambda e: (e.organization_id, local_hour(e)))
+    assert stored(UsageModelHourly, ("organization_id", "hour", "model_id")) == expected(
+        lambda e: (e.organization_id, local_hour(e), e.model_id))
     assert stored(UsageKeyDaily, ("organization_id", "day", "department_id", "key_id", "member_id_or_zero",
                                   "model_id")) == expected(
         lambda e: (e.organization_id, local(e).date(), e.department_id, e.key_id, e.member_id or 0, e.model_id))
+    assert stored(UsageDepartmentKeyDaily, ("organization_id", "day", "department_id", "key_id")) == expected(
+        lambda e: (e.organization_id, local(e).date(), e.department_id, e.key_id))
     assert stored(UsageDaily, ("organization_id", "day", "department_id", "model_id")) == expected(
         lambda e: (e.organization_id, local(e).date(), e.department_id, e.model_id))
     assert stored(UsageDepartmentDaily, ("organization_id", "day", "department_id")) == expected(
         lambda e: (e.organization_id, local(e).date(), e.department_id))
     assert stored(UsageModelDaily, ("organization_id", "day", "model_id")) == expected(
         lambda e: (e.organization_id, local(e).date(), e.model_id))
+    assert stored(UsageOrganizationDaily, ("organization_id", "day")) == expected(
+        lambda e: (e.organization_id, local(e).date()))
+    # The daily histograms and each day's key-daily row count.
+    assert_daily_levels_equal_raw_events()
 
     histograms = defaultdict(lambda: defaultdict(int))
     latencies = defaultdict(list)
@@ -149,9 +162,11 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
     # Ingestion folds in SQL on PostgreSQL and in Python elsewhere; a rebuild always folds in
     # Python. Both must leave every level exactly as it was.
     def snapshot():
-        return {level.model.__name__: sorted(
+        return {**{level.model.__name__: sorted(
             tuple(getattr(row, f) for f in (*level.key_columns, *level.metric_columns))
-            for row in level.model.objects.all()) for level in LEVELS}
+            for row in level.model.objects.all()) for level in LEVELS},
+            "key-daily rows": sorted(UsageKeyDailyRows.objects.filter(rows__gt=0).values_list(
+                "organization_id", "day", "rows"))}
 
     ingested = snapshot()
     for organization, _ in built:
