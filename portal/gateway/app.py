@@ -533,7 +533,7 @@ class ChatCall:
     def _unreported(self, output_pieces: int) -> Usage:
         # The provider never reported usage (the read was cut short): bill the estimated prompt
         # and one token per content piece received, rather than nothing.
-        return Usage(self.prompt_estimate, output_pieces, 0, False)
+        return Usage(self.prompt_estimate, output_pieces)
 
     def _with_our_id(self, raw: bytes, provider_id: Any) -> bytes | None:
         """The provider's JSON with its id replaced by ours, as bytes (None: not found as a plain
