@@ -4,7 +4,7 @@ rollups, ledger charges and hard limits in one transaction), in batches.
 
 Two halves, in two kinds of process (with Redis, i.e. in production):
 - The gateway workers only hand events over (`Meter.record`): when a call ends, its event is
-  pushed onto a list in the shared store, in one transaction with the settlement of its budget
+  pushed onto a list in the shared store, in one atomic script with the settlement of its budget
   reservation, *before* the last byte of the answer is sent (the plain body, or a stream's
   `[DONE]`). A client that got its whole answer therefore has its event in Redis, whatever
   happens to the worker afterwards.
@@ -57,6 +57,23 @@ HEARTBEAT_SECONDS = 15
 RECOVER_EVERY_SECONDS = 5.0
 WATCH_SECONDS = 10.0
 
+# One call's hand-over, atomic as a script is: settle its reservation (KEYS[1..n] += ARGV[2]), add
+# the tokens the provider reported beyond what admission counted to its tokens windows (the next
+# keys, ARGV[3] tokens in the second ARGV[4]), and push its event (ARGV[5]) onto the spool (the
+# last key). One EVALSHA costs the worker about half the Python of the same as a MULTI/EXEC
+# pipeline of commands (0.11 against 0.19 ms, 32 in flight; bench/RESULTS.md 2026-12-06).
+_HAND_OVER = """
+local n = tonumber(ARGV[1])
+local delta = tonumber(ARGV[2])
+for i = 1, n do redis.call('INCRBY', KEYS[i], delta) end
+local tokens = tonumber(ARGV[3])
+for i = n + 1, #KEYS - 1 do
+  redis.call('HINCRBY', KEYS[i], ARGV[4], tokens)
+  redis.call('EXPIRE', KEYS[i], __WINDOW__ + 1)
+end
+redis.call('RPUSH', KEYS[#KEYS], ARGV[5])
+return 1
+""".replace("__WINDOW__", str(WINDOW_SECONDS))
 _TAKE = """
 local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 if #items == 0 then return items end
@@ -108,12 +125,13 @@ class Meter:
         self._pending: list[bytes] = []
         self._wake = asyncio.Event()
         self._warned_at = 0.0
+        self._hand_over = redis.register_script(_HAND_OVER) if redis is not None else None
 
     async def record(self, event: dict, reservation: Reservation | None, actual_units: int,
                      extra_tokens: tuple[list[str], int] | None = None) -> None:
         """Hand one event over, settle its reservation and add the tokens the provider reported
         beyond what admission counted (`extra_tokens`: the tokens windows' hashes, how many), in
-        one transaction: one round trip when Redis is there, durable before the answer ends."""
+        one atomic script: one round trip when Redis is there, durable before the answer ends."""
         payload = msgspec.json.encode(event)
         if self.redis is None:
             if reservation is not None:
@@ -122,18 +140,11 @@ class Meter:
             if len(self._pending) >= BATCH:
                 self._wake.set()
             return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if reservation is not None:
-                for counter in reservation.counters:
-                    pipe.incrby(counter, actual_units - reservation.units)
-            if extra_tokens is not None:
-                counters, tokens = extra_tokens
-                second = int(time.time())
-                for counter in counters:
-                    pipe.hincrby(counter, second, tokens)
-                    pipe.expire(counter, WINDOW_SECONDS + 1)
-            pipe.rpush(SPOOL, payload)
-            await pipe.execute()
+        settled = reservation.counters if reservation is not None else ()
+        counters, tokens = extra_tokens if extra_tokens is not None else ([], 0)
+        await self._hand_over(keys=[*settled, *counters, SPOOL],
+                              args=[len(settled), actual_units - reservation.units if reservation is not None else 0,
+                                    tokens, int(time.time()), payload])
 
     async def run(self) -> None:
         """The worker's background task: without Redis, store the pending events every

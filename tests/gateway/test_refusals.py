@@ -235,3 +235,19 @@ def test_a_stream_whose_provider_stops_mid_way_ends_with_an_error_event_and_is_m
     (event,) = wait_for_events(1, status_code=504)
     # No usage came: the estimated prompt is billed, and one token per content piece received (none).
     assert event.error_type == "upstream_timeout" and event.prompt_tokens > 0 and event.completion_tokens == 0
+
+
+def test_tokens_the_provider_reports_beyond_the_estimate_count_against_the_tpm(gw):
+    from tests import factories
+
+    # Without max_tokens admission counts the estimated prompt only: "hello" is 3 + 4 + 3 = 10
+    # tokens. The stand-in reports 5 + 12 = 17, and the hand-over adds the 7 more. So the window
+    # holds 17, then 34 after the second call, and the third (34 + 10 > 30) is refused; counting
+    # estimates only (10, 20, then 30 ≤ 30) would have let it through.
+    _key, secret = factories.make_inference_key(gw.world.research, tpm_limit=30)
+    client = gw.client(secret)
+    _chat(client)()
+    _chat(client)()
+    refused = _refusal(_chat(client))
+    assert (refused.status_code, refused.code) == (429, "rate_limit_exceeded")
+    assert len(gw.provider.app.seen) == 2
