@@ -58,6 +58,7 @@ class Phase:
     errors: int = 0
     seconds: float = 0.0
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    machine_seconds: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -103,6 +104,13 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all processes of the machine used so far, in seconds (/proc/stat: every mode but
+    idle and iowait), PostgreSQL's, Redis's and other sessions' included."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 async def run_phase(phase: Phase, seconds: float, pids: dict[str, int | None]) -> None:
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
     async with httpx.AsyncClient(limits=limits, timeout=30) as http:
@@ -117,6 +125,7 @@ async def run_phase(phase: Phase, seconds: float, pids: dict[str, int | None]) -
 
         started = time.perf_counter()
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        machine_before = machine_busy_seconds()
         progress = tqdm(total=int(seconds), desc=phase.name, unit="s", leave=False)
         tasks = [asyncio.create_task(client()) for _ in range(CLIENTS)]
         while not all(task.done() for task in tasks):
@@ -126,6 +135,7 @@ async def run_phase(phase: Phase, seconds: float, pids: dict[str, int | None]) -
         await asyncio.gather(*tasks)
         phase.seconds = time.perf_counter() - started
         phase.cpu_seconds = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        phase.machine_seconds = machine_busy_seconds() - machine_before
 
 
 @contextlib.contextmanager
@@ -262,7 +272,9 @@ def main() -> None:
                 print("    CPU ms a call: " + ", ".join(f"{name} {used / calls * 1000:.2f}"
                                                        for name, used in phase.cpu_seconds.items())
                       + f"; all of them {sum(phase.cpu_seconds.values()) / calls * 1000:.2f}"
-                      + f" ({sum(phase.cpu_seconds.values()) / phase.seconds:.2f} cores busy)")
+                      + f" ({sum(phase.cpu_seconds.values()) / phase.seconds:.2f} cores busy); the whole machine "
+                      + f"{phase.machine_seconds / calls * 1000:.2f} ({phase.machine_seconds / phase.seconds:.2f} "
+                      + "cores busy: PostgreSQL, Redis and other sessions too)")
             time.sleep(3)  # the last batches reach the database
         calls = sum(len(p.latencies) for p in phases[1::2])
         metered = UsageEvent.objects.count()
