@@ -18,10 +18,13 @@ whole). Retries are ours (below), as they were with httpx.
 """
 
 import asyncio
+import functools
 import random
 from collections.abc import AsyncIterator
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from portal.gateway.catalog import Route
 from portal.gateway.errors import GatewayError
@@ -37,9 +40,22 @@ def new_client() -> aiohttp.ClientSession:
     # One pooled session per worker (portal.gateway.app.Runtime), made on the worker's event loop:
     # connections to an upstream are kept alive between calls, which is most of what the gateway
     # adds to a call's latency. The body is decompressed as it arrives (what the caller gets has
-    # no content-encoding of the provider's); the gateway follows no redirects.
+    # no content-encoding of the provider's); the gateway follows no redirects and keeps no
+    # cookies. HTTP(S)_PROXY and NO_PROXY are honoured as httpx did, by _proxy_for.
     connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=0, keepalive_timeout=KEEPALIVE_SECONDS)
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
+@functools.lru_cache(maxsize=1024)
+def _proxy_for(base_url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The environment's proxy for an upstream (HTTP(S)_PROXY, NO_PROXY), as aiohttp's trust_env
+    finds it, but once per upstream URL and process: trust_env reads the environment again on
+    every request, 63 µs a call (a third of the rest of aiohttp's cost)."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(base_url))
+    except LookupError:
+        return None, None
+    return str(proxy), auth
 
 
 def _backoff(attempt: int) -> float:
@@ -96,10 +112,12 @@ async def open_call(http: aiohttp.ClientSession, route: Route, body: bytes) -> U
     headers = {"authorization": f"Bearer {route.api_key}", "content-type": "application/json",
                "accept": "application/json, text/event-stream"}
     url = route.base_url + "/chat/completions"
+    proxy, proxy_auth = _proxy_for(route.base_url)
     for attempt in range(route.max_retries + 1):
         last = attempt == route.max_retries
         try:
-            response = await http.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+            response = await http.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False,
+                                       proxy=proxy, proxy_auth=proxy_auth)
         except (TimeoutError, aiohttp.ClientError) as error:
             failure = _failure(error)
             # Connection failures (refused, reset, closed before an answer, or not connected in
