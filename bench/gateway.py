@@ -71,6 +71,13 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def one_call(http: httpx.AsyncClient, phase: Phase) -> None:
+    try:
+        await _one_call(http, phase)
+    except httpx.TransportError:  # counted and printed (a connection the server dropped), not fatal
+        phase.errors += 1
+
+
+async def _one_call(http: httpx.AsyncClient, phase: Phase) -> None:
     body = {"model": "gpt-bench", "messages": MESSAGES, "max_tokens": 12}
     headers = {"authorization": f"Bearer {phase.secret}"}
     started = time.perf_counter()
