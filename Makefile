@@ -30,9 +30,12 @@ demo: install
 	$(BIN)/python manage.py seed_demo --days $(DAYS)
 	@echo "Portal on http://$(HOST):$(PORT)/  (Django admin at /admin/)"
 	@echo "Gateway on http://$(HOST):$(PORT)/v1 (an inference key from /keys/new/), forwarding to the stand-in provider on 127.0.0.1:8001"
-	@# The demo's upstream (seed_demo): a deterministic OpenAI-compatible stand-in, stopped with the portal.
+	@# The demo's upstream (seed_demo): a deterministic OpenAI-compatible stand-in, stopped with the portal;
+	@# and, when the gateway hands its metering over through Redis (CACHE_URL or GATEWAY_REDIS_URL set),
+	@# the consumer that stores it (without Redis it says so and exits: the server stores its own).
 	$(BIN)/python -m bench.standin_provider --port 8001 & provider=$$!; \
-	  trap 'kill $$provider 2>/dev/null' EXIT INT TERM; \
+	  $(BIN)/python manage.py consume_metering & consumer=$$!; \
+	  trap 'kill $$provider $$consumer 2>/dev/null' EXIT INT TERM; \
 	  $(BIN)/python manage.py runserver --insecure $(HOST):$(PORT)
 
 serve: install
@@ -52,7 +55,11 @@ serve-prod: export STATIC_COLLECTED = true
 serve-prod: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c portal/gunicorn_conf.py
+	@# The gateway's workers hand their metering over through Redis; this process stores it
+	@# (portal/gateway/metering.py: why not in the workers). Stopped after gunicorn, batch finished.
+	$(BIN)/python manage.py consume_metering & consumer=$$!; \
+	  trap 'kill $$consumer 2>/dev/null' EXIT INT TERM; \
+	  BIND=$(HOST):$(PORT) $(BIN)/gunicorn -c portal/gunicorn_conf.py
 
 test: install
 	$(BIN)/python -m pytest

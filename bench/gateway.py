@@ -1,13 +1,16 @@
 """What the gateway adds to a call (issue 15): 32 concurrent clients for 30 s each, plain and
 streaming, through the gateway and directly to the stand-in provider, in one run.
 
-Three processes on this machine: the stand-in provider (bench/standin_provider.py), one gateway
+Four processes on this machine: the stand-in provider (bench/standin_provider.py), one gateway
 worker (uvicorn serving portal.asgi, as one gunicorn worker of `make serve-prod`; rate limits,
 reservations and metering included, on a throwaway database of DATABASE_URL's server and the
-Redis of CACHE_URL/GATEWAY_REDIS_URL when set), and this load generator (httpx on one event loop).
+Redis of CACHE_URL/GATEWAY_REDIS_URL when set), the metering consumer that stores the events
+(`manage.py consume_metering`, as make serve-prod runs it beside gunicorn), and this load
+generator (httpx on one event loop).
 The direct phases call the same provider with the same client, so the difference between the two
 is what the gateway adds. Printed: latency p50/p99 of each phase, the added p50/p99, requests per
-second and its ratio to direct, and for streams the time to the first content chunk.
+second and its ratio to direct, for streams the time to the first content chunk, and the CPU time
+each process used per call in each phase (/proc; PostgreSQL's and Redis's own not counted).
 
 Targets (issue 15, this 2-core machine): added p50 ≤ 3 ms, added p99 ≤ 15 ms, throughput ≥ 50 %
 of direct. Run: `make bench-gateway` (BENCH_ARGS="--seconds 10" for a quick look).
@@ -54,6 +57,8 @@ class Phase:
     first_tokens: list[float] = field(default_factory=list)
     errors: int = 0
     seconds: float = 0.0
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    machine_seconds: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -66,6 +71,13 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def one_call(http: httpx.AsyncClient, phase: Phase) -> None:
+    try:
+        await _one_call(http, phase)
+    except httpx.TransportError:  # counted and printed (a connection the server dropped), not fatal
+        phase.errors += 1
+
+
+async def _one_call(http: httpx.AsyncClient, phase: Phase) -> None:
     body = {"model": "gpt-bench", "messages": MESSAGES, "max_tokens": 12}
     headers = {"authorization": f"Bearer {phase.secret}"}
     started = time.perf_counter()
@@ -90,7 +102,23 @@ async def one_call(http: httpx.AsyncClient, phase: Phase) -> None:
     phase.first_tokens.append(first if first is not None else float("nan"))
 
 
-async def run_phase(phase: Phase, seconds: float) -> None:
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process so far (this one when pid is None)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all processes of the machine used so far, in seconds (/proc/stat: every mode but
+    idle and iowait), PostgreSQL's, Redis's and other sessions' included."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_phase(phase: Phase, seconds: float, pids: dict[str, int | None]) -> None:
     limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
     async with httpx.AsyncClient(limits=limits, timeout=30) as http:
         for _ in range(CLIENTS):  # warm the connections
@@ -103,6 +131,8 @@ async def run_phase(phase: Phase, seconds: float) -> None:
                 await one_call(http, phase)
 
         started = time.perf_counter()
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        machine_before = machine_busy_seconds()
         progress = tqdm(total=int(seconds), desc=phase.name, unit="s", leave=False)
         tasks = [asyncio.create_task(client()) for _ in range(CLIENTS)]
         while not all(task.done() for task in tasks):
@@ -111,16 +141,19 @@ async def run_phase(phase: Phase, seconds: float) -> None:
         progress.close()
         await asyncio.gather(*tasks)
         phase.seconds = time.perf_counter() - started
+        phase.cpu_seconds = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        phase.machine_seconds = machine_busy_seconds() - machine_before
 
 
 @contextlib.contextmanager
-def process(arguments: list[str], port: int, env: dict, log: Path):
+def process(arguments: list[str], port: int | None, env: dict, log: Path):
+    """A child process until exit (SIGTERM then); with a port, once it listens there."""
     with log.open("w") as output:
         child = subprocess.Popen(arguments, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
                                  start_new_session=True)
         try:
             deadline = time.monotonic() + 60
-            while True:
+            while port is not None:
                 with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
                 if child.poll() is not None or time.monotonic() > deadline:
@@ -216,27 +249,40 @@ def main() -> None:
         print(f"database: {connection.vendor}; shared store: {redis_url or 'process memory (no Redis)'}; "
               f"{CLIENTS} clients, {args.seconds:.0f} s a phase; checks on: key, IP, model, RPM+TPM of key, "
               f"department and plan, 2 hard budgets (organization, key), metering")
-        with (process([sys.executable, "-m", "bench.standin_provider", "--port", str(provider_port)], provider_port,
-                      env, scratch / "bench-provider.log"),
+        with (process([sys.executable, "manage.py", "consume_metering"], None, env, scratch / "bench-metering.log")
+              as consumer,
+              process([sys.executable, "-m", "bench.standin_provider", "--port", str(provider_port)], provider_port,
+                      env, scratch / "bench-provider.log") as provider,
               process([sys.executable, "-m", "bench.gateway", "--serve-profiled", args.profile, str(gateway_port)]
                       if args.profile else
                       [sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1", "--port",
                        str(gateway_port), "--log-level", "warning", "--no-access-log", "--loop", "uvloop",
-                       "--http", "httptools"], gateway_port, env, scratch / "bench-gateway.log")):
+                       "--http", "httptools"], gateway_port, env, scratch / "bench-gateway.log") as gateway_process):
             gateway_url = f"http://127.0.0.1:{gateway_port}/v1/chat/completions"
             phases = [Phase("direct plain", provider_url + "/chat/completions", "sk-bench-upstream", False),
                       Phase("gateway plain", gateway_url, secret, False),
                       Phase("direct stream", provider_url + "/chat/completions", "sk-bench-upstream", True),
                       Phase("gateway stream", gateway_url, secret, True)]
+            pids = {"load generator": None, "provider": provider.pid, "gateway": gateway_process.pid,
+                    "metering consumer": consumer.pid if consumer.poll() is None else None}
+            if pids["metering consumer"] is None:
+                del pids["metering consumer"]  # no Redis: the gateway stores its own events
             for phase in phases:
-                asyncio.run(run_phase(phase, args.seconds))
+                asyncio.run(run_phase(phase, args.seconds, pids))
                 print(f"{phase.name:<15} {len(phase.latencies):>7,} calls {phase.throughput:8.1f}/s  "
                       f"p50 {percentile(phase.latencies, .5) * 1000:7.2f} ms  "
                       f"p99 {percentile(phase.latencies, .99) * 1000:7.2f} ms"
                       + (f"  first token p50 {percentile(phase.first_tokens, .5) * 1000:7.2f} ms"
                          f" p99 {percentile(phase.first_tokens, .99) * 1000:7.2f} ms" if phase.stream else "")
                       + (f"  errors {phase.errors}" if phase.errors else ""))
-            time.sleep(2)  # the last batches reach the database
+                calls = max(len(phase.latencies), 1)
+                print("    CPU ms a call: " + ", ".join(f"{name} {used / calls * 1000:.2f}"
+                                                       for name, used in phase.cpu_seconds.items())
+                      + f"; all of them {sum(phase.cpu_seconds.values()) / calls * 1000:.2f}"
+                      + f" ({sum(phase.cpu_seconds.values()) / phase.seconds:.2f} cores busy); the whole machine "
+                      + f"{phase.machine_seconds / calls * 1000:.2f} ({phase.machine_seconds / phase.seconds:.2f} "
+                      + "cores busy: PostgreSQL, Redis and other sessions too)")
+            time.sleep(3)  # the last batches reach the database
         calls = sum(len(p.latencies) for p in phases[1::2])
         metered = UsageEvent.objects.count()
         print(f"metered events: {metered:,} (the gateway's phases made {calls:,} measured calls plus warm-ups)")

@@ -14,7 +14,9 @@ app that holds many slow streams per process on one event loop, which a sync wor
 (one stream would hold a whole process). Django's own views run under the same workers through
 its ASGI handler, each sync view in the worker's one thread, so ingestion and the pages keep the
 one-request-at-a-time-per-process shape that the sizing above is about. GUNICORN_WORKER_CLASS=sync
-(or gthread) goes back to WSGI (portal.wsgi), without the gateway. WEB_CONCURRENCY,
+(or gthread) goes back to WSGI (portal.wsgi), without the gateway. The gateway's metering is
+stored by a process beside gunicorn (`manage.py consume_metering`, started by `make serve-prod`),
+not by these workers: portal/gateway/metering.py says why. WEB_CONCURRENCY,
 GUNICORN_WORKER_CLASS and GUNICORN_THREADS override these. The portal's
 page requests are short and database-bound too. Static files are served by WhiteNoise inside the
 application (after `collectstatic`), so no separate web server is needed to try the production

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import msgspec
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -161,7 +160,7 @@ class Runtime:
         try:
             await self.meter.drain()
         finally:
-            await self.http.aclose()
+            await self.http.close()
             if self.redis is not None:
                 await self.redis.aclose()
             self.executor.shutdown(wait=True)
@@ -533,7 +532,7 @@ class ChatCall:
     def _unreported(self, output_pieces: int) -> Usage:
         # The provider never reported usage (the read was cut short): bill the estimated prompt
         # and one token per content piece received, rather than nothing.
-        return Usage(self.prompt_estimate, output_pieces, 0, False)
+        return Usage(self.prompt_estimate, output_pieces)
 
     def _with_our_id(self, raw: bytes, provider_id: Any) -> bytes | None:
         """The provider's JSON with its id replaced by ours, as bytes (None: not found as a plain
@@ -564,20 +563,12 @@ class ChatCall:
         try:
             response = await open_call(self.rt.http, self.route, body)
             try:
-                raw = await response.aread()
+                raw = await response.read()
             finally:
-                await response.aclose()
+                response.close()
         except GatewayError as error:
             await self._meter(error.status, error.code, Usage(), output_chars=0)
             return error.status, error.headers, error.body()
-        except httpx.TimeoutException:
-            error = GatewayError("upstream_timeout", "The model's provider did not answer in time.")
-            await self._meter(error.status, error.code, Usage(), output_chars=0)
-            return error.status, [], error.body()
-        except httpx.HTTPError:
-            error = GatewayError("upstream_error", "The model's provider failed.")
-            await self._meter(error.status, error.code, Usage(), output_chars=0)
-            return error.status, [], error.body()
         if response.status_code != 200:
             return await self._provider_refused(response.status_code, raw)
         try:
@@ -699,7 +690,7 @@ class ChatCall:
         counted_orphan = False
         try:
             if response.status_code != 200:
-                raw = await response.aread()
+                raw = await response.read()
                 await self._send_plain(*await self._provider_refused(response.status_code, raw))
                 return
             await self._send({"type": "http.response.start", "status": 200,
@@ -707,7 +698,7 @@ class ChatCall:
                                           *self.ratelimit_headers]})
             pending = b""
             done = False
-            async for received in response.aiter_bytes():
+            async for received in response.chunks():
                 if self.client_gone and orphaned_at is None:
                     orphaned_at = time.monotonic()
                     if self.rt.orphan_reads >= MAX_ORPHAN_READS:
@@ -744,11 +735,10 @@ class ChatCall:
             await self._meter(200, None if usage is not None else "stream_incomplete",
                               usage or self._unreported(reading.pieces), output_chars=reading.output_chars)
             await self._send({"type": "http.response.body", "body": _DONE, "more_body": False})
-        except (httpx.HTTPError, GatewayError) as error:
+        except GatewayError as error:
             # The stream broke after it started: the status line is sent, so the failure is an
             # error event in the stream (as OpenAI sends one), and the call is metered as 502/504.
-            timeout = isinstance(error, httpx.TimeoutException)
-            failure = GatewayError("upstream_timeout" if timeout else "upstream_error",
+            failure = GatewayError(error.code if error.code == "upstream_timeout" else "upstream_error",
                                    "The model's provider stopped answering mid-stream.")
             await self._meter(failure.status, failure.code, reading.usage or self._unreported(reading.pieces),
                               output_chars=reading.output_chars)
@@ -757,7 +747,7 @@ class ChatCall:
         finally:
             if counted_orphan:
                 self.rt.orphan_reads -= 1
-            await response.aclose()
+            response.close()
 
 
 @dataclass(slots=True)

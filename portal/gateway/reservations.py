@@ -2,7 +2,7 @@
 is reserved against every hard budget over its key, atomically in the shared store (by
 portal.gateway.admission, in the same step as the rate-limit windows); a reservation
 that would take any of them past its amount refuses the call (402). When the call is metered the
-reservation is settled to the real cost (portal.gateway.metering, in the same Redis transaction
+reservation is settled to the real cost (portal.gateway.metering, in the same Redis script
 that hands the event over), so the overshoot of a budget is bounded by the estimation error of
 the calls in flight, not by how many there are.
 
@@ -33,7 +33,7 @@ class BudgetExceeded(Exception):
 
 class Reservations:
     """The budget counters: reserved in portal.gateway.admission's one step, settled inside
-    metering's transaction (portal.gateway.metering)."""
+    metering's hand-over script (portal.gateway.metering)."""
 
     def __init__(self, redis, spent_units: Callable[[int], Awaitable[int]]) -> None:
         self.redis = redis

@@ -1,8 +1,13 @@
 """The gateway served for real on loopback (uvicorn, in a thread, with portal.asgi as in
 production) in front of the stand-in provider (bench/standin_provider.py), called with the
 official `openai` client. Tests are transactional: the gateway's own threads read what the test
-wrote."""
+wrote. With Redis (GATEWAY_REDIS_URL, as in CI) the gateway only hands its events over, and a
+metering consumer (portal.gateway.metering.MeterConsumer, what `manage.py consume_metering` runs)
+stores them from a thread of the test process, on the same Redis and database; without Redis the
+gateway stores its own."""
 
+import contextlib
+import threading
 import time
 from dataclasses import dataclass
 
@@ -48,8 +53,39 @@ class Setup:
         return openai.AsyncOpenAI(base_url=self.gateway.base_url, api_key=secret or self.secret, **options)
 
 
+@contextlib.contextmanager
+def metering_consumer(redis_url: str):
+    """A metering consumer in a thread until exit; then whatever is still waiting is stored, so
+    that no event of this test reaches the next one's database."""
+    import redis
+    from django.db import connections
+
+    from portal.gateway.metering import MeterConsumer
+
+    consumer = MeterConsumer(redis.Redis.from_url(redis_url))
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            consumer.run(stop.is_set)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, name="metering-consumer", daemon=True)
+    thread.start()
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        while consumer.flush_once():
+            pass
+
+
 @pytest.fixture
 def gw(transactional_db, world, provider):
+    from django.conf import settings
+
     from keys import services
     from portal.services import SYSTEM
     from tests import factories
@@ -60,7 +96,8 @@ def gw(transactional_db, world, provider):
                                         api_key="sk-upstream-provider-key-0000SECRET", model_codes=["gpt-test"],
                                         timeout_seconds=2, max_retries=2)
     key, secret = factories.make_inference_key(world.research, name="app")
-    with RunningGateway() as gateway:
+    redis_url = settings.GATEWAY_REDIS_URL
+    with (metering_consumer(redis_url) if redis_url else contextlib.nullcontext()), RunningGateway() as gateway:
         yield Setup(world, model, upstream, key, secret, gateway, provider)
 
 

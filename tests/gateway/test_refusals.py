@@ -1,6 +1,8 @@
 """Each of API.md §12's refusals, in the order the checks run, in OpenAI's error shape; a refused
 call never reaches the provider, and a refusal of a known key and model is metered too."""
 
+import json
+import socket
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -200,3 +202,52 @@ def test_a_malformed_request_is_400_naming_the_parameter(gw, body, param):
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == param and answer.json()["error"]["type"] == "invalid_request_error"
     assert gw.provider.app.seen == []
+
+
+def test_an_unreachable_provider_is_502_after_the_retries(gw):
+    from keys import services
+    from portal.services import SYSTEM
+    from tests import factories
+
+    factories.make_model("gpt-gone", cny=("2", "1", "8", "0", "0"))
+    with socket.socket() as closed:  # a port nobody listens on once this socket is closed
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    services.create_upstream(actor=SYSTEM, name="gone", base_url=f"http://127.0.0.1:{port}/v1",
+                             api_key="sk-upstream-gone-0000SECRET", model_codes=["gpt-gone"], timeout_seconds=2,
+                             max_retries=2)
+    started = time.monotonic()
+    refused = _refusal(_chat(gw.client(), model="gpt-gone"))
+    assert (refused.status_code, refused.code) == (502, "upstream_error")
+    assert time.monotonic() - started < 2  # refused connections are retried after short backoffs, not timed out
+    (event,) = wait_for_events(1, status_code=502)
+    assert event.error_type == "upstream_error" and event.model.code == "gpt-gone"
+
+
+def test_a_stream_whose_provider_stops_mid_way_ends_with_an_error_event_and_is_metered_504(gw):
+    body = {"model": "gpt-test", "stream": True, "messages": [{"role": "user", "content": "then nothing #slow=5000"}]}
+    with httpx.stream("POST", f"{gw.gateway.base_url}/chat/completions", json=body, timeout=10,
+                      headers={"authorization": f"Bearer {gw.secret}"}) as answer:
+        assert answer.status_code == 200
+        events = [line for line in answer.iter_lines() if line.startswith("data: ")]
+    assert '"role":"assistant"' in events[0]  # what the provider sent before it went quiet passed through
+    assert json.loads(events[-1].removeprefix("data: "))["error"]["code"] == "upstream_timeout"
+    (event,) = wait_for_events(1, status_code=504)
+    # No usage came: the estimated prompt is billed, and one token per content piece received (none).
+    assert event.error_type == "upstream_timeout" and event.prompt_tokens > 0 and event.completion_tokens == 0
+
+
+def test_tokens_the_provider_reports_beyond_the_estimate_count_against_the_tpm(gw):
+    from tests import factories
+
+    # Without max_tokens admission counts the estimated prompt only: "hello" is 3 + 4 + 3 = 10
+    # tokens. The stand-in reports 5 + 12 = 17, and the hand-over adds the 7 more. So the window
+    # holds 17, then 34 after the second call, and the third (34 + 10 > 30) is refused; counting
+    # estimates only (10, 20, then 30 ≤ 30) would have let it through.
+    _key, secret = factories.make_inference_key(gw.world.research, tpm_limit=30)
+    client = gw.client(secret)
+    _chat(client)()
+    _chat(client)()
+    refused = _refusal(_chat(client))
+    assert (refused.status_code, refused.code) == (429, "rate_limit_exceeded")
+    assert len(gw.provider.app.seen) == 2

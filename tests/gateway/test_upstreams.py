@@ -115,3 +115,18 @@ def test_the_admin_keeps_the_key_write_only(admin_client, catalog):
     upstream.refresh_from_db()
     assert upstream.timeout_seconds == 45
     assert key_ring(UPSTREAM_KEYS).decrypt(upstream.api_key_encrypted.encode()).decode() == PROVIDER_KEY
+
+
+def test_upstreams_are_reached_through_the_environments_proxy_unless_no_proxy_names_them(monkeypatch):
+    from portal.gateway.upstream import _proxy_for
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://egress:secret@proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "models.internal")
+    _proxy_for.cache_clear()
+    try:
+        proxy, auth = _proxy_for("https://api.provider.example/v1")
+        assert proxy == "http://proxy.internal:3128" and (auth.login, auth.password) == ("egress", "secret")
+        assert _proxy_for("https://models.internal/v1") == (None, None)
+        assert _proxy_for("http://127.0.0.1:9100/v1") == (None, None)  # no HTTP_PROXY set
+    finally:
+        _proxy_for.cache_clear()

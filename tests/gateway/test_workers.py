@@ -1,6 +1,8 @@
 """Two gateway worker processes share one count (API.md §12): RPM counted in Redis by both, and a
 key disabled in the portal refused by both within a second. The workers are real processes
-(uvicorn serving portal.asgi, as each gunicorn worker does) on the test database."""
+(uvicorn serving portal.asgi, as each gunicorn worker does) on the test database, and so is the
+metering consumer that stores their events (`manage.py consume_metering`, as make serve-prod runs
+it): a consumer killed in the middle of a batch loses none of it."""
 
 import os
 import signal
@@ -53,6 +55,7 @@ def two_workers(gw, shared_redis):
     workers = [subprocess.Popen([sys.executable, "-m", "uvicorn", "portal.asgi:application", "--host", "127.0.0.1",
                                  "--port", str(port), "--log-level", "warning"], cwd=ROOT, env=env)
                for port in ports]
+    workers.append(subprocess.Popen([sys.executable, "manage.py", "consume_metering"], cwd=ROOT, env=env))
     urls = [f"http://127.0.0.1:{port}/v1" for port in ports]
     try:
         deadline = time.monotonic() + 30
