@@ -53,7 +53,8 @@ def test_creating_a_key_shows_its_secret_once(ram_world, alice):
         ({"team_id": "nope"}, ["body", "team_id"]),
         ({"team_id": "00000000-0000-0000-0000-000000000000"}, ["body", "team_id"]),
     ],
-    ids=["rpm-zero", "tpm-negative", "tpm-past-the-column", "bad-ip", "expiry-in-past", "team-not-uuid", "unknown-team"],
+    ids=["rpm-zero", "tpm-negative", "tpm-past-the-column", "bad-ip", "expiry-in-past", "team-not-uuid",
+         "unknown-team"],
 )
 def test_bad_key_requests_get_422_naming_the_field_and_store_nothing(ram_world, alice, fields, location):
     before = InferenceKey.objects.count()
