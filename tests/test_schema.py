@@ -66,5 +66,7 @@ def test_request_text_says_what_every_charfield_refuses(schema):
         assert not re.search(name["pattern"], refused), refused
     (description, _blank) = components["PolicyUpdateRequest"]["properties"]["description"]["oneOf"]
     assert re.search(description["pattern"], "  ") and not re.search(description["pattern"], "\x00")
+    # "" is the other alternative's, and only its: oneOf needs exactly one to match.
+    assert _blank == {"type": "string", "maxLength": 0} and not re.search(description["pattern"], "")
     scope = components["ManagementKeyCreateRequest"]["properties"]["scopes"]["items"]
     assert scope["pattern"] == r"^[a-z]+:(read|write)$|^\*$"

@@ -76,7 +76,9 @@ class RamAutoSchema(AutoSchema):
 # ProhibitNullCharactersValidator) and, unless blank is allowed, a value that is empty once
 # trimmed (str.strip(): Python's whitespace, spelled out because a schema's \s is not Python's).
 _PY_SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
-_TEXT_PATTERN = "^[^\\x00]*$"
+# Not empty either: where blank is allowed drf-spectacular offers "" as a oneOf alternative of its own
+# (`maxLength: 0`), and a pattern that also matched "" would make "" match both, which oneOf refuses.
+_TEXT_PATTERN = "^[^\\x00]+$"
 _NON_BLANK_PATTERN = f"^[^\\x00]*[^\\x00{_PY_SPACE}][^\\x00]*$"
 
 
