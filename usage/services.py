@@ -207,7 +207,7 @@ def _validate_shapes(events: Sequence[Any]) -> tuple[list[dict[str, Any]], list[
         model = raw.get("model")
         if model is not None:
             if not _is_text(model):  # a JSON list or object would not even hash in the look-ups
-                errors.append(FieldError(index, "model", "must be a model code string"))
+                errors.append(FieldError(index, "model", "must be a model code string without NUL characters"))
             else:
                 event["model"] = model
         for name in COUNT_FIELDS + ("latency_ms",):
