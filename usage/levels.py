@@ -56,18 +56,22 @@ __all__ = [
     "DIMENSION_NAMED",
     "FINE",
     "HOURLY",
+    "HOUR_GROUP_DIMENSIONS",
     "KEY_DAILY",
     "LEVELS",
     "LEVEL_NAMED",
     "MODEL_DAILY",
     "MODEL_HOURLY",
     "ORGANIZATION_DAILY",
+    "QUARTERS_OF_HOUR",
     "RAW",
     "ROLLUPS",
     "Dimension",
     "Level",
     "TimeKey",
     "TimeKind",
+    "is_clean_local_hour",
+    "local_hour_of",
 ]
 
 
@@ -151,6 +155,21 @@ FIFTEEN_MINUTES = TimeKey("bucket", TimeKind.EPOCH_SLOT, "bigint", BUCKET_SECOND
 # it in Kolkata.
 LOCAL_HOUR = TimeKey("hour", TimeKind.EPOCH_SLOT, "bigint", HOUR_SECONDS, organization_clock=True)
 LOCAL_DAY = TimeKey("day", TimeKind.LOCAL_DAY, "date", organization_clock=True)
+# The fine level's 15-minute slots from the start of a local hour. Every zone's offset is a
+# multiple of 15 minutes, so a local hour is these four slots, except on a clock that moves by
+# half an hour (Australia/Lord_Howe) in the hours around its shift: is_clean_local_hour tells.
+QUARTERS_OF_HOUR: tuple[int, ...] = tuple(range(0, HOUR_SECONDS, BUCKET_SECONDS))
+
+
+def local_hour_of(epoch_second: int, zone: zoneinfo.ZoneInfo) -> int:
+    """The local hour (LOCAL_HOUR's slot) an instant falls in on `zone`'s clock."""
+    offset = datetime.fromtimestamp(epoch_second, zone).utcoffset()
+    return LOCAL_HOUR.of(epoch_second, int(offset.total_seconds()), None)
+
+
+def is_clean_local_hour(hour: int, zone: zoneinfo.ZoneInfo) -> bool:
+    """Whether the local hour starting at `hour` is exactly the four 15-minute slots from it."""
+    return all(local_hour_of(hour + quarter, zone) == hour for quarter in QUARTERS_OF_HOUR)
 
 
 @dataclass(frozen=True)
@@ -220,6 +239,9 @@ MODEL_HOURLY = Level("model_hourly", UsageModelHourly, LOCAL_HOUR, ("model",))
 # The breakdown's groups per local day, in its order (department, key, member, model): its
 # unique index walks a day's groups in the order pages list them.
 KEY_DAILY = Level("key_daily", UsageKeyDaily, LOCAL_DAY, ("department", "key", "member", "model"))
+# A row of the hourly breakdown: a group of these with events in a local hour (the folds count
+# them per hour in usage.models.UsageHourGroups).
+HOUR_GROUP_DIMENSIONS: tuple[str, ...] = KEY_DAILY.dimensions
 # Per key and day, whatever the member and model: a key's series and totals.
 DEPARTMENT_KEY_DAILY = Level("department_key_daily", UsageDepartmentKeyDaily, LOCAL_DAY, ("department", "key"))
 DAILY = Level("daily", UsageDaily, LOCAL_DAY, ("department", "model"))

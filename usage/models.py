@@ -314,6 +314,24 @@ class UsageKeyDailyRows(models.Model):
         return f"org {self.organization_id} {self.day}: {self.rows} key-daily rows"
 
 
+class UsageHourGroups(models.Model):
+    """How many groups of department, key, member and model an organization has events of in a
+    local hour (keyed as the hourly levels are: the hour's first UTC epoch second): the row count
+    of ModelRouter's hourly breakdown in one row an hour instead of a hash of the fine level's
+    rows (about 140,000 for 7 days of the heaviest organization at ten million events: 76 ms).
+    Kept by the folds as they insert fine rows (usage/rollups.py)."""
+
+    organization = _fk(Organization)
+    hour = models.BigIntegerField()
+    groups = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "hour"], name="usagehourgroups_key")]
+
+    def __str__(self) -> str:
+        return f"org {self.organization_id} hour {self.hour}: {self.groups} groups"
+
+
 class UsageFillState(models.Model):
     """How fresh an organization's usage is: the newest event stored, and how many there are."""
 

@@ -4,7 +4,8 @@ from the queue of unfolded batches the ingest transaction writes).
 
 Only rows that were really inserted are queued (what RETURNING gave back), so a replayed batch
 adds nothing. Beside the levels, each local day's number of key-daily rows (UsageKeyDailyRows,
-the breakdown's row count) is kept by the same folds. Keys are sorted before writing so that
+the breakdown's row count) and each local hour's number of breakdown groups (UsageHourGroups, the
+hourly breakdown's) are kept by the same folds. Keys are sorted before writing so that
 concurrent batches take row locks in the same order and cannot deadlock each other.
 
 Two ways in, checked against each other by tests/usage/test_rollup_properties.py: on PostgreSQL
@@ -16,6 +17,7 @@ level is keyed by from usage/levels.py, what it adds up and how from usage/measu
 
 import collections
 import functools
+import itertools
 import operator
 import zlib
 import zoneinfo
@@ -30,9 +32,20 @@ from portal.models import Organization
 from usage import activity, histogram
 from usage.bulk import column_types, stored_rows, write_rows
 from usage.db import psycopg_cursor
-from usage.levels import KEY_DAILY, ROLLUPS, Level, TimeKey
+from usage.levels import (
+    DIMENSION_NAMED,
+    FINE,
+    HOUR_GROUP_DIMENSIONS,
+    KEY_DAILY,
+    LOCAL_HOUR,
+    QUARTERS_OF_HOUR,
+    ROLLUPS,
+    Level,
+    TimeKey,
+    local_hour_of,
+)
 from usage.measures import MEASURE_NAMED, MEASURES, Measure, Merge
-from usage.models import UsageEvent, UsageFillState, UsageFoldQueue, UsageKeyDailyRows
+from usage.models import UsageEvent, UsageFillState, UsageFoldQueue, UsageHourGroups, UsageKeyDailyRows
 
 # What ingestion folds events into (the rollup levels of usage/levels.py), finest first.
 LEVELS = ROLLUPS
@@ -124,13 +137,16 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
         return
     if zones is None:
         zones = organization_zones({e.organization_id for e in events})
+    lock_organizations(zones)
     # Each level with how its measures fold and its rows' running totals, by key.
     levels: list[tuple[Level, tuple, dict[tuple, dict[str, Any]]]] = [
         (level, _event_folds(level), {}) for level in (LEVELS if only is None else only)]
     fresh: dict[int, list] = {}
+    hours: set[tuple[int, int]] = set()
     for event in events:
         values = {measure.name: measure.of_event(event) for measure in MEASURES}
         slots = _time_slots(event.timestamp, zones[event.organization_id])
+        hours.add((event.organization_id, slots[LOCAL_HOUR.column]))
         for level, level_folds, rows in levels:
             key = level.key_of(event, slots[level.time.column])
             totals = rows.get(key)
@@ -150,6 +166,7 @@ def fold_events(events: Iterable[Any], zones: dict[int, zoneinfo.ZoneInfo] | Non
     if only is not None:
         return
     recount_key_daily_rows({(key[0], key[1]) for key in levels[LEVELS.index(KEY_DAILY)][2]})
+    recount_hour_groups(hours, zones)
     if freshness:
         _upsert_freshness(fresh)
         activity.fold_events(events, zones)
@@ -185,6 +202,54 @@ def recount_key_daily_rows(days: Iterable[tuple[int, date]]) -> None:
             f"WHERE {' OR '.join(clauses)} GROUP BY 1, 2 ORDER BY 1, 2 "
             f"ON CONFLICT (organization_id, {day_column}) DO UPDATE SET {quote('rows')} = EXCLUDED.{quote('rows')}",
             params)
+
+
+# --- how many breakdown groups a local hour has (UsageHourGroups) -------------------------------
+# A group is what a row of the hourly breakdown is: a department, key, member and model with
+# events in the hour. PostgreSQL's fold statement adds the batch's groups that the fine level did
+# not hold before it (its snapshot: every fold of the organization that committed first, see
+# lock_organizations); the Python folds recount the hours they touched.
+
+_HOUR_GROUPS = UsageHourGroups._meta.db_table
+# pg_advisory_xact_lock(class, organization) for folds of one organization ("fold" in ASCII).
+ORGANIZATION_FOLD_LOCK = 0x666F6C64
+_RECOUNT_HOURS = 700  # hours per recount statement: 4 slots of 3 values each, within SQLite's 32,766
+
+
+def lock_organizations(organization_ids: Iterable[int]) -> None:
+    """Make folds of the same organizations take turns (PostgreSQL; SQLite has one writer): a
+    transaction-scoped advisory lock per organization, in id order, taken before the fold's
+    statement so that its snapshot holds every fold of theirs that committed first. The hour
+    groups need it: two folds of one hour each missing the other's uncommitted fine rows would
+    both count a new group. Folds of one organization already waited for each other at its
+    fill-state row; this moves the wait before the snapshot."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, id) FROM unnest(%s::integer[]) AS id",
+                       [ORGANIZATION_FOLD_LOCK, sorted(set(organization_ids))])
+
+
+def recount_hour_groups(hours: Iterable[tuple[int, int]], zones: dict[int, zoneinfo.ZoneInfo]) -> None:
+    """Set the group count of each (organization, local hour) in `hours` to what the fine level
+    holds now (after a Python fold or a rebuild of those hours): the groups of the 15-minute
+    slots whose local hour it is."""
+    quote = connection.ops.quote_name
+    group_columns = [DIMENSION_NAMED[name].column for name in HOUR_GROUP_DIMENSIONS]
+    bucket = quote(FINE.time.column)
+    for chunk in itertools.batched(sorted(set(hours)), _RECOUNT_HOURS):
+        slots = [(organization_id, hour + quarter, hour) for organization_id, hour in chunk
+                 for quarter in QUARTERS_OF_HOUR if local_hour_of(hour + quarter, zones[organization_id]) == hour]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH slots (organization_id, slot, hour) AS (VALUES {', '.join(['(%s, %s, %s)'] * len(slots))}) "
+                f"INSERT INTO {quote(_HOUR_GROUPS)} (organization_id, {quote(LOCAL_HOUR.column)}, groups) "
+                f"SELECT organization_id, hour, COUNT(*) FROM (SELECT DISTINCT slots.organization_id, slots.hour, "
+                f"{', '.join(f'fine.{quote(column)}' for column in group_columns)} FROM slots "
+                f"JOIN {quote(FINE.table)} AS fine ON fine.organization_id = slots.organization_id "
+                f"AND fine.{bucket} = slots.slot) AS grouped GROUP BY 1, 2 ORDER BY 1, 2 "
+                f"ON CONFLICT (organization_id, {quote(LOCAL_HOUR.column)}) DO UPDATE SET groups = EXCLUDED.groups",
+                [value for slot in slots for value in slot])
 
 
 # --- PostgreSQL: insert and fold in one statement ---------------------------------------------
@@ -252,6 +317,7 @@ _FOLD = sql.SQL("""
         ON CONFLICT {fill_state_conflict}
     ),
     {key_daily_rows},
+    {hour_groups},
     {activity}
     SELECT COUNT(*) FROM new""")
 
@@ -269,6 +335,22 @@ _KEY_DAILY_ROWS_FOLD = sql.SQL("""key_daily_rows AS (
         INSERT INTO {table} (organization_id, {day}, {rows})
         SELECT organization_id, {day}, COUNT(*) FROM {key_daily} WHERE inserted GROUP BY 1, 2 ORDER BY 1, 2
         ON CONFLICT (organization_id, {day}) DO UPDATE SET {rows} = {table}.{rows} + EXCLUDED.{rows}
+    )""")
+# The batch's groups of each local hour that the fine level held in none of the hour's slots
+# before this statement, added to the hour's count. Each is looked up by the fine level's unique
+# index (LATERAL with LIMIT 1, never turned into a join over the whole level).
+_HOUR_GROUPS_FOLD = sql.SQL("""hour_groups AS (
+        INSERT INTO {table} (organization_id, {hour}, groups)
+        SELECT batch.organization_id, batch.{hour}, COUNT(*) FROM (
+            SELECT DISTINCT organization_id, {hour}, {group_values} FROM new
+        ) AS batch
+        LEFT JOIN LATERAL (
+            SELECT 1 AS seen FROM {fine} AS stored
+            WHERE stored.organization_id = batch.organization_id AND stored.{bucket} = ANY(ARRAY[{slots}])
+              AND {same_group} LIMIT 1
+        ) AS earlier ON true
+        WHERE earlier.seen IS NULL GROUP BY 1, 2 ORDER BY 1, 2
+        ON CONFLICT (organization_id, {hour}) DO UPDATE SET groups = {table}.groups + EXCLUDED.groups
     )""")
 _BATCH_AGGREGATES = sql.SQL("SELECT {keys}, {aggregates} FROM new GROUP BY {key_positions}")
 # The batch's histogram of each key: counts per bin (ascending), encoded as stored, beside the aggregates.
@@ -351,7 +433,22 @@ def _fold_statement() -> str:
         key_daily_rows=_KEY_DAILY_ROWS_FOLD.format(
             table=sql.Identifier(_KEY_DAILY_ROWS), day=sql.Identifier(KEY_DAILY.time.column),
             rows=sql.Identifier("rows"), key_daily=sql.Identifier(f"level{LEVELS.index(KEY_DAILY)}")),
+        hour_groups=_hour_groups_fold(),
         activity=sql.SQL(",\n    ".join(activity.fold_sql()))).as_string()
+
+
+def _hour_groups_fold() -> sql.Composed:
+    hour = sql.Identifier(LOCAL_HOUR.column)
+    dimensions = [DIMENSION_NAMED[name] for name in HOUR_GROUP_DIMENSIONS]
+    return _HOUR_GROUPS_FOLD.format(
+        table=sql.Identifier(_HOUR_GROUPS), hour=hour, fine=sql.Identifier(FINE.table),
+        bucket=sql.Identifier(FINE.time.column),
+        group_values=sql.SQL(", ").join(sql.SQL("{} AS {}").format(sql.SQL(d.folded_sql), sql.Identifier(d.column))
+                                        for d in dimensions),
+        slots=sql.SQL(", ").join(sql.SQL("batch.{} + {}").format(hour, sql.Literal(quarter))
+                                 for quarter in QUARTERS_OF_HOUR),
+        same_group=sql.SQL(" AND ").join(sql.SQL("stored.{column} = batch.{column}").format(
+            column=sql.Identifier(d.column)) for d in dimensions))
 
 
 def store_and_queue(rows: Sequence[Any]) -> tuple[list[Any], list[int]]:
@@ -404,6 +501,7 @@ def fold_stored(event_ids: Sequence[int]) -> int:
             events=sql.Identifier(UsageEvent._meta.db_table)), [list(event_ids)], prepare=False)
         stored = [stored_row(*record) for record in cursor.fetchall()]
         zones = organization_zones({event.organization_id for event in stored})
+        lock_organizations(zones)
         with cursor.copy(sql.SQL("COPY {} FROM STDIN").format(staging)) as copy:
             for event in stored:
                 slots = _time_slots(event.timestamp, zones[event.organization_id])

@@ -29,12 +29,13 @@ from portal.services import Actor, record_audit
 from usage import activity, folding
 from usage.bulk import column_types, stored_rows, write_rows
 from usage.levels import KEY_DAILY
-from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFillState, UsageKeyDailyRows
+from usage.models import TRACE_FIELD_LENGTH, UsageEvent, UsageFillState, UsageHourGroups, UsageKeyDailyRows
 from usage.rollups import LEVELS, fold_events, organization_zones, store_and_queue
 from usage.timebuckets import (
     SUPPORTED_RANGE,
     OutOfRange,
     checked_instant,
+    epoch,
     instant_from_epoch,
     local_midnight,
     local_midnight_of,
@@ -464,9 +465,10 @@ def rebuild_rollups(*, organization: Organization, start: datetime | None = None
         # Recounted for the days that still have events by the folds below.
         first, last = KEY_DAILY.time.bounds(start, end, organization.zone)
         UsageKeyDailyRows.objects.filter(organization=organization, day__gte=first, day__lt=last).delete()
+        UsageHourGroups.objects.filter(organization=organization, hour__gte=epoch(start), hour__lt=epoch(end)).delete()
     else:
         # Conversations and peaks depend on no price, so a partial rebuild (a re-rate) keeps them.
-        for model in (*(level.model for level in LEVELS), UsageKeyDailyRows, *activity.MODELS):
+        for model in (*(level.model for level in LEVELS), UsageKeyDailyRows, UsageHourGroups, *activity.MODELS):
             model.objects.filter(organization=organization).delete()
         UsageFillState.objects.filter(organization=organization).delete()
     zones = organization_zones([organization.pk])

@@ -534,11 +534,12 @@ def test_ranges_inside_local_days_take_whole_days_from_a_day_level(zoned, models
     assert result.level.split("+") == list(dict.fromkeys([RAW, middle, FINE]))
 
 
-@pytest.mark.parametrize("granularity", ["day", "hour"])
+@pytest.mark.parametrize("granularity", ["day", "hour", "whole hours"])
 def test_row_counts_and_keyset_pages_equal_the_raw_events(zoned, models, granularity):
     """Groups per bucket (row_counts) and the keyset walk (limit, after_group) from the levels the
-    engine picks (the key-daily level for whole days, fine and raw rows at the edges) equal the
-    same read over raw events, page after page."""
+    engine picks (the key-daily level for whole days, fine and raw rows at the edges, the hour
+    group counts for whole local hours, the repeated one included) equal the same read over raw
+    events, page after page."""
     from zoneinfo import ZoneInfo
 
     organization, department, key = zoned("America/New_York")
@@ -550,10 +551,17 @@ def test_row_counts_and_keyset_pages_equal_the_raw_events(zoned, models, granula
     start, end = datetime(2026, 10, 30, 10, 7, 13, tzinfo=ny), datetime(2026, 11, 2, 15, 30, tzinfo=ny)
     if granularity == "hour":
         start, end = datetime(2026, 11, 1, 0, 0, tzinfo=ny), datetime(2026, 11, 1, 7, 45, tzinfo=ny)
+    elif granularity == "whole hours":
+        start, end = datetime(2026, 11, 1, 0, 0, tzinfo=ny), datetime(2026, 11, 1, 9, 0, tzinfo=ny)
     group_by = ("department", "key", "member", "model")
     fields = dict(organization_id=organization.pk, start=start, end=end, timezone="America/New_York",
-                  granularity=Granularity.of(granularity), group_by=group_by, fill_empty=False)
+                  granularity=Granularity.of(granularity.removeprefix("whole ").removesuffix("s")),
+                  group_by=group_by, fill_empty=False)
     exact = query.run(UsageQuery(**fields), level=RAW).rows
+    # Whole local hours are counted off the per-hour group counts, the rest from the levels.
+    hours = query.buckets(start, end, ny, Granularity.of("hour"))
+    from_hours = query._hour_group_counts(UsageQuery(**fields), ny, hours)
+    assert (from_hours is not None) == (granularity == "whole hours")
     counts = query.row_counts(UsageQuery(**fields))
     expected_counts: dict = {}
     for row in exact:

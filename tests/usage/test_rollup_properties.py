@@ -20,6 +20,7 @@ from usage.models import (
     UsageEvent,
     UsageFillState,
     UsageFine15,
+    UsageHourGroups,
     UsageHourly,
     UsageKeyDaily,
     UsageKeyDailyRows,
@@ -52,7 +53,8 @@ def estate(django_db_setup, django_db_blocker):
         models = [factories.make_model(f"prop-{i}", cny=(str(i + 1), "0.3", "2.5", "0.1", "0.05", *written))
                   for i, written in enumerate(cache_write_prices)]
         yield built, models
-        for table in (*(level.model for level in LEVELS), UsageKeyDailyRows, UsageFillState, UsageEvent):
+        for table in (*(level.model for level in LEVELS), UsageKeyDailyRows, UsageHourGroups, UsageFillState,
+                      UsageEvent):
             table.objects.all().delete()
 
 
@@ -74,7 +76,7 @@ event_shapes = st.lists(
 @pytest.mark.django_db(transaction=True)
 def test_every_rollup_level_equals_its_raw_events(estate, shapes):
     built, models = estate
-    for table in (*(level.model for level in LEVELS), UsageKeyDailyRows, UsageFillState, UsageEvent):
+    for table in (*(level.model for level in LEVELS), UsageKeyDailyRows, UsageHourGroups, UsageFillState, UsageEvent):
         table.objects.all().delete()
     events = []
     for number, (org, key, model, second, prompt, completion, cached_pct, written_pct, images, video, latency,
@@ -166,7 +168,9 @@ def test_every_rollup_level_equals_its_raw_events(estate, shapes):
             tuple(getattr(row, f) for f in (*level.key_columns, *level.metric_columns))
             for row in level.model.objects.all()) for level in LEVELS},
             "key-daily rows": sorted(UsageKeyDailyRows.objects.filter(rows__gt=0).values_list(
-                "organization_id", "day", "rows"))}
+                "organization_id", "day", "rows")),
+            "hour groups": sorted(UsageHourGroups.objects.filter(groups__gt=0).values_list(
+                "organization_id", "hour", "groups"))}
 
     ingested = snapshot()
     for organization, _ in built:
