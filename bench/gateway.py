@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
+from bench.cpu import machine_busy_seconds
 from bench.django_env import throwaway_database
 
 # The load generator's own httpx lines are not figures.
@@ -109,13 +110,6 @@ def cpu_seconds(pid: int | None = None) -> float:
         return times.user + times.system
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU time all processes of the machine used so far, in seconds (/proc/stat: every mode but
-    idle and iowait), PostgreSQL's, Redis's and other sessions' included."""
-    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 async def run_phase(phase: Phase, seconds: float, pids: dict[str, int | None]) -> None:

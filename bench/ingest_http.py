@@ -18,7 +18,11 @@ organizations in mixed zones, 5,000 keys, 30 priced models):
    backend apart), and the fold queue's depth and age with them;
 5. exactly once: after the run (and the fold queue drained), the raw events, every rollup
    level's requests and the fill state all equal the sum of what the responses accepted;
-6. COPY of the same stored rows into a bare table and into a table with the raw table's indexes.
+6. COPY of the same stored rows into a bare table and into a table with the raw table's indexes;
+7. where the CPU goes while the writers run: every process's user + system time from /proc by
+   role (PostgreSQL, gunicorn, the Celery folder, this bench's writers and probes), in core-ms
+   per 1,000 accepted events, and the machine's busy share from /proc/stat: what a target in
+   events per second asks of the cores there are.
 
 Rollups are folded after the ingest commit (usage/folding.py) by a real Celery worker
 (`celery -A portal worker`, started here against the same database) on CELERY_BROKER_URL, which
@@ -52,6 +56,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from bench.cpu import cpu_by_role, machine_busy_seconds, process_times
 from bench.django_env import throwaway_database
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +91,10 @@ class Phase:
     folder_waits: Counter = field(default_factory=Counter)
     queue_events_max: int = 0  # the most events queued and not yet folded, in one sample
     queue_age_max_ms: float = 0.0  # the oldest queued batch's age, at worst
+    cpu_seconds: Counter = field(default_factory=Counter)  # by role, over the sustained period
+    cpu_events: int = 0  # the events accepted over that same period
+    machine_seconds: float = 0.0  # CPU seconds the whole machine spent then (/proc/stat)
+    machine_busy: float = 0.0  # that as a share of all its cores
 
     @property
     def rate(self) -> float:
@@ -270,6 +279,24 @@ class FreshnessProbe(threading.Thread):
                 self.phase.freshness_ms.append((time.perf_counter() - answered) * 1000)
 
 
+# --- where the CPU goes ---------------------------------------------------------------------------
+
+def role_of(command: str, cmdline: str) -> str:
+    """Which part of the run a process is (bench.cpu.cpu_by_role)."""
+    if command == "postgres" or cmdline.startswith("postgres"):
+        return "PostgreSQL (every backend)"
+    if "gunicorn" in cmdline:
+        return "gunicorn workers (the endpoint)"
+    if "celery" in cmdline:
+        return "Celery worker (the folder)"
+    if "bench.ingest_http" in cmdline:
+        return LOAD_GENERATOR
+    return "everything else"
+
+
+LOAD_GENERATOR = "load generator (writers, probe, sampler)"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -371,6 +398,8 @@ def run_phase(phase: Phase, url: str, token: str, pool: list[bytes], seconds: fl
                  for n in range(phase.writers)]
     sampler = LockSampler(database, phase)
     probe = FreshnessProbe(url, token, *probe_args, phase, sampler.dsn())
+    cpu_before, busy_before, clock_before = process_times(), machine_busy_seconds(), time.monotonic()
+    accepted_before = progress.value
     for process in processes:
         process.start()
     sampler.start()
@@ -381,6 +410,11 @@ def run_phase(phase: Phase, url: str, token: str, pool: list[bytes], seconds: fl
             time.sleep(0.5)
             bar.n = min(int(now - started), int(seconds))
             bar.set_postfix_str(f"{progress.value:,} accepted, {progress.value / max(now - started, 1e-9):,.0f} ev/s")
+    # While the writers still live (finishing their last request): their time is theirs to count.
+    phase.cpu_seconds = cpu_by_role(cpu_before, process_times(), role_of)
+    phase.cpu_events = progress.value - accepted_before
+    phase.machine_seconds = machine_busy_seconds() - busy_before
+    phase.machine_busy = phase.machine_seconds / ((time.monotonic() - clock_before) * (os.cpu_count() or 1))
     collected = [results.get() for _ in processes]
     for process in processes:
         process.join()
@@ -652,6 +686,18 @@ def print_summary(phases: list[Phase], in_rate: float, copy_rows: int, bare_seco
         waits = sum(phase.lock_waits.values())
         top = ", ".join(f"{name} {count / max(phase.active_samples, 1):.0%}" for name, count in
                         phase.lock_waits.most_common(4))
+        if phase.cpu_events:
+            per_thousand = {role: seconds * 1e6 / phase.cpu_events for role, seconds in phase.cpu_seconds.items()}
+            machine = phase.machine_seconds * 1e6 / phase.cpu_events
+            add(f"HTTP, {phase.writers} writer(s): CPU per 1,000 accepted events, whole machine (busy share)",
+                f"{machine:,.0f} core-ms ({phase.machine_busy:.0%} of {os.cpu_count()} cores); by process: "
+                + ", ".join(f"{role} {value:,.0f}" for role, value in
+                            sorted(per_thousand.items(), key=lambda item: -item[1]) if value >= 0.5))
+            if phase.writers == 4:
+                serving = machine - per_thousand.get(LOAD_GENERATOR, 0)
+                add(f"HTTP, {phase.writers} writer(s): events/s {os.cpu_count()} cores allow at that CPU per event "
+                    "(load generator apart)", f"{(os.cpu_count() or 1) * 1e6 / max(serving, 1e-9):,.0f}",
+                    f"≥ {TARGET_EVENTS_PER_SECOND:,}")
         add(f"HTTP, {phase.writers} writer(s): active backends per sample / waiting",
             f"{phase.active_samples / max(phase.lock_samples, 1):.1f} / {waits / max(phase.lock_samples, 1):.2f}"
             + (f" ({top})" if top else ""))
