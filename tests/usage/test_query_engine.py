@@ -622,3 +622,33 @@ def test_true_counts_are_the_events_whose_value_is_not_zero(zoned, models, level
     for model in models:
         empty = by_model[(second, model.pk)]
         assert empty.true_counts == dict.fromkeys(values, 0) and empty.false_count("requests") == 0
+
+
+def test_hours_a_half_hour_shift_splits_are_counted_on_the_levels_and_equal_the_raw_events(zoned, models):
+    """Lord Howe's clock moves by half an hour (2026-10-04 02:00 → 02:30 local): around the shift a
+    bucket of an hour is not one local hour of four 15-minute slots, so the per-hour group counts
+    must not answer it; the counts still equal the raw events'."""
+    from zoneinfo import ZoneInfo
+
+    from usage.levels import is_clean_local_hour
+
+    zone = ZoneInfo("Australia/Lord_Howe")
+    organization, department, key = zoned("Australia/Lord_Howe")
+    second_key, _ = factories.make_inference_key(department)
+    for number, (which, model) in enumerate([(key, models[0]), (second_key, models[1])]):
+        _ingest_every(which, model, datetime(2026, 10, 3, 22, tzinfo=zone) + timedelta(minutes=number * 5),
+                      datetime(2026, 10, 4, 8, tzinfo=zone), timedelta(minutes=17 + number * 6), latency_ms=300)
+    start, end = datetime(2026, 10, 3, 23, tzinfo=zone), datetime(2026, 10, 4, 6, 30, tzinfo=zone)
+    # 01:00–02:00 (+10:30) is a whole hour; the clock then reads 02:30 (+11:00), and the hour the
+    # buckets start at 02:30 is not one local hour of four slots.
+    assert is_clean_local_hour(int(datetime(2026, 10, 4, 1, tzinfo=zone).timestamp()), zone)
+    assert not is_clean_local_hour(int(datetime(2026, 10, 4, 2, 30, tzinfo=zone).timestamp()), zone)
+    fields = dict(organization_id=organization.pk, start=start, end=end, timezone="Australia/Lord_Howe",
+                  granularity=Granularity.of("hour"), group_by=("department", "key", "member", "model"),
+                  fill_empty=False)
+    hours = query.buckets(start, end, zone, Granularity.of("hour"))
+    assert query._hour_group_counts(UsageQuery(**fields), zone, hours) is None
+    expected: dict = {}
+    for row in query.run(UsageQuery(**fields), level=RAW).rows:
+        expected[row.bucket.key] = expected.get(row.bucket.key, 0) + 1
+    assert query.row_counts(UsageQuery(**fields)) == expected and sum(expected.values()) > 10
