@@ -536,7 +536,8 @@ def _hour_group_counts(query: UsageQuery, org_zone: zoneinfo.ZoneInfo,
     granularity = query.granularity
     if (granularity is None or granularity.unit is not None or granularity.seconds != levels.LOCAL_HOUR.seconds
             or set(query.group_by) != set(levels.HOUR_GROUP_DIMENSIONS) or _filtered(query)
-            or not all_buckets or all_buckets[0].start != query.start or all_buckets[-1].end != query.end):
+            or not all_buckets or epoch(all_buckets[0].start) != epoch(query.start)
+            or epoch(all_buckets[-1].end) != epoch(query.end)):  # by epoch: a repeated hour's wall time is two instants
         return None
     by_hour: dict[int, Bucket] = {}
     for bucket in all_buckets:
